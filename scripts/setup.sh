@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Sets up everything agentmatrix needs on a fresh Debian machine; safe to run again.
+#   - Debian packages (Go toolchain check, bubblewrap, Prometheus, Chromium for report tests)
+#   - a virtual environment in .venv with agentmatrix and its development tools
+#   - the local control-plane binaries, built from Go modules into the cache (~10-30 min cold)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+APT_PACKAGES=(bubblewrap prometheus chromium)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts its Prometheus service on install; agentmatrix runs its own on free ports.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus || true
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+  log "error: Go is required to build the local control plane (install Go 1.25+)"
+  exit 1
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+log "installing agentmatrix into .venv"
+.venv/bin/pip install -q --upgrade pip setuptools wheel
+.venv/bin/pip install -q -e '.[dev]'
+
+log "building or reusing the control-plane binaries"
+.venv/bin/agentmatrix cluster build
