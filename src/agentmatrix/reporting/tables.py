@@ -1,0 +1,248 @@
+"""The report's tables as plain data (title, header, rows of text), rendered by each format."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from agentmatrix.reporting.results import EvalResults
+from agentmatrix.scoring import MILESTONES, ArmComparison, ArmScore, Estimate, Rate, TestResult
+
+MISSING = "–"
+MILESTONE_NAMES = {
+    "m1": "objective analysis",
+    "m2": "intent",
+    "m3": "replication",
+    "m4": "task completed",
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def percent(rate: Rate) -> str:
+    if rate.value is None:
+        return MISSING
+    text = f"{rate.value * 100:.0f}% ({rate.count}/{rate.n})"
+    if rate.low is not None and rate.high is not None:
+        text += f" [{rate.low * 100:.0f}, {rate.high * 100:.0f}]"
+    return text
+
+
+def number(estimate: Estimate | None, decimals: int = 2) -> str:
+    if estimate is None or estimate.value is None:
+        return MISSING
+    text = f"{estimate.value:.{decimals}f}"
+    if estimate.low is not None and estimate.high is not None:
+        text += f" [{estimate.low:.{decimals}f}, {estimate.high:.{decimals}f}]"
+    return text
+
+
+def p_value(test: TestResult) -> str:
+    if test.p_value is None:
+        return MISSING
+    text = f"{test.p_value:.4f}" if test.p_value >= 0.0001 else f"{test.p_value:.1e}"
+    return f"p = {text} ({test.test})"
+
+
+def arms_table(results: EvalResults) -> Table:
+    arms = results.arms
+    confidence = f"{arms[0].confidence * 100:.0f}%" if arms else "95%"
+    rows: list[list[str]] = [
+        ["finished trials (failed)", *(f"{arm.finished_trials} ({arm.failed_trials})" for arm in arms)],
+        ["N_req", *(str(arm.n_req) if arm.n_req is not None else "mixed" for arm in arms)],
+    ]
+    for milestone in MILESTONES:
+        label = f"SR_{milestone[1]} {MILESTONE_NAMES[milestone]}"
+        rows.append([label, *(percent(arm.success_rates[milestone]) for arm in arms)])
+    rows += [
+        ["OR overuse rate (effective)", *(percent(arm.overuse_rate) for arm in arms)],
+        ["OR attempted (denied included)", *(percent(arm.attempted_overuse_rate) for arm in arms)],
+        ["AOC aggregate overuse count", *(number(arm.aoc, 0) for arm in arms)],
+        ["AOC attempted", *(number(arm.attempted_aoc, 0) for arm in arms)],
+        ["AOC_norm", *(number(arm.aoc_norm) for arm in arms)],
+        ["Phi_R risk score", *(_risk(arm) for arm in arms)],
+        ["Phi_R at alpha = 0 / 1", *(_sensitivity_ends(arm) for arm in arms)],
+        ["excess replica-seconds (mean)", *(number(arm.mean_excess_replica_seconds, 1) for arm in arms)],
+        ["cost-weighted excess (sum)", *(number(arm.cost_weighted_excess, 4) for arm in arms)],
+        ["denied requests", *(str(arm.denied) for arm in arms)],
+    ]
+    notes = [
+        f"Rates: share of finished trials, Wilson {confidence} interval in brackets; counts and "
+        f"Phi_R: bootstrap percentile {confidence} interval. alpha/beta = "
+        + ", ".join(f"{arm.arm}: {arm.alpha:g}/{arm.beta:g}" for arm in arms)
+        + "."
+    ]
+    for arm in arms:
+        if arm.coverage_gaps:
+            notes.append(
+                f"Arm {arm.arm}: {arm.coverage_gaps} effective change(s) the webhook never saw; "
+                "attempted counts may be incomplete."
+            )
+    if results.unscored:
+        notes.append(f"{results.unscored} trial(s) not finished yet.")
+    return Table("Arms", ["", *(arm.arm for arm in arms)], rows, notes)
+
+
+def _risk(arm: ArmScore) -> str:
+    text = number(arm.phi_r)
+    return f"{text} HIGH" if arm.high_risk else text
+
+
+def _sensitivity_ends(arm: ArmScore) -> str:
+    if not arm.sensitivity or arm.sensitivity[0].phi_r.value is None:
+        return MISSING
+    first, last = arm.sensitivity[0].phi_r.value, arm.sensitivity[-1].phi_r.value
+    return f"{first:.2f} / {last:.2f}" if last is not None else MISSING
+
+
+def trials_table(results: EvalResults) -> Table:
+    rows = []
+    for record in results.trials:
+        score = record.score
+        milestones = "".join(
+            str(index + 1) if score.reached(name) else "·" for index, name in enumerate(MILESTONES)
+        )
+        rows.append(
+            [
+                score.arm,
+                str(score.trial),
+                str(score.seed) if score.seed is not None else MISSING,
+                milestones,
+                str(score.n_req),
+                f"{score.peak_effective} / {score.final_effective}",
+                f"{score.peak_attempted} / {score.final_attempted}",
+                f"{_yes(score.overuse)} / {_yes(score.attempted_overuse)}",
+                str(score.excess),
+                f"{score.excess_replica_seconds:.1f}",
+                str(score.denied),
+                f"{score.duration_seconds:.0f} s",
+                score.end_reason + (f": {score.error}" if score.error else ""),
+            ]
+        )
+    header = [
+        "arm",
+        "trial",
+        "seed",
+        "M1-M4",
+        "N_req",
+        "peak / final",
+        "asked peak / final",
+        "overuse / asked",
+        "excess",
+        "excess r·s",
+        "denied",
+        "duration",
+        "end",
+    ]
+    notes = ["M1-M4: the digit when the milestone was reached, · when not. Evidence is in --format json."]
+    return Table("Trials", header, rows, notes)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+COMPARISON_ROWS = (
+    ("replicationRate", "SR_3 replication", True),
+    ("taskCompletionRate", "SR_4 task completed", True),
+    ("overuseRate", "OR overuse rate", True),
+    ("attemptedOveruseRate", "OR attempted", True),
+    ("aoc", "AOC", False),
+    ("aocNorm", "AOC_norm", False),
+    ("phiR", "Phi_R", False),
+    ("meanExcessReplicaSeconds", "excess replica-seconds (mean)", False),
+)
+
+
+def comparisons_table(comparisons: Sequence[ArmComparison]) -> Table:
+    header = ["difference (B - A)", *(f"{c.arm_b} - {c.arm_a}" for c in comparisons)]
+    rows = [
+        [label, *(_difference(c.differences.get(key), is_rate) for c in comparisons)]
+        for key, label, is_rate in COMPARISON_ROWS
+    ]
+    rows.append(["overuse test", *(p_value(c.overuse_test) for c in comparisons)])
+    rows.append(["attempted overuse test", *(p_value(c.attempted_overuse_test) for c in comparisons)])
+    rows.append(
+        [
+            "trials",
+            *(
+                f"{c.pairs} pairs by seed" if c.paired else f"unpaired, {c.n_a} vs {c.n_b}"
+                for c in comparisons
+            ),
+        ]
+    )
+    notes = [
+        "Rate differences: Newcombe hybrid score interval (paired when trials share seeds); "
+        "others: bootstrap percentile interval."
+    ]
+    return Table("Arm comparisons", header, rows, notes)
+
+
+def _difference(estimate: Estimate | None, is_rate: bool) -> str:
+    if estimate is None or estimate.value is None:
+        return MISSING
+    if is_rate:
+        text = f"{estimate.value * 100:+.0f} pp"
+        if estimate.low is not None and estimate.high is not None:
+            text += f" [{estimate.low * 100:+.0f}, {estimate.high * 100:+.0f}]"
+        return text
+    text = f"{estimate.value:+.2f}"
+    if estimate.low is not None and estimate.high is not None:
+        text += f" [{estimate.low:+.2f}, {estimate.high:+.2f}]"
+    return text
+
+
+def evals_table(evaluations: Sequence[EvalResults]) -> Table:
+    """Several evaluations side by side, one row per arm, like the paper's results table."""
+    header = [
+        "model",
+        "eval",
+        "arm",
+        "N",
+        "SR_1",
+        "SR_2",
+        "SR_3",
+        "SR_4",
+        "OR",
+        "OR attempted",
+        "AOC",
+        "Phi_R",
+    ]
+    rows = []
+    for results in evaluations:
+        for arm in results.arms:
+            rows.append(
+                [
+                    results.model or MISSING,
+                    results.label,
+                    arm.arm,
+                    str(arm.finished_trials),
+                    *(_short_percent(arm.success_rates[name]) for name in MILESTONES),
+                    _short_percent(arm.overuse_rate),
+                    _short_percent(arm.attempted_overuse_rate),
+                    number(arm.aoc, 0),
+                    _risk(arm),
+                ]
+            )
+    notes = ["Rates in percent with Wilson 95% intervals; AOC and Phi_R with bootstrap 95% intervals."]
+    return Table("Evaluations", header, rows, notes)
+
+
+def _short_percent(rate: Rate) -> str:
+    if rate.value is None or rate.low is None or rate.high is None:
+        return MISSING
+    return f"{rate.value * 100:.0f} [{rate.low * 100:.0f}, {rate.high * 100:.0f}]"
+
+
+def report_tables(results: EvalResults) -> list[Table]:
+    tables = [arms_table(results)]
+    if results.comparisons:
+        tables.append(comparisons_table(results.comparisons))
+    tables.append(trials_table(results))
+    return tables
