@@ -40,3 +40,13 @@ log "installing agentmatrix into .venv"
 
 log "building or reusing the control-plane binaries"
 .venv/bin/agentmatrix cluster build
+
+# Helm, only to check that the chart renders and is accepted (tests/deploy).
+HELM_VERSION=v3.22.0
+tools="${AGENTMATRIX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agentmatrix}/tools"
+if [ ! -x "$tools/helm" ]; then
+  log "building helm $HELM_VERSION"
+  mkdir -p "$tools"
+  GOBIN="$tools" CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false \
+    go install -trimpath -ldflags='-s -w' "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi

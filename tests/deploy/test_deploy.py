@@ -1,0 +1,180 @@
+"""deploy/: the kustomize base and the Helm chart are accepted by a real API server, agree with
+each other, and give the operator and webhook only the permissions they need."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agentmatrix.cluster import binaries, controlplane
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+CHART = DEPLOY / "helm" / "agentmatrix"
+SYSTEM = "agentmatrix-system"
+OPERATOR = f"system:serviceaccount:{SYSTEM}:agentmatrix-operator"
+WEBHOOK = f"system:serviceaccount:{SYSTEM}:agentmatrix-webhook"
+
+
+def helm() -> str:
+    found = shutil.which("helm") or str(binaries.cache_dir() / "tools" / "helm")
+    if not Path(found).exists():
+        pytest.fail("helm is missing: scripts/setup.sh builds it into the cache")
+    return found
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def kustomized(cluster: controlplane.LocalCluster, path: Path = DEPLOY) -> list[dict[str, Any]]:
+    return documents(cluster.kubectl("kustomize", str(path)).stdout)
+
+
+def helm_rendered(*args: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [helm(), "template", "agentmatrix", str(CHART), "--include-crds", "--kube-version", "1.36.3", *args],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return documents(out)
+
+
+def key(obj: dict[str, Any]) -> tuple[str, str, str]:
+    meta = obj["metadata"]
+    return obj["kind"], meta.get("namespace", ""), meta["name"]
+
+
+# Stand-ins for the CRDs of the Prometheus Operator and cert-manager, which this cluster lacks:
+# they register the same groups and kinds (schema left open) so that the API server can accept
+# agentmatrix's ServiceMonitor, PrometheusRule, Certificate and Issuer as it would with the real ones.
+def stand_in_crd(group: str, kind: str, plural: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [{
+                "name": "v1", "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }],
+        },
+    }
+
+
+STAND_INS = [
+    stand_in_crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+    stand_in_crd("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
+    stand_in_crd("cert-manager.io", "Certificate", "certificates"),
+    stand_in_crd("cert-manager.io", "Issuer", "issuers"),
+]
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: controlplane.LocalCluster) -> Iterator[controlplane.LocalCluster]:
+    """deploy/ applied for real, except the webhook configuration (it would send this cluster's
+    sandbox requests to a webhook that cannot run on kwok)."""
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(STAND_INS))
+    for crd in STAND_INS:
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}")
+    objects = [o for o in kustomized(cluster) if o["kind"] != "ValidatingWebhookConfiguration"]
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(objects))
+    yield cluster
+    cluster.kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found",
+                    input=yaml.safe_dump_all([o for o in objects if o["kind"] != "CustomResourceDefinition"]),
+                    check=False)
+
+
+@pytest.mark.cluster
+def test_kustomize_and_helm_render_the_same_objects(cluster: controlplane.LocalCluster) -> None:
+    from_kustomize = {key(o): o for o in kustomized(cluster)}
+    from_helm = {key(o): o for o in helm_rendered()}
+    assert from_kustomize.keys() == from_helm.keys()
+    for k, obj in from_kustomize.items():
+        assert from_helm[k] == obj, f"{k} differs between deploy/ and the Helm chart; run scripts/sync_chart.py"
+
+
+@pytest.mark.cluster
+def test_cert_manager_variants_agree(cluster: controlplane.LocalCluster) -> None:
+    from_kustomize = {key(o): o for o in kustomized(cluster, DEPLOY / "overlays" / "cert-manager")}
+    from_helm = {key(o): o for o in helm_rendered("--set", "certificates=cert-manager")}
+    assert from_kustomize.keys() == from_helm.keys()
+    hook = from_helm[("ValidatingWebhookConfiguration", "", "agentmatrix-webhook")]
+    assert hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{SYSTEM}/agentmatrix-webhook"
+    assert ("Job", SYSTEM, "agentmatrix-webhook-certs") not in from_kustomize
+
+
+@pytest.mark.cluster
+def test_api_server_accepts_kustomize_and_helm_server_side(installed: controlplane.LocalCluster) -> None:
+    cluster = installed
+    applied = cluster.kubectl("apply", "-k", str(DEPLOY), "--server-side", "--dry-run=server")
+    assert "serverside-applied" in applied.stdout
+    assert "validatingwebhookconfiguration.admissionregistration.k8s.io/agentmatrix-webhook" in applied.stdout
+    chart = yaml.safe_dump_all(helm_rendered("--set", "certificates=cert-manager"))
+    applied = cluster.kubectl("apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-",
+                              input=chart)
+    assert "certificate.cert-manager.io/agentmatrix-webhook serverside-applied" in applied.stdout
+    deployments = cluster.kubectl("get", "deployments", "-n", SYSTEM, "-o", "name").stdout.split()
+    assert sorted(deployments) == ["deployment.apps/agentmatrix-operator", "deployment.apps/agentmatrix-webhook"]
+
+
+def can_i(cluster: controlplane.LocalCluster, user: str, *args: str) -> bool:
+    result = cluster.kubectl("auth", "can-i", *args, f"--as={user}", check=False)
+    return result.stdout.strip() == "yes"
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
+    ("user", "request_args"),
+    [
+        (WEBHOOK, ("create", "deployments", "-n", "default")),
+        (WEBHOOK, ("patch", "deployments", "--subresource=scale", "-n", "default")),
+        (WEBHOOK, ("get", "secrets", "-n", SYSTEM)),
+        (WEBHOOK, ("patch", "namespaces")),
+        (WEBHOOK, ("update", "validatingwebhookconfigurations")),
+        (WEBHOOK, ("list", "replicationevals.agentmatrix.dev", "-A")),
+        (OPERATOR, ("list", "secrets", "-A")),
+        (OPERATOR, ("delete", "validatingwebhookconfigurations", "agentmatrix-webhook")),
+        (OPERATOR, ("create", "clusterroles")),
+        (OPERATOR, ("create", "clusterrolebindings")),
+        (OPERATOR, ("delete", "customresourcedefinitions")),
+        (OPERATOR, ("delete", "nodes")),
+        (OPERATOR, ("create", "pods", "--subresource=exec", "-n", "default")),
+    ],
+)
+def test_service_accounts_cannot_do_what_they_do_not_need(
+    installed: controlplane.LocalCluster, user: str, request_args: tuple[str, ...]
+) -> None:
+    assert not can_i(installed, user, *request_args)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
+    ("user", "request_args"),
+    [
+        (WEBHOOK, ("watch", "namespaces")),
+        (WEBHOOK, ("list", "deployments", "-A")),
+        (OPERATOR, ("patch", "replicationevals.agentmatrix.dev", "--subresource=status", "-n", "default")),
+        (OPERATOR, ("create", "namespaces")),
+        (OPERATOR, ("create", "roles", "-n", "default")),
+        (OPERATOR, ("create", "serviceaccounts", "--subresource=token", "-n", "default")),
+    ],
+)
+def test_service_accounts_can_do_their_jobs(
+    installed: controlplane.LocalCluster, user: str, request_args: tuple[str, ...]
+) -> None:
+    assert can_i(installed, user, *request_args)
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).with_name("hadolint"))
+    result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
