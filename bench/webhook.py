@@ -1,0 +1,301 @@
+"""Benchmark of the admission webhook. Prints, in one run:
+
+1. direct AdmissionReview throughput and p50/p99 latency over HTTPS on loopback (the real
+   `agentmatrix webhook serve` process, ledger commits included), at several concurrencies and
+   for both ledger sync settings;
+2. the API server's latency for `deployments/scale` requests with the webhook registered (observe
+   mode) divided by its latency without it, p50 and p99, on a local control plane.
+
+Usage: python bench/webhook.py [--requests N] [--scale-requests N] [--state-dir DIR] [--skip-cluster]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from agentmatrix.api import names
+from agentmatrix.cluster import controlplane
+from agentmatrix.webhook import config, register
+from agentmatrix.webhook.kube import KubeAccess
+from agentmatrix.webhook.ledger import read_observations
+from agentmatrix.webhook.model import Mode
+from agentmatrix.webhook.review import request_body
+
+AGENTMATRIX = str(Path(sys.executable).parent / "agentmatrix")
+IMAGE = names.DEFAULT_AGENT_IMAGE
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def start_webhook(directory: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    command = [AGENTMATRIX, "webhook", "serve", "--port", "0", "--cert-dir", str(directory / "certs"), *args]
+    log = (directory / f"webhook-{uuid.uuid4().hex[:6]}.log").open("w")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+    started: dict[str, Any] = {}
+
+    def read() -> None:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if line:
+            started.update(json.loads(line))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(120)
+    if not started:
+        process.kill()
+        raise SystemExit("webhook did not start")
+    return process, started
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def review_bodies(count: int) -> list[bytes]:
+    """A realistic mix: mostly scale requests of the agent, some creates and patches of copies."""
+    bodies = []
+    user = names.service_account_username("bench", "agent")
+    template = {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": IMAGE}]}}
+    for i in range(count):
+        uid = str(uuid.uuid4())
+        if i % 4:
+            body = request_body(
+                uid=uid,
+                operation="UPDATE",
+                resource="deployments",
+                subresource="scale",
+                namespace="bench",
+                name="agent",
+                username=user,
+                kind="Scale",
+                obj={"spec": {"replicas": 1 + i % 3}},
+                old={"spec": {"replicas": 1 + (i + 1) % 3}},
+            )
+        else:
+            deployment = {
+                "metadata": {"name": f"copy-{i % 50}"},
+                "spec": {"replicas": 1, "template": template},
+            }
+            body = request_body(
+                uid=uid,
+                operation="CREATE",
+                resource="deployments",
+                namespace="bench",
+                name=f"copy-{i % 50}",
+                username=user,
+                kind="Deployment",
+                obj=deployment,
+            )
+        bodies.append(json.dumps(body).encode())
+    return bodies
+
+
+async def direct(url: str, ca: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float]]:
+    import ssl
+
+    context = ssl.create_default_context(cafile=ca)
+    latencies: list[float] = []
+    queue = list(reversed(bodies))
+    connector = aiohttp.TCPConnector(ssl=context, limit=concurrency)
+    async with aiohttp.ClientSession(base_url=url, connector=connector) as session:
+        # Warm up connections and code paths.
+        for body in review_bodies(50):
+            async with session.post("/validate", data=body) as reply:
+                await reply.read()
+
+        async def worker() -> None:
+            while queue:
+                body = queue.pop()
+                started = time.perf_counter()
+                async with session.post(
+                    "/validate", data=body, headers={"Content-Type": "application/json"}
+                ) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise SystemExit(f"unexpected status {r.status}")
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return len(bodies) / elapsed, latencies
+
+
+def bench_direct(requests: int) -> None:
+    print("== direct AdmissionReview over HTTPS on 127.0.0.1 (webhook process, ledger commit per request)")
+    print(f"{'sync':<7} {'conc':>4} {'reviews/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for sync in ("full", "normal"):
+        with tempfile.TemporaryDirectory(prefix="agentmatrix-bench-") as tmp:
+            directory = Path(tmp)
+            process, started = start_webhook(
+                directory,
+                "--no-watch",
+                "--sandbox",
+                "bench",
+                "--sync",
+                sync,
+                "--ledger",
+                str(directory / "ledger.sqlite3"),
+            )
+            try:
+                for concurrency in (1, 8, 32):
+                    count = requests if concurrency > 1 else max(500, requests // 5)
+                    rate, latencies = asyncio.run(
+                        direct(started["url"], started["ca"], review_bodies(count), concurrency)
+                    )
+                    print(
+                        f"{sync:<7} {concurrency:>4} {rate:>10.0f} {percentile(latencies, 0.5) * 1e3:>8.2f} "
+                        f"{percentile(latencies, 0.99) * 1e3:>8.2f}"
+                    )
+            finally:
+                stop(process)
+
+
+async def scale_latencies(access: KubeAccess, namespace: str, count: int) -> list[float]:
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/agent/scale"
+    headers = {**access.headers, "Content-Type": "application/merge-patch+json"}
+    latencies = []
+    connector = aiohttp.TCPConnector(ssl=access.ssl_context, limit=1)
+    async with aiohttp.ClientSession(base_url=access.server, connector=connector) as session:
+        for i in range(count):
+            body = json.dumps({"spec": {"replicas": 1 + i % 2}})
+            started = time.perf_counter()
+            async with session.patch(path, data=body, headers=headers) as reply:
+                await reply.read()
+                if reply.status != 200:
+                    raise SystemExit(f"scale failed: {reply.status}")
+            latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def bench_api_server(scale_requests: int, state_dir: Path | None) -> None:
+    print("== API server latency of deployments/scale (PATCH), webhook registered (observe) vs not")
+    own = state_dir is None
+    state = state_dir or Path(tempfile.mkdtemp(prefix="agentmatrix-bench-cluster-"))
+    cluster = controlplane.up(state)
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    webhook_name = f"agentmatrix-webhook-bench-{uuid.uuid4().hex[:6]}"
+    documents: list[dict[str, Any]] = []
+    process = None
+    try:
+        cluster.kubectl("create", "namespace", namespace)
+        cluster.kubectl("label", "namespace", namespace, f"{names.LABEL_SANDBOX}=true")
+        cluster.kubectl("create", "deployment", "agent", f"--image={IMAGE}", "-n", namespace)
+        access = KubeAccess.load(cluster.kubeconfig)
+        with tempfile.TemporaryDirectory(prefix="agentmatrix-bench-") as tmp:
+            process, started = start_webhook(
+                Path(tmp),
+                "--kubeconfig",
+                str(cluster.kubeconfig),
+                "--ledger",
+                str(Path(tmp) / "ledger.sqlite3"),
+            )
+            target = config.ClientTarget(url=started["url"], ca_bundle=Path(started["ca"]).read_bytes())
+            documents = [config.webhook_configuration(Mode.OBSERVE, target, name=webhook_name)]
+            asyncio.run(scale_latencies(access, namespace, 50))  # warm up
+            without: list[float] = []
+            with_webhook: list[float] = []
+            block = 50
+            observed = 0
+            ledger_path = Path(tmp) / "ledger.sqlite3"
+
+            def scales_seen() -> int:
+                return sum(1 for o in read_observations(ledger_path, namespace) if o.subresource == "scale")
+
+            def settle(active: bool) -> None:
+                """Probe until the API server calls the webhook (or stops calling it) for sure."""
+                agreed = 0
+                while agreed < 3:
+                    seen = scales_seen()
+                    asyncio.run(scale_latencies(access, namespace, 1))
+                    agreed = agreed + 1 if (scales_seen() > seen) == active else 0
+
+            stray = 0
+            for _ in range(max(1, scale_requests // block)):
+                register.remove(documents, cluster.kubeconfig)
+                settle(active=False)
+                seen = scales_seen()
+                without += asyncio.run(scale_latencies(access, namespace, block))
+                stray += scales_seen() - seen
+                register.apply(documents, cluster.kubeconfig)
+                settle(active=True)
+                seen = scales_seen()
+                with_webhook += asyncio.run(scale_latencies(access, namespace, block))
+                observed += scales_seen() - seen
+            register.remove(documents, cluster.kubeconfig)
+            stop(process)
+            process = None
+        p50a, p99a = percentile(without, 0.5), percentile(without, 0.99)
+        p50b, p99b = percentile(with_webhook, 0.5), percentile(with_webhook, 0.99)
+        print(f"{'':<16} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+        print(
+            f"{'without webhook':<16} {len(without):>5} {p50a * 1e3:>8.2f} {p99a * 1e3:>8.2f} "
+            f"{statistics.mean(without) * 1e3:>8.2f}"
+        )
+        print(
+            f"{'with webhook':<16} {len(with_webhook):>5} {p50b * 1e3:>8.2f} {p99b * 1e3:>8.2f} "
+            f"{statistics.mean(with_webhook) * 1e3:>8.2f}"
+        )
+        print(f"ratio with/without: p50 {p50b / p50a:.3f}  p99 {p99b / p99a:.3f}")
+        print(
+            f"scale requests in the ledger: {observed} of {len(with_webhook)} sent while registered, "
+            f"{stray} of {len(without)} sent while not"
+        )
+    finally:
+        if process is not None:
+            stop(process)
+        if documents:
+            try:
+                register.remove(documents, cluster.kubeconfig)
+            except Exception as exc:  # the cluster may be going away
+                print(f"could not remove the registration: {exc}", file=sys.stderr)
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        if own:
+            controlplane.down(state)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=10_000, help="reviews per direct run")
+    parser.add_argument("--scale-requests", type=int, default=600, help="scale requests per arm")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=os.environ.get("AGENTMATRIX_TEST_CLUSTER_DIR"),
+        help="reuse the local cluster in this state directory",
+    )
+    parser.add_argument("--skip-cluster", action="store_true", help="only the direct benchmark")
+    args = parser.parse_args()
+    bench_direct(args.requests)
+    if not args.skip_cluster:
+        bench_api_server(args.scale_requests, Path(args.state_dir) if args.state_dir else None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The ledger: group commit, no double counting, typed reading in commit order."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+from webhook_builders import observation
+
+from agentmatrix.webhook.ledger import LedgerWriter, foreign_objects, read_observations
+from agentmatrix.webhook.model import WorkloadKey
+
+
+async def test_concurrent_appends_are_group_committed_and_read_back_in_order(tmp_path: Path) -> None:
+    batches: list[int] = []
+    writer = LedgerWriter(tmp_path / "ledger.sqlite3", on_commit=lambda size, _: batches.append(size))
+    writer.start()
+    try:
+        await asyncio.gather(*(writer.append(observation(f"u{i}", after=i + 1)) for i in range(500)))
+    finally:
+        writer.stop()
+    read = read_observations(tmp_path / "ledger.sqlite3", "t1")
+    assert sorted(o.uid for o in read) == sorted(f"u{i}" for i in range(500))
+    assert [o.seq for o in read] == sorted(o.seq for o in read)
+    assert sum(batches) == 500 and max(batches) > 1  # many observations shared one commit
+    assert dataclasses.replace(read[0], seq=0) == observation(read[0].uid, after=read[0].replicas_after)
+
+
+async def test_a_uid_is_recorded_once_even_through_two_writers(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    first, second = LedgerWriter(path), LedgerWriter(path)
+    first.start()
+    second.start()
+    try:
+        uids = [f"u{i}" for i in range(200)]
+        await asyncio.gather(*(w.append(observation(u)) for u in uids for w in (first, second)))
+        await first.append(observation("u0"))  # an API-server retry of the same request
+    finally:
+        first.stop()
+        second.stop()
+    assert sorted(o.uid for o in read_observations(path, "t1")) == sorted(uids)
+
+
+def test_reading_by_trial_and_following_from_a_sequence_number(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+
+    async def write() -> None:
+        writer = LedgerWriter(path)
+        writer.start()
+        for i, trial in enumerate(["t1", "t2", "t1", "t1"]):
+            await writer.append(observation(f"u{i}", trial=trial))
+        await writer.append(observation("out", trial="t1", namespace="default"))
+        writer.stop()
+
+    asyncio.run(write())
+    ours = read_observations(path, "t1")
+    assert [o.uid for o in ours] == ["u0", "u2", "u3", "out"]
+    assert [o.uid for o in read_observations(path, "t1", after_seq=ours[1].seq)] == ["u3", "out"]
+    assert foreign_objects(path) == [(WorkloadKey("deployments", "default", "agent"), "t1")]
+
+
+def test_a_missing_ledger_reads_as_empty(tmp_path: Path) -> None:
+    assert read_observations(tmp_path / "none.sqlite3", "t1") == []

@@ -1,0 +1,158 @@
+"""Background watches that keep `ClusterState` current, and the lookups used on a cache miss.
+
+Watched, cluster-wide: sandbox namespaces (label `agentmatrix.dev/sandbox=true`, for their
+policy annotations), nodes (a DaemonSet's replica count) and every workload kind the webhook
+counts (to know, for a bare Scale, what the scaled object runs, and for the cap, what the agent
+already runs). Objects whose controller is counted (a ReplicaSet's pods, ...) are not kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agentmatrix.api import names
+from agentmatrix.webhook.counting import WORKLOADS, Footprint, MalformedObject, footprint
+from agentmatrix.webhook.kube import EventHandler, KubeClient, ListHandler, collection_path
+from agentmatrix.webhook.model import TrialPolicy, WorkloadKey
+from agentmatrix.webhook.state import ClusterState
+
+log = logging.getLogger(__name__)
+
+SANDBOX_SELECTOR = f"{names.LABEL_SANDBOX}=true"
+WATCHED_WORKLOADS = (*sorted(WORKLOADS), "horizontalpodautoscalers")
+_NEGATIVE_TTL = 5.0
+
+
+def _meta(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def policy_of(namespace: dict[str, Any]) -> TrialPolicy | None:
+    meta = _meta(namespace)
+    labels = meta.get("labels") or {}
+    if labels.get(names.LABEL_SANDBOX) != "true":
+        return None
+    return TrialPolicy.from_annotations(str(meta.get("name", "")), meta.get("annotations"))
+
+
+class ClusterFeed:
+    def __init__(self, client: KubeClient, state: ClusterState) -> None:
+        self.client = client
+        self.state = state
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: set[str] = set()
+        self.synced = asyncio.Event()
+        self._not_sandbox: dict[str, float] = {}
+
+    def start(self) -> None:
+        streams: list[tuple[str, str]] = [("namespaces", SANDBOX_SELECTOR), ("nodes", "")]
+        streams += [(resource, "") for resource in WATCHED_WORKLOADS]
+        self._pending = {resource for resource, _ in streams}
+        for resource, selector in streams:
+            self._tasks.append(
+                asyncio.create_task(
+                    self.client.list_and_watch(
+                        collection_path(resource),
+                        self._lister(resource),
+                        self._handler(resource),
+                        label_selector=selector,
+                        synced=self._synced(resource),
+                    ),
+                    name=f"watch-{resource}",
+                )
+            )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.client.close()
+
+    def _synced(self, resource: str) -> Callable[[], None]:
+        def done() -> None:
+            self._pending.discard(resource)
+            if not self._pending:
+                self.state.watching = True
+                self.synced.set()
+
+        return done
+
+    def _footprint(self, resource: str, obj: dict[str, Any]) -> tuple[WorkloadKey, Footprint | None]:
+        meta = _meta(obj)
+        key = WorkloadKey(resource, str(meta.get("namespace", "")), str(meta.get("name", "")))
+        try:
+            found = footprint(resource, obj, self.state.node_count, key.namespace)
+        except MalformedObject as exc:
+            log.warning("ignoring %s: %s", key, exc)
+            return key, None
+        return key, None if found.owned else found
+
+    def _lister(self, resource: str) -> ListHandler:
+        def on_list(items: list[dict[str, Any]]) -> None:
+            if resource == "namespaces":
+                self.state.replace_policies(p for p in map(policy_of, items) if p is not None)
+            elif resource == "nodes":
+                self.state.replace_nodes(str(_meta(n).get("name", "")) for n in items)
+            else:
+                kept: dict[WorkloadKey, Footprint] = {}
+                for obj in items:
+                    key, found = self._footprint(resource, obj)
+                    if found is not None:
+                        kept[key] = found
+                self.state.replace_watched(resource, kept)
+
+        return on_list
+
+    def _handler(self, resource: str) -> EventHandler:
+        def on_event(kind: str, obj: dict[str, Any]) -> None:
+            gone = kind == "DELETED"
+            if resource == "namespaces":
+                name = str(_meta(obj).get("name", ""))
+                policy = None if gone else policy_of(obj)
+                if policy is None:
+                    self.state.drop_policy(name)
+                else:
+                    self.state.set_policy(policy)
+            elif resource == "nodes":
+                self.state.set_node(str(_meta(obj).get("name", "")), not gone)
+            else:
+                key, found = self._footprint(resource, obj)
+                self.state.watched(key, None if gone else found)
+
+        return on_event
+
+    # Lookups on a cache miss ----------------------------------------------------------------
+    async def namespace_policy(self, namespace: str) -> TrialPolicy | None:
+        if self._not_sandbox.get(namespace, 0.0) > time.monotonic():
+            return None
+        try:
+            obj = await self.client.get(collection_path("namespaces") + f"/{namespace}", deadline=1.0)
+        except Exception as exc:
+            log.warning("namespace lookup of %s failed: %s", namespace, exc)
+            return None
+        policy = policy_of(obj) if obj else None
+        if policy is None:
+            self._not_sandbox[namespace] = time.monotonic() + _NEGATIVE_TTL
+        else:
+            self.state.set_policy(policy)
+        return policy
+
+    async def workload(self, key: WorkloadKey) -> Footprint | None:
+        try:
+            path = f"{collection_path(key.resource, key.namespace)}/{key.name}"
+            obj = await self.client.get(path, deadline=1.0)
+        except Exception as exc:
+            log.warning("lookup of %s failed: %s", key, exc)
+            return None
+        if obj is None:
+            return None
+        try:
+            return footprint(key.resource, obj, self.state.node_count, key.namespace)
+        except MalformedObject:
+            return None

@@ -1,0 +1,157 @@
+"""The HTTPS server: `POST /validate` (AdmissionReview v1), `GET /healthz`, `GET /readyz`, `GET /metrics`.
+
+Per review: parse, decide in memory, commit the observation to the ledger, then answer. A review
+whose observation cannot be committed is answered with HTTP 500, so the API server applies the
+failurePolicy instead of acting on an unrecorded answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agentmatrix.webhook import review as reviews
+from agentmatrix.webhook.admission import Admitter
+from agentmatrix.webhook.counting import MalformedObject
+from agentmatrix.webhook.feed import ClusterFeed
+from agentmatrix.webhook.kube import KubeAccess, KubeClient
+from agentmatrix.webhook.ledger import LedgerError, LedgerWriter, Sync, foreign_objects
+from agentmatrix.webhook.metrics import WebhookMetrics, bounded_operation, bounded_target
+from agentmatrix.webhook.model import TrialPolicy
+from agentmatrix.webhook.state import ClusterState
+
+log = logging.getLogger(__name__)
+
+VALIDATE_PATH = "/validate"
+MAX_BODY = 3 * 1024 * 1024  # the API server's own request limit is 3 MiB
+
+
+@dataclass
+class WebhookSettings:
+    ledger: Path
+    sync: Sync = "normal"
+    kubeconfig: Path | None = None
+    watch: bool = True  # False: no cluster access; only `sandboxes` are trials
+    sandboxes: list[TrialPolicy] = field(default_factory=list)
+
+
+class Webhook:
+    """The webhook's parts, wired: state, feed, admitter, ledger, metrics, HTTP app."""
+
+    def __init__(self, settings: WebhookSettings) -> None:
+        self.settings = settings
+        self.metrics = WebhookMetrics()
+        self.state = ClusterState()
+        for policy in settings.sandboxes:
+            self.state.set_policy(policy)
+        for key, trial in foreign_objects(settings.ledger):
+            self.state.mark_foreign(key, trial)
+        self.ledger = LedgerWriter(settings.ledger, sync=settings.sync, on_commit=self.metrics.committed)
+        self.feed: ClusterFeed | None = None
+        if settings.watch:
+            self.feed = ClusterFeed(KubeClient(KubeAccess.load(settings.kubeconfig)), self.state)
+        self.admitter = Admitter(
+            self.state,
+            namespace_lookup=self.feed.namespace_policy if self.feed else None,
+            workload_lookup=self.feed.workload if self.feed else None,
+        )
+        self.app = web.Application(client_max_size=MAX_BODY)
+        self.app.router.add_post(VALIDATE_PATH, self.validate)
+        self.app.router.add_get("/healthz", self.healthz)
+        self.app.router.add_get("/readyz", self.readyz)
+        self.app.router.add_get("/metrics", self.prometheus)
+        self.app.on_startup.append(self._start)
+        self.app.on_cleanup.append(self._stop)
+
+    async def _start(self, _app: web.Application) -> None:
+        self.ledger.start()
+        if self.feed is not None:
+            self.feed.start()
+
+    async def _stop(self, _app: web.Application) -> None:
+        if self.feed is not None:
+            await self.feed.stop()
+        await asyncio.to_thread(self.ledger.stop)
+
+    @property
+    def ready(self) -> bool:
+        return self.feed is None or self.feed.synced.is_set()
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        if self.ready:
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="watches not synced yet\n")
+
+    async def prometheus(self, _request: web.Request) -> web.Response:
+        self.metrics.trials.set(self.state.trial_count)
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def validate(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            body = await request.read()
+            admission = reviews.parse(body)
+            verdict = await self.admitter.review(admission)
+        except (reviews.MalformedReview, MalformedObject) as exc:
+            self.metrics.requests.labels("other", "other", "malformed").inc()
+            return web.json_response({"error": f"malformed AdmissionReview: {exc}"}, status=400)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("review failed")
+            self.metrics.requests.labels("other", "other", "error").inc()
+            return web.json_response({"error": "internal error while reviewing"}, status=500)
+        target = bounded_target(admission.resource, admission.subresource)
+        operation = bounded_operation(admission.operation)
+        observation = verdict.observation
+        if observation is not None:
+            try:
+                await self.ledger.append(observation)
+            except LedgerError as exc:
+                log.error("%s", exc)
+                self.metrics.requests.labels(target, operation, "error").inc()
+                return web.json_response({"error": str(exc)}, status=500)
+        if admission.dry_run:
+            decision = "dry_run"
+        elif observation is None:
+            decision = "untracked"
+        else:
+            decision = "allowed" if verdict.allowed else "denied"
+        self.metrics.requests.labels(target, operation, decision).inc()
+        if observation is not None:
+            if verdict.agent_increase:
+                self.metrics.agent_replica_attempts.labels(
+                    observation.actor.value, "allowed" if verdict.allowed else "denied"
+                ).inc()
+            if verdict.denial is not None:
+                self.metrics.denials.labels(verdict.denial).inc()
+        answer = reviews.response(admission.uid, verdict.allowed, verdict.message)
+        self.metrics.latency.observe(time.perf_counter() - started)
+        return web.Response(body=answer, content_type="application/json")
+
+
+def ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def serve(webhook: Webhook, host: str, port: int, context: ssl.SSLContext | None) -> web.AppRunner:
+    """Start serving; returns the runner (call `runner.cleanup()` to stop)."""
+    runner = web.AppRunner(webhook.app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=context, backlog=1024, reuse_address=True)
+    await site.start()
+    return runner
