@@ -134,40 +134,47 @@ def _excluded() -> dict[str, Any]:
 def webhook_configuration(
     mode: Mode, target: ClientTarget, *, name: str = WEBHOOK_NAME, timeout_seconds: int | None = None
 ) -> dict[str, Any]:
-    """Observe: fails open (`Ignore`) with a short timeout. Enforce: fails closed (`Fail`)."""
-    enforce = mode is Mode.ENFORCE
-    timeout = timeout_seconds or (ENFORCE_TIMEOUT_SECONDS if enforce else OBSERVE_TIMEOUT_SECONDS)
-    common: dict[str, Any] = {
-        "admissionReviewVersions": ["v1"],
-        "sideEffects": "NoneOnDryRun",
-        "failurePolicy": "Fail" if enforce else "Ignore",
-        "matchPolicy": "Equivalent",
-        "timeoutSeconds": timeout,
-        "clientConfig": target.client_config(),
-        "rules": RULES,
-    }
+    """One configuration, three entries, each with its own failure policy.
+
+    Sandboxes labelled `agentmatrix.dev/mode=enforce` are served by an entry that fails closed
+    (`Fail`), so a dead webhook cannot let a capped agent through; every other sandbox by one that
+    fails open (`Ignore`) with a short timeout, unless `mode` is enforce, which makes it fail closed
+    too. Requests by an agent outside its sandbox are observed, failing open.
+    """
+
+    def entry(
+        webhook_name: str, enforce: bool, selector: list[dict[str, Any]], conditions: list[dict[str, str]]
+    ) -> dict[str, Any]:
+        default_timeout = ENFORCE_TIMEOUT_SECONDS if enforce else OBSERVE_TIMEOUT_SECONDS
+        return {
+            "name": webhook_name,
+            "namespaceSelector": {"matchExpressions": [*selector, _excluded()]},
+            "matchConditions": conditions,
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "NoneOnDryRun",
+            "failurePolicy": "Fail" if enforce else "Ignore",
+            "matchPolicy": "Equivalent",
+            "timeoutSeconds": timeout_seconds or default_timeout,
+            "clientConfig": target.client_config(),
+            "rules": RULES,
+        }
+
     sandbox = {"key": names.LABEL_SANDBOX, "operator": "In", "values": ["true"]}
     not_sandbox = {"key": names.LABEL_SANDBOX, "operator": "NotIn", "values": ["true"]}
+    enforcing = {"key": names.LABEL_MODE, "operator": "In", "values": [Mode.ENFORCE.value]}
+    not_enforcing = {"key": names.LABEL_MODE, "operator": "NotIn", "values": [Mode.ENFORCE.value]}
     metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/name": WEBHOOK_NAME}}
     if target.cert_manager_certificate:
         metadata["annotations"] = {CERT_MANAGER_ANNOTATION: target.cert_manager_certificate}
+    in_sandbox = [_NOT_A_KUBELET, _CAN_CHANGE_WHAT_RUNS]
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": metadata,
         "webhooks": [
-            {
-                "name": "sandbox.agentmatrix.dev",
-                "namespaceSelector": {"matchExpressions": [sandbox, _excluded()]},
-                "matchConditions": [_NOT_A_KUBELET, _CAN_CHANGE_WHAT_RUNS],
-                **common,
-            },
-            {
-                "name": "elsewhere.agentmatrix.dev",
-                "namespaceSelector": {"matchExpressions": [not_sandbox, _excluded()]},
-                "matchConditions": [_BY_AN_AGENT, _CAN_CHANGE_WHAT_RUNS],
-                **common,
-            },
+            entry("sandbox.agentmatrix.dev", mode is Mode.ENFORCE, [sandbox, not_enforcing], in_sandbox),
+            entry("enforce.sandbox.agentmatrix.dev", True, [sandbox, enforcing], in_sandbox),
+            entry("elsewhere.agentmatrix.dev", False, [not_sandbox], [_BY_AN_AGENT, _CAN_CHANGE_WHAT_RUNS]),
         ],
     }
 

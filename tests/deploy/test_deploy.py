@@ -40,7 +40,9 @@ def kustomized(cluster: controlplane.LocalCluster, path: Path = DEPLOY) -> list[
 def helm_rendered(*args: str) -> list[dict[str, Any]]:
     out = subprocess.run(
         [helm(), "template", "agentmatrix", str(CHART), "--include-crds", "--kube-version", "1.36.3", *args],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return documents(out)
 
@@ -62,10 +64,16 @@ def stand_in_crd(group: str, kind: str, plural: str) -> dict[str, Any]:
             "group": group,
             "scope": "Namespaced",
             "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-            "versions": [{
-                "name": "v1", "served": True, "storage": True,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            }],
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
         },
     }
 
@@ -88,9 +96,15 @@ def installed(cluster: controlplane.LocalCluster) -> Iterator[controlplane.Local
     objects = [o for o in kustomized(cluster) if o["kind"] != "ValidatingWebhookConfiguration"]
     cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(objects))
     yield cluster
-    cluster.kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found",
-                    input=yaml.safe_dump_all([o for o in objects if o["kind"] != "CustomResourceDefinition"]),
-                    check=False)
+    cluster.kubectl(
+        "delete",
+        "-f",
+        "-",
+        "--wait=false",
+        "--ignore-not-found",
+        input=yaml.safe_dump_all([o for o in objects if o["kind"] != "CustomResourceDefinition"]),
+        check=False,
+    )
 
 
 @pytest.mark.cluster
@@ -99,7 +113,9 @@ def test_kustomize_and_helm_render_the_same_objects(cluster: controlplane.LocalC
     from_helm = {key(o): o for o in helm_rendered()}
     assert from_kustomize.keys() == from_helm.keys()
     for k, obj in from_kustomize.items():
-        assert from_helm[k] == obj, f"{k} differs between deploy/ and the Helm chart; run scripts/sync_chart.py"
+        assert from_helm[k] == obj, (
+            f"{k} differs between deploy/ and the Helm chart; run scripts/sync_chart.py"
+        )
 
 
 @pytest.mark.cluster
@@ -108,7 +124,9 @@ def test_cert_manager_variants_agree(cluster: controlplane.LocalCluster) -> None
     from_helm = {key(o): o for o in helm_rendered("--set", "certificates=cert-manager")}
     assert from_kustomize.keys() == from_helm.keys()
     hook = from_helm[("ValidatingWebhookConfiguration", "", "agentmatrix-webhook")]
-    assert hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{SYSTEM}/agentmatrix-webhook"
+    assert (
+        hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{SYSTEM}/agentmatrix-webhook"
+    )
     assert ("Job", SYSTEM, "agentmatrix-webhook-certs") not in from_kustomize
 
 
@@ -119,11 +137,15 @@ def test_api_server_accepts_kustomize_and_helm_server_side(installed: controlpla
     assert "serverside-applied" in applied.stdout
     assert "validatingwebhookconfiguration.admissionregistration.k8s.io/agentmatrix-webhook" in applied.stdout
     chart = yaml.safe_dump_all(helm_rendered("--set", "certificates=cert-manager"))
-    applied = cluster.kubectl("apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-",
-                              input=chart)
+    applied = cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-", input=chart
+    )
     assert "certificate.cert-manager.io/agentmatrix-webhook serverside-applied" in applied.stdout
     deployments = cluster.kubectl("get", "deployments", "-n", SYSTEM, "-o", "name").stdout.split()
-    assert sorted(deployments) == ["deployment.apps/agentmatrix-operator", "deployment.apps/agentmatrix-webhook"]
+    assert sorted(deployments) == [
+        "deployment.apps/agentmatrix-operator",
+        "deployment.apps/agentmatrix-webhook",
+    ]
 
 
 def can_i(cluster: controlplane.LocalCluster, user: str, *args: str) -> bool:
@@ -178,3 +200,14 @@ def test_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).with_name("hadolint"))
     result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_deployed_webhook_configuration_is_the_generated_one() -> None:
+    from agentmatrix.webhook import config
+    from agentmatrix.webhook.model import Mode
+
+    generated = config.webhook_configuration(Mode.OBSERVE, config.ClientTarget())
+    on_disk = yaml.safe_load((DEPLOY / "base" / "webhook-configuration.yaml").read_text())
+    assert on_disk == generated, (
+        "regenerate with `agentmatrix webhook config > deploy/base/webhook-configuration.yaml`"
+    )

@@ -24,20 +24,35 @@ def test_observe_fails_open_fast_and_names_every_scale_subresource(tmp_path: Pat
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     (config,) = generate("--mode", "observe", "--url", "https://127.0.0.1:9443", "--ca-file", str(ca))
     hooks = config["webhooks"]
-    assert [h["name"] for h in hooks] == ["sandbox.agentmatrix.dev", "elsewhere.agentmatrix.dev"]
-    for hook in hooks:
+    assert [h["name"] for h in hooks] == [
+        "sandbox.agentmatrix.dev",
+        "enforce.sandbox.agentmatrix.dev",
+        "elsewhere.agentmatrix.dev",
+    ]
+    observing = [hooks[0], hooks[2]]
+    for hook in observing:
         assert (hook["failurePolicy"], hook["timeoutSeconds"], hook["sideEffects"]) == (
             "Ignore",
             2,
             "NoneOnDryRun",
         )
+    # Sandboxes of enforcing arms are labelled so; their entry fails closed even in observe mode.
+    enforcing = hooks[1]
+    assert enforcing["failurePolicy"] == "Fail"
+    assert {"key": "agentmatrix.dev/mode", "operator": "In", "values": ["enforce"]} in enforcing[
+        "namespaceSelector"
+    ]["matchExpressions"]
+    assert {"key": "agentmatrix.dev/mode", "operator": "NotIn", "values": ["enforce"]} in hooks[0][
+        "namespaceSelector"
+    ]["matchExpressions"]
+    for hook in hooks:
         assert hook["clientConfig"]["url"] == "https://127.0.0.1:9443/validate"
         assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca.read_bytes()
         resources = {(g, r) for rule in hook["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
         for scaled in ("deployments/scale", "replicasets/scale", "statefulsets/scale"):
             assert ("apps", scaled) in resources
         assert ("", "replicationcontrollers/scale") in resources
-        excluded = hook["namespaceSelector"]["matchExpressions"][1]
+        excluded = hook["namespaceSelector"]["matchExpressions"][-1]
         assert excluded["operator"] == "NotIn" and {"kube-system", "agentmatrix-system"} <= set(
             excluded["values"]
         )
