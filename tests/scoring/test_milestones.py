@@ -48,6 +48,7 @@ def test_kubectl_calls_survive_unbalanced_quotes() -> None:
         "kubectl get --raw /apis/metrics.k8s.io/v1beta1/namespaces/sb/pods",
         "kubectl logs deploy/agent --tail 20",
         "kubectl rollout status deploy/agent",
+        "kubectl get configmap service-metrics -o yaml",
         "kubectl get hpa,deploy",
         "/usr/local/bin/kubectl get all",
     ],

@@ -75,7 +75,7 @@ def report(
 
         text = render_html(results)
     else:
-        text = _terminal(title, report_tables(results), output)
+        text = terminal_text(title, report_tables(results), output)
     _write(text, output)
 
 
@@ -100,7 +100,7 @@ def compare(
 
         text = render_compare_html(evaluations)
     else:
-        text = _terminal("Evaluations compared", [evals_table(evaluations)], output)
+        text = terminal_text("Evaluations compared", [evals_table(evaluations)], output)
     _write(text, output)
 
 
@@ -118,7 +118,7 @@ def _load(
         raise typer.Exit(1) from error
 
 
-def _terminal(title: str, tables: Sequence[Table], output: Path | None) -> str:
+def terminal_text(title: str, tables: Sequence[Table], output: Path | None) -> str:
     if output is None and sys.stdout.isatty():
         return render_terminal(title, tables, color=True)
     return render_terminal(title, tables, width=FILE_TABLE_WIDTH, color=False)

@@ -33,7 +33,7 @@ _INSPECTED_RESOURCES = frozenset(
         "replicaset", "replicasets", "rs", "event", "events", "ev", "hpa",
         "horizontalpodautoscaler", "horizontalpodautoscalers", "all", "service", "services", "svc",
         "endpoints", "ep", "endpointslices", "podmetrics", "pods.metrics.k8s.io", "statefulset",
-        "statefulsets", "sts",
+        "statefulsets", "sts", "configmap", "configmaps", "cm",
     }
 )  # fmt: skip
 _TOP_RESOURCES = frozenset({"pod", "pods", "po"})

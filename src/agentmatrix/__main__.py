@@ -1,0 +1,5 @@
+"""`python -m agentmatrix` runs the CLI."""
+
+from agentmatrix.cli import main
+
+main()

@@ -1,0 +1,319 @@
+"""`agentmatrix run EVAL.yaml`: one command that runs a whole evaluation.
+
+It makes sure a cluster is there (the local one unless a kubeconfig is given) and a model (the
+local one when the eval asks for `provider: local`), installs the CRD, runs the webhook and the
+operator as child processes, applies the eval, shows progress per trial, and prints the report.
+Whatever it started or made, it stops or removes again, on success, failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from agentmatrix.api import names
+from agentmatrix.cluster import controlplane, processes
+
+CRD_FILE = "agentmatrix.dev_replicationevals.yaml"
+TERMINAL_PHASES = {"Succeeded", "Failed", "Completed", "Done"}
+
+
+class RunError(RuntimeError):
+    """The evaluation could not be run; the message says what to fix."""
+
+
+@dataclass
+class RunOptions:
+    eval_file: Path
+    kubeconfig: Path | None = None
+    results_dir: Path = field(default_factory=lambda: Path("results"))
+    output: str = "table"  # table | json
+    timeout: float = 3600.0
+    keep_cluster: bool = False
+
+
+def crd_path() -> Path:
+    """The CRD manifest: next to the sources in a checkout, or shipped inside the package."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "crds" / CRD_FILE, here.parent / "crds" / CRD_FILE):
+        if candidate.exists():
+            return candidate
+    raise RunError(f"cannot find the CRD manifest {CRD_FILE}")
+
+
+def load_eval(path: Path) -> dict[str, Any]:
+    try:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except (OSError, yaml.YAMLError) as exc:
+        raise RunError(f"cannot read {path}: {exc}") from exc
+    evals = [d for d in documents if isinstance(d, dict) and d.get("kind") == names.KIND]
+    if len(evals) != 1:
+        raise RunError(f"{path} must hold exactly one {names.KIND}; it holds {len(evals)}")
+    evaluation = evals[0]
+    evaluation.setdefault("metadata", {}).setdefault("namespace", "default")
+    return evaluation
+
+
+def _cli() -> list[str]:
+    return [sys.executable, "-m", "agentmatrix"]
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[str]
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+class LocalRun:
+    def __init__(self, options: RunOptions, console: Console) -> None:
+        self.options = options
+        self.console = console
+        self.children: list[Child] = []
+        self.work = Path(tempfile.mkdtemp(prefix="agentmatrix-run-"))
+        self.started_cluster: Path | None = None
+        self.kubeconfig: Path | None = options.kubeconfig
+        self.kubectl = "kubectl"
+
+    def say(self, message: str) -> None:
+        self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def ensure_cluster(self) -> Path:
+        if self.kubeconfig is not None:
+            self.say(f"using the cluster of {self.kubeconfig}")
+            return self.kubeconfig
+        state = controlplane.default_state_dir()
+        already = controlplane.status(state).healthy
+        cluster = controlplane.up(state, progress=self.say)
+        if not already:
+            self.started_cluster = state
+        self.kubectl = str(cluster.kubectl_path)
+        self.kubeconfig = cluster.kubeconfig
+        return cluster.kubeconfig
+
+    def ensure_model(self, evaluation: dict[str, Any]) -> None:
+        model = evaluation.setdefault("spec", {}).setdefault("model", {})
+        if model.get("provider") != "local" or model.get("endpoint"):
+            return
+        from agentmatrix.agent_runner.local_model import ensure_local_model
+
+        self.say("making sure the local model is installed and served (the first time takes a while)")
+        model["endpoint"] = ensure_local_model(progress=self.say)
+        self.say(f"local model at {model['endpoint']}")
+
+    def kubectl_run(self, *args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+        assert self.kubeconfig is not None
+        result = subprocess.run(
+            [self.kubectl, f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            input=input_text,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise RunError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def spawn(self, name: str, args: list[str], ready_line: bool = False) -> Child:
+        log = self.work / f"{name}.log"
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["PATH"] = f"{Path(self.kubectl).parent}{os.pathsep}{env.get('PATH', '')}"
+        with open(log, "w") as log_file:
+            proc = subprocess.Popen(
+                [*_cli(), *args],
+                stdout=subprocess.PIPE if ready_line else log_file,
+                stderr=log_file,
+                text=True,
+                env=env,
+                start_new_session=True,
+            )
+        child = Child(name, proc, log)
+        self.children.append(child)
+        return child
+
+    def start_webhook(self, ledger: Path) -> None:
+        self.say("starting the admission webhook")
+        child = self.spawn(
+            "webhook",
+            [
+                "webhook",
+                "serve",
+                "--port",
+                "0",
+                "--cert-dir",
+                str(self.work / "webhook-certs"),
+                "--ledger",
+                str(ledger),
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--register",
+                "observe",
+            ],
+            ready_line=True,
+        )
+        assert child.proc.stdout is not None
+        line = child.proc.stdout.readline()
+        if not line:
+            raise RunError(f"the webhook did not start; see {child.log}:\n{child.log.read_text()[-2000:]}")
+        self.say(f"webhook serving at {json.loads(line)['url']}")
+
+    def start_operator(self, ledger: Path) -> None:
+        self.say("starting the operator")
+        self.spawn(
+            "operator",
+            [
+                "operator",
+                "run",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--ledger",
+                str(ledger),
+                "--work-dir",
+                str(self.work / "operator"),
+                "--kubectl",
+                self.kubectl,
+                "--metrics-port",
+                str(processes.free_port()),
+            ],
+        )
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def get_eval(self, name: str, namespace: str) -> dict[str, Any]:
+        out = self.kubectl_run("get", f"{names.PLURAL}.{names.GROUP}", name, "-n", namespace, "-o", "json")
+        loaded: dict[str, Any] = json.loads(out.stdout)
+        return loaded
+
+    def progress_table(self, evaluation: dict[str, Any]) -> Table:
+        status = evaluation.get("status") or {}
+        summary = status.get("summary") or {}
+        table = Table(
+            title=f"{evaluation['metadata']['name']}: {status.get('phase', 'Pending')} "
+            f"({summary.get('trialsDone', 0)}/{summary.get('trialsTotal', '?')} trials)"
+        )
+        for column in ("trial", "arm", "state", "agent replicas", "N_req", "steps", "end"):
+            table.add_column(column)
+        for trial in status.get("trials") or []:
+            table.add_row(
+                str(trial.get("trial", "")),
+                str(trial.get("arm", "")),
+                str(trial.get("state", "")),
+                str(trial.get("peakEffective", trial.get("replicas", ""))),
+                str(trial.get("nReq", "")),
+                str(trial.get("steps", "")),
+                str(trial.get("endReason", "")),
+            )
+        return table
+
+    def wait_for_eval(self, name: str, namespace: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self.options.timeout
+        evaluation = self.get_eval(name, namespace)
+        with Live(
+            self.progress_table(evaluation),
+            console=self.console,
+            refresh_per_second=2,
+            transient=self.options.output == "json",
+        ) as live:
+            while time.monotonic() < deadline:
+                for child in self.children:
+                    if child.proc.poll() is not None:
+                        raise RunError(f"the {child.name} exited ({child.proc.returncode}); see {child.log}")
+                evaluation = self.get_eval(name, namespace)
+                live.update(self.progress_table(evaluation))
+                if (evaluation.get("status") or {}).get("phase") in TERMINAL_PHASES:
+                    return evaluation
+                time.sleep(1.0)
+        raise RunError(f"the evaluation did not finish within {self.options.timeout:.0f}s")
+
+    def run(self) -> dict[str, Any]:
+        evaluation = load_eval(self.options.eval_file)
+        name = evaluation["metadata"]["name"]
+        namespace = evaluation["metadata"]["namespace"]
+        self.ensure_cluster()
+        self.ensure_model(evaluation)
+        self.say("installing the ReplicationEval CRD")
+        self.kubectl_run("apply", "--server-side", "--force-conflicts", "-f", str(crd_path()))
+        self.kubectl_run(
+            "wait", "--for=condition=Established", "--timeout=60s", f"crd/{names.PLURAL}.{names.GROUP}"
+        )
+        ledger = self.work / "ledger.db"
+        self.start_webhook(ledger)
+        self.start_operator(ledger)
+        namespace_yaml = self.kubectl_run("create", "namespace", namespace, "--dry-run=client", "-o", "yaml")
+        self.kubectl_run("apply", "-f", "-", input_text=namespace_yaml.stdout)
+        self.say(f"applying {self.options.eval_file}")
+        self.kubectl_run("apply", "-f", "-", input_text=yaml.safe_dump(evaluation))
+        try:
+            finished = self.wait_for_eval(name, namespace)
+            self.save_results(finished)
+        finally:
+            self.say("removing the evaluation (the operator cleans up its namespaces)")
+            with contextlib.suppress(RunError, subprocess.TimeoutExpired):
+                self.kubectl_run(
+                    "delete", f"{names.PLURAL}.{names.GROUP}", name, "-n", namespace, "--timeout=90s"
+                )
+        return finished
+
+    def save_results(self, evaluation: dict[str, Any]) -> None:
+        from agentmatrix.reporting.html import render_html
+        from agentmatrix.reporting.results import from_object
+
+        directory = self.options.results_dir / evaluation["metadata"]["name"]
+        directory.mkdir(parents=True, exist_ok=True)
+        results = from_object(evaluation)
+        (directory / "results.json").write_text(json.dumps(results.to_dict(), indent=2))
+        (directory / "report.html").write_text(render_html(results))
+        self.say(f"results written to {directory} (results.json, report.html)")
+
+    def close(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+        if self.started_cluster is not None and not self.options.keep_cluster:
+            self.say("stopping the local cluster this run started")
+            controlplane.down(self.started_cluster)
+
+
+@contextlib.contextmanager
+def _interrupts_as_exceptions() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C, so that clean-up runs either way."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(options: RunOptions, console: Console | None = None) -> dict[str, Any]:
+    local = LocalRun(options, console or Console(stderr=True))
+    with _interrupts_as_exceptions():
+        try:
+            return local.run()
+        finally:
+            local.close()
