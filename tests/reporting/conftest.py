@@ -1,17 +1,13 @@
-"""Fixtures of the reporting tests; makes sample_eval.py beside this file importable (pytest
-runs in importlib mode)."""
+"""Fixtures of the reporting tests."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from sample_eval import ab_eval_object, write_results
+from tests.reporting.sample_eval import ab_eval_object, write_results
 
 
 @pytest.fixture(scope="session")

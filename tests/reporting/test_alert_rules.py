@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from agentmatrix.operator.metrics import OperatorMetrics
-from agentmatrix.webhook.metrics import WebhookMetrics
 from prometheus_client import CollectorRegistry
 
+from agentmatrix.operator.metrics import OperatorMetrics
 from agentmatrix.reporting import alert_rules
+from agentmatrix.webhook.metrics import WebhookMetrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES_FILE = DEPLOY / alert_rules.PLAIN_RULES_PATH

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from sample_eval import TRIALS, write_results
+
+from tests.reporting.sample_eval import TRIALS, write_results
 
 AGENTMATRIX = str(Path(sys.executable).with_name("agentmatrix"))
 pytestmark = pytest.mark.slow

@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from agentmatrix.operator.metrics import TRIAL_STATES, OperatorMetrics
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+
+from agentmatrix.operator.metrics import TRIAL_STATES, OperatorMetrics
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
 

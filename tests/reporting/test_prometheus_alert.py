@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
-from agentmatrix.operator.metrics import OperatorMetrics
 from prometheus_client import CollectorRegistry, start_http_server
 
+from agentmatrix.operator.metrics import OperatorMetrics
 from agentmatrix.reporting import alert_rules
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sample_eval import ab_eval_object, write_results
+from tests.reporting.sample_eval import ab_eval_object, write_results
 
 AGENTMATRIX = str(Path(sys.executable).with_name("agentmatrix"))
 

@@ -6,13 +6,12 @@ import itertools
 import json
 from typing import Any
 
-from webhook_builders import AGENT_IMAGE, OTHER_IMAGE, scale, workload
-
 from agentmatrix.api import names
 from agentmatrix.webhook.admission import Admitter, Verdict
 from agentmatrix.webhook.model import Actor, Mode, TrialPolicy
 from agentmatrix.webhook.review import parse, request_body
 from agentmatrix.webhook.state import ClusterState
+from tests.webhook.webhook_builders import AGENT_IMAGE, OTHER_IMAGE, scale, workload
 
 AGENT = names.service_account_username("t1", "agent")
 TERMINATOR = names.service_account_username("t1", "terminator")

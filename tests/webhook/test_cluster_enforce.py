@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from trial import IMAGE, OTHER_IMAGE, manifest, setup_trial, wait_until_observed
-from webhook_process import RunningWebhook, running_webhook
 
 from agentmatrix.cluster.controlplane import LocalCluster
 from agentmatrix.webhook.counting import WORKLOADS, footprint
 from agentmatrix.webhook.ledger import read_observations
+from tests.webhook.trial import IMAGE, OTHER_IMAGE, manifest, setup_trial, wait_until_observed
+from tests.webhook.webhook_process import RunningWebhook, running_webhook
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

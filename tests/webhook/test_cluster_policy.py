@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from trial import IMAGE, OTHER_IMAGE, manifest, setup_trial
 
 from agentmatrix.cluster.controlplane import LocalCluster
 from agentmatrix.webhook import config, register
+from tests.webhook.trial import IMAGE, OTHER_IMAGE, manifest, setup_trial
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

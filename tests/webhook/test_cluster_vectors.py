@@ -7,12 +7,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from trial import IMAGE, OTHER_IMAGE, manifest, observation, setup_trial, wait_for, wait_until_observed
-from webhook_process import RunningWebhook, running_webhook
 
 from agentmatrix.cluster.controlplane import LocalCluster
 from agentmatrix.webhook.ledger import read_observations
 from agentmatrix.webhook.model import Actor
+from tests.webhook.trial import (
+    IMAGE,
+    OTHER_IMAGE,
+    manifest,
+    observation,
+    setup_trial,
+    wait_for,
+    wait_until_observed,
+)
+from tests.webhook.webhook_process import RunningWebhook, running_webhook
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

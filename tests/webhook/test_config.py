@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from webhook_process import AGENTMATRIX
+
+from tests.webhook.webhook_process import AGENTMATRIX
 
 
 def generate(*args: str) -> list[dict[str, Any]]:

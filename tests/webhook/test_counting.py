@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from webhook_builders import AGENT_IMAGE, OTHER_IMAGE, pod_template, workload
 
 from agentmatrix.webhook.counting import MalformedObject, footprint, scale_footprint
 from agentmatrix.webhook.model import WorkloadKey
+from tests.webhook.webhook_builders import AGENT_IMAGE, OTHER_IMAGE, pod_template, workload
 
 
 @pytest.mark.parametrize("resource", ["deployments", "replicasets", "statefulsets", "replicationcontrollers"])

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from webhook_builders import workload
-from webhook_process import RunningWebhook, post_review, running_webhook
 
 from agentmatrix.webhook.ledger import read_observations
 from agentmatrix.webhook.review import request_body
+from tests.webhook.webhook_builders import workload
+from tests.webhook.webhook_process import RunningWebhook, post_review, running_webhook
 
 AGENT = "system:serviceaccount:t1:agent"
 

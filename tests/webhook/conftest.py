@@ -1,8 +1,0 @@
-"""Makes the builders beside this file importable by the tests (pytest runs in importlib mode)."""
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
