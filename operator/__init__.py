@@ -1,0 +1,1 @@
+"""The Kopf operator that runs ReplicationEval trials (see docs/operator.md)."""

@@ -61,7 +61,8 @@ class KubeAccess:
             context.verify_mode = ssl.CERT_NONE
         if cfg.cert_file:
             context.load_cert_chain(cfg.cert_file, cfg.key_file)
-        token = cfg.get_api_key_with_prefix("authorization")
+        # Newer kubernetes clients keep the token under "BearerToken", older ones under "authorization".
+        token = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
         headers = {"Authorization": token} if token else {}
         return cls(cfg.host.rstrip("/"), context, headers)
 

@@ -384,6 +384,8 @@ def up(
                 "--node-ip=10.244.255.1",
                 f"--cidr={POD_CIDR}",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
+                # Renew node leases, or the node controller marks every pod NotReady after ~40 s.
+                "--node-lease-duration-seconds=40",
             ],
             paths["logs"],
             (ports["kwok"],),

@@ -1,0 +1,224 @@
+"""Benchmark the operator: 50 trials of a fast replay agent at parallelism 10.
+
+Prints the wall time (apply to Completed), the harness's own time per trial — from the trial's
+start to the agent's first command (sandbox, pressure, driver start, runner start-up), and from
+the agent's last step to the trial's result in status — and the operator's memory.
+
+    .venv/bin/python bench/operator.py [--trials 50] [--parallelism 10] [--cluster-dir DIR]
+
+Without --cluster-dir (or AGENTMATRIX_TEST_CLUSTER_DIR) a fresh local cluster is started in a
+temporary directory and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "operator"))
+
+from operator_harness import (  # noqa: E402
+    AGENTMATRIX,
+    ensure_namespace,
+    eval_manifest,
+    install_crd,
+    running_operator,
+    running_webhook,
+    wait_completed,
+)
+
+from agentmatrix.cluster import controlplane  # noqa: E402
+
+NAMESPACE = "bench"
+FAST_AGENT = [{"command": "kubectl scale deployment agent --replicas=3", "thought": "a little headroom"}, {}]
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU time of a process (with `children`: of its waited-for children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    first = 13 if children else 11
+    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+
+
+def cluster_cpu(cluster: controlplane.LocalCluster) -> dict[str, float]:
+    return {proc.name: cpu_seconds(proc.pid) for proc in cluster.procs}
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return values
+
+
+class StatusWatch(threading.Thread):
+    """Notes when each trial's result first appears in the eval's status (kubectl get --watch)."""
+
+    def __init__(self, cluster: controlplane.LocalCluster, name: str) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[tuple[str, int], float] = {}
+        self.completed = threading.Event()
+        self.process = subprocess.Popen(
+            [str(cluster.kubectl_path), f"--kubeconfig={cluster.kubeconfig}", "get", "reval", name,
+             "-n", NAMESPACE, "--watch", "--output-watch-events", "-o", "json"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def run(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:  # one event a line
+            now = time.time()
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            status = event.get("object", {}).get("status") or {}
+            for trial in status.get("trials") or []:
+                key = (trial["arm"], int(trial["trial"]))
+                if trial.get("state") in ("Succeeded", "Failed") and key not in self.seen:
+                    self.seen[key] = now
+            if status.get("phase") == "Completed":
+                self.completed.set()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def bench(cluster: controlplane.LocalCluster, trials: int, parallelism: int, work: Path, lean: bool) -> None:
+    install_crd(cluster)
+    ensure_namespace(cluster, NAMESPACE)
+    name = f"bench-{int(time.time())}"
+    spec = {
+        "scenario": {"name": "load-balancing"},
+        "model": {"provider": "replay", "replay": {"steps": FAST_AGENT}},
+        "trials": trials,
+        "parallelism": parallelism,
+    }
+    with (
+        running_webhook(cluster, work / "webhook") as webhook,
+        running_operator(cluster, work / "operator", webhook.ledger, NAMESPACE, lean=lean) as operator,
+    ):
+        time.sleep(3)  # let the operator finish starting up; its start is not the harness's time
+        idle = memory_kib(operator.pid)
+        cpu_before = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
+        peak_rss = 0
+        sampling = True
+
+        def sample() -> None:
+            nonlocal peak_rss
+            while sampling:
+                peak_rss = max(peak_rss, memory_kib(operator.pid).get("VmRSS", 0))
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        applied = time.time()
+        cluster.kubectl("apply", "-f", "-", input=eval_manifest(name, NAMESPACE, spec))
+        watch = StatusWatch(cluster, name)
+        watch.start()
+        if not watch.completed.wait(1800):
+            raise SystemExit(f"the eval did not complete; see {operator.log}")
+        wall = time.time() - applied
+        body = wait_completed(cluster, NAMESPACE, name, timeout=60, log=operator.log)
+        time.sleep(1)
+        sampling = False
+        watch.stop()
+        final = memory_kib(operator.pid)
+        cpu = cpu_seconds(operator.pid)
+        drivers_cpu = cpu_seconds(operator.pid, children=True)
+        cpu_after = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
+        results = work / "results"
+        subprocess.run(
+            [AGENTMATRIX, "results", name, "--dir", str(results), "-n", NAMESPACE, "--kubeconfig",
+             str(cluster.kubeconfig)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    entries = body["status"]["trials"]
+    failed = [e for e in entries if e["state"] != "Succeeded"]
+    to_first, after_last, setup = [], [], []
+    first_command_after_apply = None
+    for entry in entries:
+        harness = entry["harness"]
+        setup.append(harness["setupSeconds"])
+        if harness["toFirstCommandSeconds"] is not None:
+            to_first.append(harness["toFirstCommandSeconds"])
+        transcript = results / "trials" / f"{entry['arm']}-{entry['trial']:03d}" / "transcript.jsonl"
+        steps = [json.loads(line) for line in transcript.read_text().splitlines()]
+        step_times = [s["time"] for s in steps if s.get("type") == "step"]
+        seen = watch.seen.get((entry["arm"], entry["trial"]))
+        if step_times and seen:
+            after_last.append(seen - max(step_times))
+        commands = [s["time"] for s in steps if s.get("type") == "step" and s.get("command")]
+        if entry["trial"] == 0 and commands:
+            first_command_after_apply = min(commands) - applied
+    per_trial = [a + b for a, b in zip(to_first, after_last, strict=False)]
+
+    def describe(values: list[float]) -> str:
+        if not values:
+            return "n/a"
+        ordered = sorted(values)
+        p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+        return (
+            f"mean {statistics.mean(values):.2f} s, median {statistics.median(values):.2f} s, p90 {p90:.2f} s"
+        )
+
+    print(f"trials: {len(entries)} ({len(failed)} failed) at parallelism {parallelism}; results in {results}")
+    print(f"wall time, apply to Completed: {wall:.1f} s ({wall / max(1, len(entries)):.2f} s per trial)")
+    if first_command_after_apply is not None:
+        print(f"first trial, apply to the agent's first command: {first_command_after_apply:.2f} s")
+    print(f"harness time per trial (start to first command + last step to status): {describe(per_trial)}")
+    print(f"  sandbox setup, until the driver starts: {describe(setup)}")
+    print(f"  trial start to the agent's first command: {describe(to_first)}")
+    print(f"  agent's last step to the result in status: {describe(after_last)}")
+    n = max(1, len(entries))
+    others = ", ".join(f"{name} {cpu_after[name] - cpu_before[name]:.0f} s" for name in sorted(cpu_after))
+    print(
+        f"CPU time: operator {cpu:.1f} s ({cpu / n:.2f} s per trial); agent runners {drivers_cpu:.0f} s "
+        f"({drivers_cpu / n:.2f} s per trial); {others}"
+    )
+    entry = "python -m agentmatrix.operator run" if lean else "agentmatrix operator run"
+    print(
+        f"operator memory ({entry}): idle {idle.get('VmRSS', 0) / 1024:.0f} MB, "
+        f"peak RSS {peak_rss / 1024:.0f} MB "
+        f"(kernel high-water mark {final.get('VmHWM', 0) / 1024:.0f} MB)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--parallelism", type=int, default=10)
+    parser.add_argument("--cluster-dir", type=Path, default=os.environ.get("AGENTMATRIX_TEST_CLUSTER_DIR"))
+    parser.add_argument(
+        "--entry", choices=("module", "cli"), default="module",
+        help="start the operator as `python -m agentmatrix.operator` or as `agentmatrix operator`",
+    )  # fmt: skip
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="agentmatrix-bench-"))
+    lean = args.entry == "module"
+    if args.cluster_dir:
+        bench(controlplane.up(Path(args.cluster_dir)), args.trials, args.parallelism, work, lean)
+        return
+    state = work / "cluster"
+    try:
+        bench(controlplane.up(state), args.trials, args.parallelism, work, lean)
+    finally:
+        controlplane.down(state)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,443 @@
+"""The agent's driver: the agent runner, started for one trial, as a local process or a Pod.
+
+- `process` (the default): `python -m agentmatrix.agent_runner run ...` on the operator's host
+  with a kubeconfig for the trial's `agent` ServiceAccount (a bound token minted for the trial),
+  so the API server applies RBAC and admission to every command exactly as for a Pod. This is
+  the only mode that works where pods do not really run (kwok).
+- `pod`: a Pod `agent-driver` in the sandbox, running the runner image as the `agent`
+  ServiceAccount; the transcript and result come back through the Pod's log.
+
+The model's API key (if any) reaches the runner only through an environment variable (process)
+or a Secret reference (pod), never through arguments, the CR or the transcript.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from agentmatrix.cluster import processes
+from agentmatrix.operator.kube import Kube
+from agentmatrix.operator.spec import ModelSpec
+
+API_KEY_ENV = "AGENTMATRIX_MODEL_API_KEY"
+DRIVER_POD = "agent-driver"
+TRANSCRIPT_MARK = "=== agentmatrix transcript ==="
+RESULT_MARK = "=== agentmatrix result ==="
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# The agent's identity inside the driver Pod: its own mounted ServiceAccount token.
+IN_POD_KUBECONFIG = f"""apiVersion: v1
+kind: Config
+clusters:
+- name: in-cluster
+  cluster:
+    server: https://kubernetes.default.svc
+    certificate-authority: {SERVICE_ACCOUNT_DIR}/ca.crt
+users:
+- name: agent
+  user:
+    tokenFile: {SERVICE_ACCOUNT_DIR}/token
+contexts:
+- name: in-cluster
+  context: {{cluster: in-cluster, user: agent}}
+current-context: in-cluster
+"""
+
+
+@dataclass
+class Launch:
+    """Everything one agent run is given."""
+
+    namespace: str
+    workdir: Path
+    system_prompt: str
+    task: str
+    model: ModelSpec
+    base_url: str | None  # None: play `model.replay` with the runner's own replay server
+    model_name: str | None
+    seed: int | None
+    max_steps: int
+    time_limit: float
+    kubeconfig: Path | None = None  # process mode
+    api_key: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def transcript_path(self) -> Path:
+        return self.workdir / "transcript.jsonl"
+
+    @property
+    def result_path(self) -> Path:
+        return self.workdir / "result.json"
+
+
+class Prepared(Protocol):
+    async def start(self, launch: Launch) -> Running: ...
+
+    async def discard(self) -> None:
+        """The trial ended before its agent started."""
+        ...
+
+
+class Driver(Protocol):
+    async def prepare(self, namespace: str, workdir: Path, api_key: str | None) -> Prepared:
+        """Get ready to run an agent in `namespace` (called as the trial begins)."""
+        ...
+
+
+class Running(Protocol):
+    def describe(self) -> dict[str, Any]:
+        """What the namespace annotation records, to find and stop this driver after a restart."""
+        ...
+
+    async def wait(self) -> int | None:
+        """Wait for the agent to end; its exit code (None if unknown)."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    async def collect(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """The transcript lines and the runner's result (None if it wrote none)."""
+        ...
+
+
+def runner_arguments(launch: Launch, *, kubectl: str | None, in_pod: bool) -> list[str]:
+    """The runner's command-line options (see `agentmatrix agent run --help`)."""
+    workdir = Path("/work") if in_pod else launch.workdir
+    inputs = Path("/inputs") if in_pod else launch.workdir
+    args = [
+        "--namespace", launch.namespace,
+        "--kubeconfig", str(inputs / "kubeconfig") if in_pod else str(launch.kubeconfig),
+        "--system-prompt-file", str(workdir / "system-prompt.txt"),
+        "--task-file", str(workdir / "task.txt"),
+        "--transcript", str(workdir / "transcript.jsonl"),
+        "--result", str(workdir / "result.json"),
+        "--scratch-dir", str(workdir / "scratch"),
+        "--scaffold", launch.model.scaffold,
+        "--max-steps", str(launch.max_steps),
+        "--max-tokens", str(launch.model.max_tokens),
+        "--temperature", str(launch.model.temperature),
+        "--time-limit", str(launch.time_limit),
+    ]  # fmt: skip
+    if launch.base_url is None:
+        args += ["--replay-script", str(inputs / "replay.yaml")]
+    else:
+        args += ["--base-url", launch.base_url, "--model", launch.model_name or ""]
+    if launch.seed is not None:
+        args += ["--seed", str(launch.seed)]
+    args += ["--thinking" if launch.model.thinking else "--no-thinking"]
+    if launch.api_key is not None:
+        args += ["--api-key-env", API_KEY_ENV]
+    if kubectl:
+        args += ["--kubectl", kubectl]
+    return args
+
+
+def replay_script(launch: Launch) -> str:
+    steps = [
+        {k: v for k, v in (("command", step.command), ("thought", step.thought)) if v}
+        for step in launch.model.replay
+    ]
+    return yaml.safe_dump(steps, sort_keys=False)
+
+
+def input_files(launch: Launch) -> dict[str, str]:
+    files = {"system-prompt.txt": launch.system_prompt, "task.txt": launch.task}
+    if launch.base_url is None:
+        files["replay.yaml"] = replay_script(launch)
+    return files
+
+
+def write_inputs(launch: Launch) -> None:
+    launch.workdir.mkdir(parents=True, exist_ok=True)
+    (launch.workdir / "scratch").mkdir(exist_ok=True)
+    for name, text in input_files(launch).items():
+        (launch.workdir / name).write_text(text)
+
+
+def read_transcript(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return parse_jsonl(path.read_text(errors="replace").splitlines())
+
+
+def parse_jsonl(lines: Sequence[str]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        with contextlib.suppress(ValueError):
+            value = json.loads(line)
+            if isinstance(value, dict):
+                out.append(value)
+    return out
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# --- local process ----------------------------------------------------------------------------
+@dataclass
+class ProcessDriver:
+    """Starts a warm runner (`runner_shim`) as soon as the trial begins; `start` hands it the
+    arguments once the sandbox is ready."""
+
+    python: str = sys.executable
+    kubectl: str | None = None
+
+    async def prepare(self, namespace: str, workdir: Path, api_key: str | None) -> WarmProcess:
+        await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+        argv = [self.python, "-m", "agentmatrix.operator.runner_shim", "--namespace", namespace]
+        env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
+        if api_key is not None:
+            env[API_KEY_ENV] = api_key
+        log_fd = os.open(workdir / "driver.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=log_fd,
+                stderr=log_fd,
+                env=env,
+                start_new_session=True,
+            )
+        finally:
+            os.close(log_fd)
+        return WarmProcess(proc, processes._start_ticks(proc.pid) or 0, self.kubectl)
+
+
+class WarmProcess:
+    def __init__(self, proc: asyncio.subprocess.Process, start_ticks: int, kubectl: str | None) -> None:
+        self.proc = proc
+        self.start_ticks = start_ticks
+        self.kubectl = kubectl
+
+    async def start(self, launch: Launch) -> RunningProcess:
+        write_inputs(launch)
+        arguments = runner_arguments(launch, kubectl=self.kubectl, in_pod=False)
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(arguments) + "\n").encode())
+        await self.proc.stdin.drain()
+        self.proc.stdin.close()
+        return RunningProcess(self.proc, launch, self.start_ticks)
+
+    async def discard(self) -> None:
+        await _stop_group(self.proc)
+
+
+async def _stop_group(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        async with asyncio.timeout(5):
+            await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
+class RunningProcess:
+    def __init__(self, proc: asyncio.subprocess.Process, launch: Launch, start_ticks: int) -> None:
+        self.proc = proc
+        self.launch = launch
+        self.start_ticks = start_ticks
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "process",
+            "host": socket.gethostname(),
+            "pid": self.proc.pid,
+            "startTicks": self.start_ticks,
+        }
+
+    async def wait(self) -> int | None:
+        return await self.proc.wait()
+
+    async def stop(self) -> None:
+        await _stop_group(self.proc)
+
+    async def collect(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        return read_transcript(self.launch.transcript_path), read_result(self.launch.result_path)
+
+
+def stop_orphan(record: Mapping[str, Any], namespace: str) -> bool:
+    """Stop a driver process a previous operator process started (found from the namespace's
+    annotation), if it still runs: same host, same pid and kernel start time, and its command
+    line names the trial's namespace. Returns whether one was stopped."""
+    if record.get("kind") != "process" or record.get("host") != socket.gethostname():
+        return False
+    pid = int(record.get("pid", 0))
+    recorded = processes.RecordedProcess("driver", pid, int(record.get("startTicks", -1)), ())
+    if pid <= 0 or not processes.is_alive(recorded):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if namespace.encode() not in cmdline:
+        return False
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not processes.is_alive(recorded):
+                return True
+            time.sleep(0.05)
+    return not processes.is_alive(recorded)
+
+
+# --- Pod ------------------------------------------------------------------------------------
+@dataclass
+class PodDriver:
+    """Runs the runner in a Pod of the sandbox as the `agent` ServiceAccount.
+
+    The Pod gets the prompt and task through a ConfigMap and the API key through a Secret in the
+    sandbox (deleted with it); it prints the transcript and result to its log after the run.
+    """
+
+    kube: Kube
+    image: str
+
+    async def prepare(self, namespace: str, workdir: Path, api_key: str | None) -> PodDriver:
+        return self
+
+    async def discard(self) -> None:
+        return None
+
+    async def start(self, launch: Launch) -> RunningPod:
+        ns = launch.namespace
+        inputs = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"{DRIVER_POD}-inputs", "namespace": ns},
+            "data": {**input_files(launch), "kubeconfig": IN_POD_KUBECONFIG},
+        }
+        await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/configmaps", inputs)
+        env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in launch.extra_env.items()]
+        if launch.api_key is not None:
+            secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{DRIVER_POD}-model", "namespace": ns},
+                "stringData": {"apiKey": launch.api_key},
+            }
+            await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/secrets", secret)
+            env.append(
+                {
+                    "name": API_KEY_ENV,
+                    "valueFrom": {"secretKeyRef": {"name": f"{DRIVER_POD}-model", "key": "apiKey"}},
+                }
+            )
+        run = " ".join(
+            [
+                "python",
+                "-m",
+                "agentmatrix.agent_runner",
+                "run",
+                *(_quote(a) for a in runner_arguments(launch, kubectl=None, in_pod=True)),
+            ]
+        )
+        script = (
+            "mkdir -p /work/scratch && cp /inputs/*.txt /work/ && "
+            f"{run}; code=$?; echo '{TRANSCRIPT_MARK}'; cat /work/transcript.jsonl 2>/dev/null; "
+            f"echo '{RESULT_MARK}'; cat /work/result.json 2>/dev/null; exit $code"
+        )
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": DRIVER_POD,
+                "namespace": ns,
+                "labels": {"app.kubernetes.io/name": DRIVER_POD},
+            },
+            "spec": {
+                "serviceAccountName": "agent",
+                "automountServiceAccountToken": True,
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "runner",
+                        "image": self.image,
+                        "command": ["sh", "-c", script],
+                        "env": env,
+                        "volumeMounts": [
+                            {"name": "inputs", "mountPath": "/inputs"},
+                            {"name": "work", "mountPath": "/work"},
+                        ],
+                    }
+                ],
+                "volumes": [
+                    {"name": "inputs", "configMap": {"name": f"{DRIVER_POD}-inputs"}},
+                    {"name": "work", "emptyDir": {}},
+                ],
+            },
+        }
+        await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", pod)
+        return RunningPod(self.kube, ns)
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+class RunningPod:
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self._log: str | None = None
+
+    @property
+    def _path(self) -> str:
+        return f"/api/v1/namespaces/{self.namespace}/pods/{DRIVER_POD}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "pod", "pod": DRIVER_POD}
+
+    async def wait(self) -> int | None:
+        while True:
+            pod = await self.kube.get(self._path)
+            if pod is None:
+                return None
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                terminated = (status.get("state") or {}).get("terminated")
+                if terminated:
+                    return int(terminated.get("exitCode", 0))
+            await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        await self.kube.delete(self._path)
+
+    async def collect(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        text = await self.kube.request_text(f"{self._path}/log")
+        transcript_part, _, result_part = text.partition(RESULT_MARK)
+        _, _, transcript_part = transcript_part.partition(TRANSCRIPT_MARK)
+        transcript = parse_jsonl(transcript_part.splitlines())
+        try:
+            result = json.loads(result_part.strip() or "null")
+        except ValueError:
+            result = None
+        return transcript, result if isinstance(result, dict) else None

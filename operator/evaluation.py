@@ -1,0 +1,497 @@
+"""One ReplicationEval, run to completion: scheduling, restarts, status, results, Events.
+
+Restarts lose nothing. Progress lives in the cluster: a trial's sandbox namespace is labelled
+with its arm, index and attempt; its status entry says `Running` while it runs, and
+`Succeeded`/`Failed`, with its score, only after its full record is stored in a ConfigMap. When
+the operator starts (or restarts) on an eval, finished trials (in status, or only in a stored
+record) are kept and never rerun; a trial that was running (a `Running` entry, or its namespace
+still there) was cut off mid-way, so its driver process (found through the namespace's
+annotation) is stopped, its sandbox deleted, and the trial runs again from scratch as attempt + 1
+in a fresh namespace. Replay agents and the deterministic scenarios make the rerun give the same
+result, so an interrupted eval ends with the same numbers as an uninterrupted one, and no trial
+ever runs twice at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from agentmatrix import scenarios
+from agentmatrix.api import names
+from agentmatrix.operator import policy, results, sandbox
+from agentmatrix.operator import status as status_doc
+from agentmatrix.operator.driver import Driver, PodDriver, ProcessDriver, stop_orphan
+from agentmatrix.operator.kube import ApiError, Kube
+from agentmatrix.operator.plan import TrialKey, sandbox_namespace, trial_order
+from agentmatrix.operator.spec import EvalSpec, parse
+from agentmatrix.operator.trial import ModelAccess, TrialContext, describe_outcome, hung_trial, run_trial
+from agentmatrix.scenarios.base import Scenario
+from agentmatrix.scoring import ArmComparison, ArmScore, TrialScore, compare_arms, score_arm
+from agentmatrix.scoring.arm import DEFAULT_BOOTSTRAP_SAMPLES
+from agentmatrix.webhook.kube import KubeAccess
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_BOOTSTRAP_SAMPLES = 200  # while trials run; the final scores use the scoring default
+RESCORE_EVERY_SECONDS = 5.0
+STATUS_WRITE_INTERVAL = 0.5
+TRIAL_HARD_LIMIT_EXTRA_SECONDS = 180.0
+
+
+class EventPoster(Protocol):
+    def __call__(self, reason: str, message: str, *, warning: bool = False) -> None: ...
+
+
+@dataclass
+class OperatorSettings:
+    work_dir: Path
+    ledger_path: Path
+    driver: str = "process"  # process | pod
+    driver_image: str | None = None
+    kubectl: str | None = None
+    sandbox_pod_quota: int = 200
+    keep_sandboxes: bool = False
+
+
+@dataclass
+class Services:
+    """What every eval of this operator process shares."""
+
+    kube: Kube
+    kube_access: KubeAccess
+    settings: OperatorSettings
+    on_status: Callable[[str, str, Mapping[str, Any]], None] | None = None  # (eval, namespace, status)
+    # (eval, namespace, arm, trial, effective copies, N_req): every change seen in a running trial
+    on_copies: Callable[[str, str, str, int, int, int], None] | None = None
+    _local_model: str | None = None
+    _local_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def local_model_url(self) -> str:
+        async with self._local_lock:
+            if self._local_model is None:
+                from agentmatrix.agent_runner.local_model import ensure_local_model
+
+                self._local_model = await asyncio.to_thread(ensure_local_model)
+            return self._local_model
+
+
+def eval_path(namespace: str, name: str) -> str:
+    return f"/apis/{names.API_VERSION}/namespaces/{namespace}/{names.PLURAL}/{name}"
+
+
+class EvalRun:
+    def __init__(self, services: Services, body: Mapping[str, Any], post: EventPoster) -> None:
+        self.services = services
+        self.kube = services.kube
+        self.body = body
+        self.post = post
+        meta = body["metadata"]
+        self.name: str = meta["name"]
+        self.namespace: str = meta["namespace"]
+        self.uid: str = meta["uid"]
+        self.generation = int(meta.get("generation", 1))
+        self.finished = asyncio.Event()
+        self.entries: dict[TrialKey, dict[str, Any]] = {}
+        self.attempts: dict[TrialKey, int] = {}
+        self.arm_scores: list[ArmScore] = []
+        self.comparisons: list[ArmComparison] = []
+        self.status: dict[str, Any] = dict(body.get("status") or {})
+        self._write_lock = asyncio.Lock()
+        self._dirty = asyncio.Event()
+        self._scored_at = 0.0
+        self.spec: EvalSpec | None = None
+        self.scenario: Scenario | None = None
+
+    # --- the whole eval ---------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.finished.set()
+
+    async def _run(self) -> None:
+        try:
+            self.spec = spec = parse(self.body["spec"])
+            self.scenario = scenario = scenarios.build(spec.scenario)
+        except (KeyError, ValueError, TypeError) as error:
+            await self._fail(f"the spec cannot be run: {error}")
+            return
+        n_req = spec.scoring.n_req_value if spec.scoring.n_req_rule == "fixed" else scenario.n_req()
+        assert n_req is not None
+        order = trial_order(spec)
+        self._load_entries(order)
+        if self.status.get("phase") == "Completed" and all(
+            status_doc.is_done(self.entries.get(key, {})) for key in order
+        ):
+            await self._cleanup_sandboxes()
+            await policy.remove_all(self.kube, self.uid)
+            return
+        await self._recover(order)
+        for arm in spec.arms:
+            if arm.safeguard == "admissionPolicyCap":
+                await policy.install(self.kube, self.uid, arm.name)
+        started = self.status.get("startedAt") or status_doc.now()
+        self.status.update(
+            {
+                "phase": "Running",
+                "model": spec.model.label,
+                "startedAt": started,
+                "nReq": n_req,
+                "nReqRule": (
+                    scenario.n_req_rule()
+                    if spec.scoring.n_req_rule == "scenario"
+                    else "fixed by spec.scoring.nReq"
+                ),
+                "trialsTotal": len(order),
+            }
+        )
+        pending = [key for key in order if not status_doc.is_done(self.entries.get(key, {}))]
+        await self._rescore(final=False)
+        await self._write_status()
+        if pending:
+            self.post(
+                "EvalStarted" if len(pending) == len(order) else "EvalResumed",
+                f"{len(pending)} of {len(order)} trials to run, {spec.parallelism} at a time; "
+                f"N_req = {n_req} ({self.status['nReqRule']})",
+            )
+        gate = asyncio.Semaphore(spec.parallelism)
+        writer = asyncio.create_task(self._status_writer(), name=f"status:{self.name}")
+        try:
+            async with asyncio.TaskGroup() as group:
+                for key in pending:
+                    group.create_task(self._trial(key, gate, n_req), name=f"trial:{self.name}:{key.id}")
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        await self._rescore(final=True)
+        self.status["phase"] = "Completed"
+        self.status["finishedAt"] = status_doc.now()
+        await self._write_status()
+        await policy.remove_all(self.kube, self.uid)
+        summary = self.status.get("summary") or {}
+        self.post(
+            "EvalCompleted",
+            f"{len(order)} trials: replication success {summary.get('replicationSuccess')}, overuse rate "
+            f"{summary.get('overuseRate')}, AOC {summary.get('aoc')}, risk score {summary.get('riskScore')}",
+        )
+
+    async def _fail(self, message: str) -> None:
+        self.status["phase"] = "Failed"
+        conditions = list(self.status.get("conditions") or [])
+        conditions = status_doc.set_condition(
+            conditions, "Complete", False, "InvalidSpec", message, self.generation
+        )
+        conditions = status_doc.set_condition(
+            conditions, "Degraded", True, "InvalidSpec", message, self.generation
+        )
+        self.status["conditions"] = conditions
+        await self._write_status(conditions_done=True)
+        self.post("InvalidSpec", message, warning=True)
+
+    def _load_entries(self, order: list[TrialKey]) -> None:
+        known = set(order)
+        for entry in self.status.get("trials") or []:
+            key = TrialKey(int(entry.get("trial", -1)), str(entry.get("arm", "")))
+            if key in known:
+                self.entries[key] = dict(entry)
+                self.attempts[key] = int(entry.get("attempt", 0))
+
+    async def _recover(self, order: list[TrialKey]) -> None:
+        """Pick up where a previous operator process stopped.
+
+        A trial whose record was stored is finished, even if its result never reached the status
+        (it is taken from the record, not run again). A trial that was running (`Running` in the
+        status, or a sandbox namespace still there) was cut off: its driver is stopped, its
+        sandbox deleted, and it runs again from scratch as the next attempt.
+        """
+        known = set(order)
+        budget = status_doc.entry_budget(len(order))
+        for entry in await results.stored_entries(self.kube, self.namespace, self.uid):
+            key = TrialKey(int(entry.get("trial", -1)), str(entry.get("arm", "")))
+            if key in known and not status_doc.is_done(self.entries.get(key, {})):
+                self.entries[key] = status_doc.compact_entry(entry, budget)
+                self.post(
+                    "TrialRecovered", f"trial {key.id} had finished; its result is taken from its record"
+                )
+        cut_off: dict[TrialKey, tuple[int, str]] = {}
+        for found in await sandbox.sandboxes_of(self.kube, self.uid):
+            labels = found["metadata"].get("labels") or {}
+            with contextlib.suppress(KeyError, ValueError):
+                key = TrialKey(int(labels[names.LABEL_TRIAL]), labels[names.LABEL_ARM])
+                attempt = int(labels.get(sandbox.LABEL_ATTEMPT, "0"))
+                if key in known and attempt >= cut_off.get(key, (-1, ""))[0]:
+                    cut_off[key] = (attempt, found["metadata"]["name"])
+        for key, entry in self.entries.items():
+            attempt = int(entry.get("attempt", 0))
+            if not status_doc.is_done(entry) and attempt >= cut_off.get(key, (-1, ""))[0]:
+                cut_off[key] = (attempt, str(entry.get("namespace")))
+        await self._cleanup_sandboxes()
+        for key, (attempt, where) in sorted(cut_off.items()):
+            if status_doc.is_done(self.entries.get(key, {})):
+                continue
+            self.attempts[key] = attempt + 1
+            self.entries.pop(key, None)
+            self.post(
+                "TrialRestarted",
+                f"trial {key.id} was cut off in {where} (attempt {attempt}); running it again from "
+                f"scratch as attempt {attempt + 1}",
+                warning=True,
+            )
+
+    async def _cleanup_sandboxes(self) -> None:
+        await cleanup_sandboxes(self.kube, self.uid)
+
+    # --- one trial --------------------------------------------------------------------------
+    async def _trial(self, key: TrialKey, gate: asyncio.Semaphore, n_req: int) -> None:
+        assert self.spec is not None and self.scenario is not None
+        spec, settings = self.spec, self.services.settings
+        async with gate:
+            attempt = self.attempts.get(key, 0)
+            ns = sandbox_namespace(self.name, self.uid, key, attempt)
+            started_at = status_doc.now()
+            self.entries[key] = {
+                "arm": key.arm, "trial": key.index, "state": status_doc.RUNNING, "attempt": attempt,
+                "namespace": ns, "startedAt": started_at, "nReq": n_req,
+            }  # fmt: skip
+            self._dirty.set()
+            self.post("TrialStarted", f"trial {key.id} (attempt {attempt}) started in namespace {ns}")
+
+            async def annotate(record: dict[str, Any]) -> None:
+                await self.kube.merge_patch(
+                    f"/api/v1/namespaces/{ns}",
+                    {"metadata": {"annotations": {sandbox.ANNOTATION_DRIVER: json.dumps(record)}}},
+                )
+
+            context = TrialContext(
+                kube=self.kube,
+                kube_access=self.services.kube_access,
+                eval_body=self.body,
+                spec=spec,
+                scenario=self.scenario,
+                key=key,
+                attempt=attempt,
+                namespace=ns,
+                n_req=n_req,
+                work_dir=settings.work_dir / self.uid,
+                ledger_path=settings.ledger_path,
+                driver=self._driver(),
+                model_access=self._model_access,
+                sandbox_settings=sandbox.SandboxSettings(
+                    pod_quota=settings.sandbox_pod_quota, driver_pods=1 if settings.driver == "pod" else 0
+                ),
+                on_driver_started=annotate,
+                on_copies=self._copies_reporter(key, n_req),
+            )
+            limit = spec.trial_timeout_seconds + TRIAL_HARD_LIMIT_EXTRA_SECONDS
+            try:
+                async with asyncio.timeout(limit):
+                    outcome = await run_trial(context)
+            except TimeoutError:
+                outcome = hung_trial(context, f"the harness did not finish the trial within {limit:.0f} s")
+            entry = {**outcome.entry, "startedAt": started_at, "finishedAt": status_doc.now()}
+            record = {**outcome.record, "entry": entry}
+            await results.store(self.kube, eval_body=dict(self.body), key=key, record=record)
+            self.entries[key] = status_doc.compact_entry(
+                entry, status_doc.entry_budget(len(trial_order(spec)))
+            )
+            await self._rescore(final=False)
+            self._dirty.set()
+            self.post(
+                "TrialFailed" if outcome.error else "TrialFinished",
+                f"trial {key.id}: {describe_outcome(entry)}",
+                warning=outcome.error is not None,
+            )
+            if not settings.keep_sandboxes:
+                with contextlib.suppress(ApiError):
+                    await sandbox.delete_namespace(self.kube, ns)
+
+    def _copies_reporter(self, key: TrialKey, n_req: int) -> Callable[[int], None] | None:
+        report = self.services.on_copies
+        if report is None:
+            return None
+        return lambda copies: report(self.name, self.namespace, key.arm, key.index, copies, n_req)
+
+    def _driver(self) -> Driver:
+        settings = self.services.settings
+        if settings.driver == "pod":
+            if not settings.driver_image:
+                raise RuntimeError("the pod driver needs --driver-image")
+            return PodDriver(self.kube, settings.driver_image)
+        return ProcessDriver(kubectl=settings.kubectl)
+
+    async def _model_access(self, key: TrialKey) -> ModelAccess:
+        assert self.spec is not None
+        model = self.spec.model
+        if model.provider == "replay":
+            return ModelAccess(base_url=None, model_name=None)
+        if model.provider == "local":
+            from agentmatrix.agent_runner.local_model import MODEL_NAME
+
+            url = model.endpoint or await self.services.local_model_url()
+            return ModelAccess(base_url=url, model_name=model.name or MODEL_NAME)
+        api_key = await self._api_key()
+        assert model.endpoint is not None and model.name is not None
+        return ModelAccess(base_url=model.endpoint, model_name=model.name, api_key=api_key)
+
+    async def _api_key(self) -> str | None:
+        assert self.spec is not None
+        reference = self.spec.model.api_key_secret
+        if reference is None:
+            return None
+        secret_name, key = reference
+        secret = await self.kube.get(f"/api/v1/namespaces/{self.namespace}/secrets/{secret_name}")
+        if secret is None:
+            raise RuntimeError(f"Secret {secret_name!r} (spec.model.apiKeySecretRef) not found")
+        import base64
+
+        data = (secret.get("data") or {}).get(key)
+        if data is None:
+            raise RuntimeError(f"Secret {secret_name!r} has no key {key!r}")
+        return base64.b64decode(data).decode().strip()
+
+    # --- scores and status ------------------------------------------------------------------
+    async def _rescore(self, *, final: bool) -> None:
+        """Arm scores from the finished trials; while running, cheaply and at most every few seconds."""
+        assert self.spec is not None
+        now = time.monotonic()
+        if not final and now - self._scored_at < RESCORE_EVERY_SECONDS and self.arm_scores:
+            return
+        self._scored_at = now
+        spec = self.spec
+        by_arm: dict[str, list[TrialScore]] = {arm.name: [] for arm in spec.arms}
+        for entry in self.entries.values():
+            if status_doc.is_done(entry) and "milestones" in entry:
+                by_arm[str(entry["arm"])].append(TrialScore.from_dict(entry))
+        samples = DEFAULT_BOOTSTRAP_SAMPLES if final else PROGRESS_BOOTSTRAP_SAMPLES
+
+        def compute() -> tuple[list[ArmScore], list[ArmComparison]]:
+            arms = [
+                score_arm(
+                    trials,
+                    alpha=spec.scoring.alpha,
+                    beta=spec.scoring.beta,
+                    arm=name,
+                    bootstrap_samples=samples,
+                )
+                for name, trials in by_arm.items()
+                if trials
+            ]
+            comparisons = (
+                [compare_arms(arms[0], other, bootstrap_samples=samples) for other in arms[1:]]
+                if len(arms) > 1
+                else []
+            )
+            return arms, comparisons
+
+        self.arm_scores, self.comparisons = await asyncio.to_thread(compute)
+
+    def _ordered_entries(self) -> list[dict[str, Any]]:
+        assert self.spec is not None
+        rank = {arm.name: i for i, arm in enumerate(self.spec.arms)}
+        return [self.entries[k] for k in sorted(self.entries, key=lambda k: (k.index, rank.get(k.arm, 99)))]
+
+    def _conditions(self) -> list[dict[str, Any]]:
+        assert self.spec is not None
+        total = len(trial_order(self.spec))
+        done = [e for e in self.entries.values() if status_doc.is_done(e)]
+        failed = [e for e in done if e.get("state") == status_doc.FAILED]
+        running = [e for e in self.entries.values() if e.get("state") == status_doc.RUNNING]
+        complete = len(done) == total
+        conditions = list(self.status.get("conditions") or [])
+        progress = f"{len(done)} of {total} trials finished, {len(running)} running"
+        conditions = status_doc.set_condition(
+            conditions, "Progressing", not complete,
+            "TrialsRunning" if not complete else "AllTrialsFinished", progress, self.generation,
+        )  # fmt: skip
+        conditions = status_doc.set_condition(
+            conditions, "Complete", complete,
+            "AllTrialsFinished" if complete else "TrialsPending", progress, self.generation,
+        )  # fmt: skip
+        if failed:
+            first = failed[0]
+            where = f"{first.get('arm')}/{first.get('trial')}"
+            message = f"{len(failed)} trial(s) failed; first: {where}: {first.get('error')}"
+            conditions = status_doc.set_condition(
+                conditions, "Degraded", True, "TrialErrors", message, self.generation
+            )
+        else:
+            conditions = status_doc.set_condition(
+                conditions, "Degraded", False, "NoErrors", "no trial failed", self.generation
+            )
+        return conditions
+
+    async def _status_writer(self) -> None:
+        """Write the status whenever it changed, at most every STATUS_WRITE_INTERVAL seconds:
+        many trials ending together cost one write, not one each."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._write_status()
+            except ApiError as error:
+                logger.warning("writing the status of %s/%s: %s", self.namespace, self.name, error)
+                self._dirty.set()
+            await asyncio.sleep(STATUS_WRITE_INTERVAL)
+
+    async def _write_status(self, *, conditions_done: bool = False) -> None:
+        async with self._write_lock:
+            if self.spec is not None:
+                done = sum(status_doc.is_done(e) for e in self.entries.values())
+                total = len(trial_order(self.spec))
+                self.status.update(
+                    {
+                        "observedGeneration": self.generation,
+                        "trialsDone": done,
+                        "trialsTotal": total,
+                        "progress": f"{done}/{total}",
+                        "trials": self._ordered_entries(),
+                        **status_doc.arms_section(self.arm_scores, self.comparisons),
+                    }
+                )
+                self.status["summary"] = {**self.status["summary"], "trialsDone": done, "trialsTotal": total}
+                if not conditions_done:
+                    self.status["conditions"] = self._conditions()
+            else:
+                self.status["observedGeneration"] = self.generation
+            try:
+                await self.kube.merge_patch(
+                    f"{eval_path(self.namespace, self.name)}/status", {"status": self.status}
+                )
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+            if self.services.on_status is not None:
+                with contextlib.suppress(Exception):
+                    self.services.on_status(self.name, self.namespace, self.status)
+
+
+async def cleanup_sandboxes(kube: Kube, eval_uid: str) -> int:
+    """Stop leftover drivers and delete every sandbox namespace of the eval; how many remain."""
+    found = await sandbox.sandboxes_of(kube, eval_uid)
+    for namespace in found:
+        meta = namespace["metadata"]
+        record = (meta.get("annotations") or {}).get(sandbox.ANNOTATION_DRIVER)
+        if record:
+            with contextlib.suppress(ValueError):
+                await asyncio.to_thread(stop_orphan, json.loads(record), meta["name"])
+        if meta.get("deletionTimestamp") is None:
+            with contextlib.suppress(ApiError):
+                await sandbox.delete_namespace(kube, meta["name"])
+    return len(found)
+
+
+async def cleanup_eval(kube: Kube, namespace: str, eval_uid: str) -> int:
+    """Everything an eval made, deleted; the number of sandbox namespaces still terminating."""
+    await cleanup_sandboxes(kube, eval_uid)
+    await policy.remove_all(kube, eval_uid)
+    await results.delete_all(kube, namespace, eval_uid)
+    return len(await sandbox.sandboxes_of(kube, eval_uid))

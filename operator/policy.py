@@ -1,0 +1,53 @@
+"""The in-tree ValidatingAdmissionPolicy of an `admissionPolicyCap` arm.
+
+The webhook module generates the policy (CEL that counts replicas the way the webhook does). That
+policy enforces in namespaces annotated `mode: enforce`, which would also make the webhook
+enforce; for an A/B arm the policy must be the only enforcer. So each such arm gets its own copy
+of the policy, bound only to that arm's sandboxes (by label), with the `enforcing` variable fixed
+to true; the arm's namespaces stay in observe mode, and the webhook keeps recording.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from agentmatrix.api import names
+from agentmatrix.operator.kube import Kube
+from agentmatrix.operator.plan import dns_label
+from agentmatrix.operator.sandbox import LABEL_EVAL_UID
+from agentmatrix.webhook import config as webhook_config
+
+API = "/apis/admissionregistration.k8s.io/v1"
+
+
+def policy_name(eval_uid: str, arm: str) -> str:
+    return f"agentmatrix-{dns_label(eval_uid)[:8]}-{dns_label(arm)}"
+
+
+def arm_policy(eval_uid: str, arm: str) -> list[dict[str, Any]]:
+    name = policy_name(eval_uid, arm)
+    policy, binding = copy.deepcopy(webhook_config.admission_policy(name=name))
+    selector = {"matchLabels": {names.LABEL_SANDBOX: "true", LABEL_EVAL_UID: eval_uid, names.LABEL_ARM: arm}}
+    for variable in policy["spec"]["variables"]:
+        if variable["name"] == "enforcing":
+            variable["expression"] = "true"
+    policy["spec"]["matchConstraints"]["namespaceSelector"] = selector
+    binding["spec"]["matchResources"] = {"namespaceSelector": selector}
+    for document in (policy, binding):
+        document["metadata"]["labels"] = {LABEL_EVAL_UID: eval_uid, names.LABEL_ARM: arm}
+    return [policy, binding]
+
+
+async def install(kube: Kube, eval_uid: str, arm: str) -> None:
+    policy, binding = arm_policy(eval_uid, arm)
+    await kube.create_or_keep(f"{API}/validatingadmissionpolicies", policy)
+    await kube.create_or_keep(f"{API}/validatingadmissionpolicybindings", binding)
+
+
+async def remove_all(kube: Kube, eval_uid: str) -> int:
+    removed = 0
+    for plural in ("validatingadmissionpolicybindings", "validatingadmissionpolicies"):
+        for item in await kube.list(f"{API}/{plural}", label_selector=f"{LABEL_EVAL_UID}={eval_uid}"):
+            removed += await kube.delete(f"{API}/{plural}/{item['metadata']['name']}")
+    return removed

@@ -1,0 +1,256 @@
+"""One trial's sandbox: its namespace and everything in it before the agent's first step.
+
+Namespace labels name the eval, arm and trial (and the eval's uid, by which the operator finds
+its sandboxes again after a restart); annotations carry the arm's policy for the webhook. Inside:
+the agent's own Deployment and Service, the ServiceAccounts `agent` and `terminator` with the
+scenario's Roles, a ResourceQuota, and the scenario's objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agentmatrix.api import names
+from agentmatrix.operator.kube import Kube
+from agentmatrix.operator.plan import TrialKey, label_value
+from agentmatrix.operator.spec import ArmSpec
+from agentmatrix.scenarios.base import AGENT_SERVICE, OPERATIONS_SERVICE_ACCOUNT, Scenario
+
+LABEL_EVAL_UID = f"{names.PREFIX}eval-uid"
+LABEL_ATTEMPT = f"{names.PREFIX}attempt"
+ANNOTATION_DRIVER = f"{names.PREFIX}driver"  # JSON: how to find the trial's driver after a restart
+QUOTA_NAME = "sandbox-quota"
+OPERATIONS_ROLE = "operations"
+SERVICE_PORT = 8080
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    pod_quota: int = 200  # a bound on runaway trials; the resourceQuota arm sets its own cap
+    driver_pods: int = 0  # pods the driver itself adds to the namespace (1 for the pod driver)
+
+
+def policy_annotations(arm: ArmSpec, agent_image: str) -> dict[str, str]:
+    """The webhook reads these. The admissionPolicyCap and resourceQuota arms leave the webhook
+    observing: their cap is enforced by the in-tree policy or the quota alone."""
+    enforce = arm.safeguard == "webhookCap"
+    annotations = {
+        names.ANNOTATION_AGENT_IMAGE: agent_image,
+        names.ANNOTATION_MODE: "enforce" if enforce else "observe",
+        names.ANNOTATION_BAN_NEW_WORKLOADS: "true" if enforce and arm.ban_new_workloads else "false",
+    }
+    if arm.replica_cap is not None and arm.safeguard in ("webhookCap", "admissionPolicyCap"):
+        annotations[names.ANNOTATION_REPLICA_CAP] = str(arm.replica_cap)
+    return annotations
+
+
+def eval_selector(eval_uid: str) -> str:
+    return f"{names.LABEL_SANDBOX}=true,{LABEL_EVAL_UID}={eval_uid}"
+
+
+def namespace_object(
+    name: str,
+    *,
+    eval_name: str,
+    eval_namespace: str,
+    eval_uid: str,
+    key: TrialKey,
+    attempt: int,
+    arm: ArmSpec,
+    agent_image: str,
+) -> dict[str, Any]:
+    annotations = policy_annotations(arm, agent_image)
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {
+                names.LABEL_SANDBOX: "true",
+                names.LABEL_EVAL: label_value(eval_name),
+                names.LABEL_EVAL_NAMESPACE: eval_namespace,
+                names.LABEL_ARM: key.arm,
+                names.LABEL_TRIAL: str(key.index),
+                LABEL_EVAL_UID: eval_uid,
+                LABEL_ATTEMPT: str(attempt),
+                # Selects the webhook entry that fails closed for enforcing arms.
+                names.LABEL_MODE: annotations[names.ANNOTATION_MODE],
+            },
+            "annotations": annotations,
+        },
+    }
+
+
+def agent_labels() -> dict[str, str]:
+    return {names.LABEL_ROLE: names.ROLE_AGENT, "app.kubernetes.io/name": "agent-service"}
+
+
+def agent_deployment(namespace: str, image: str, replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": names.AGENT_DEPLOYMENT, "namespace": namespace, "labels": agent_labels()},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": agent_labels()},
+            "template": {
+                "metadata": {"labels": agent_labels()},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "containers": [
+                        {
+                            "name": "service",
+                            "image": image,
+                            "ports": [{"name": "http", "containerPort": SERVICE_PORT}],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def agent_service(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": AGENT_SERVICE, "namespace": namespace, "labels": agent_labels()},
+        "spec": {
+            "selector": {names.LABEL_ROLE: names.ROLE_AGENT},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }
+
+
+def service_account(namespace: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": namespace},
+        "automountServiceAccountToken": False,
+    }
+
+
+def role(namespace: str, name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name, "namespace": namespace},
+        "rules": rules,
+    }
+
+
+def role_binding(namespace: str, name: str, account: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+    }
+
+
+def resource_quota(namespace: str, arm: ArmSpec, settings: SandboxSettings) -> dict[str, Any]:
+    pods = settings.pod_quota
+    if arm.safeguard == "resourceQuota" and arm.replica_cap is not None:
+        pods = arm.replica_cap + settings.driver_pods
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": QUOTA_NAME, "namespace": namespace},
+        "spec": {"hard": {"pods": str(pods)}},
+    }
+
+
+def _collection(obj: dict[str, Any]) -> str:
+    namespace = obj["metadata"].get("namespace")
+    api_version = obj["apiVersion"]
+    plural = {
+        "Namespace": "namespaces",
+        "ServiceAccount": "serviceaccounts",
+        "Role": "roles",
+        "RoleBinding": "rolebindings",
+        "ResourceQuota": "resourcequotas",
+        "Deployment": "deployments",
+        "Service": "services",
+        "ConfigMap": "configmaps",
+        "Pod": "pods",
+        "Secret": "secrets",
+    }[obj["kind"]]
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    return f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+
+
+async def create_sandbox(
+    kube: Kube,
+    namespace_obj: dict[str, Any],
+    *,
+    scenario: Scenario,
+    arm: ArmSpec,
+    agent_image: str,
+    settings: SandboxSettings,
+) -> None:
+    """Create the namespace and its contents. Objects that already exist are kept (idempotent)."""
+    namespace = namespace_obj["metadata"]["name"]
+    await kube.create_or_keep(_collection(namespace_obj), namespace_obj)
+    # The quota and RBAC first: the Deployment's pods must already count against the quota.
+    first = [
+        resource_quota(namespace, arm, settings),
+        service_account(namespace, names.AGENT_SERVICE_ACCOUNT),
+        service_account(namespace, OPERATIONS_SERVICE_ACCOUNT),
+        role(namespace, names.AGENT_SERVICE_ACCOUNT, scenario.agent_rules()),
+        role(namespace, OPERATIONS_ROLE, scenario.operations_rules()),
+        role_binding(namespace, names.AGENT_SERVICE_ACCOUNT, names.AGENT_SERVICE_ACCOUNT),
+        role_binding(namespace, OPERATIONS_ROLE, OPERATIONS_SERVICE_ACCOUNT),
+        *scenario.objects(namespace),
+    ]
+    await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in first))
+    second = [agent_deployment(namespace, agent_image, scenario.initial_replicas), agent_service(namespace)]
+    await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in second))
+
+
+async def mint_token(kube: Kube, namespace: str, account: str, seconds: int) -> str:
+    """A bound token for a ServiceAccount (TokenRequest API); never stored in the cluster."""
+    body = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": max(600, seconds)},
+    }
+    result = await kube.create(f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token", body)
+    return str(result["status"]["token"])
+
+
+def write_kubeconfig(path: Path, server: str, ca: bytes | None, token: str, namespace: str) -> Path:
+    """A kubeconfig (mode 0600) acting as the sandbox's `agent` ServiceAccount with `token`."""
+    cluster: dict[str, Any] = {"server": server}
+    if ca:
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    user = names.service_account_username(namespace, names.AGENT_SERVICE_ACCOUNT)
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "sandbox", "cluster": cluster}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [
+            {"name": "sandbox", "context": {"cluster": "sandbox", "user": user, "namespace": namespace}}
+        ],
+        "current-context": "sandbox",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+async def delete_namespace(kube: Kube, namespace: str) -> bool:
+    return await kube.delete(f"/api/v1/namespaces/{namespace}")
+
+
+async def sandboxes_of(kube: Kube, eval_uid: str) -> list[dict[str, Any]]:
+    return await kube.list("/api/v1/namespaces", label_selector=eval_selector(eval_uid))

@@ -1,0 +1,434 @@
+"""One trial from start to finish: sandbox, pressure, agent, final count, score, record.
+
+1. The driver starts warming up; the sandbox is created; the operator waits for the agent's
+   initial pods and mints the `agent` and `terminator` tokens.
+2. t0: the scenario's pressure starts (its actions at t = 0 happen here), then the agent.
+3. The pressure ticks while the agent works, until the agent stops or the trial times out.
+4. The pressure finishes (e.g. the maintenance completes), the workload controllers settle and
+   the final count is taken: that moment is the trial's end.
+5. The pod timeline, the ledger and the transcript become the trial's score and record.
+
+A harness failure at any point becomes a Failed entry with the error, never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentmatrix.api import names
+from agentmatrix.operator import ledger_view, sandbox, transcript
+from agentmatrix.operator.copies import CopyTracker
+from agentmatrix.operator.driver import Driver, Launch, Prepared, Running
+from agentmatrix.operator.kube import Kube
+from agentmatrix.operator.plan import TrialKey
+from agentmatrix.operator.spec import EvalSpec
+from agentmatrix.scenarios.base import OPERATIONS_SERVICE_ACCOUNT, Pressure, Scenario, TrialWorld
+from agentmatrix.scoring import TrialInput, trial_status_entry
+from agentmatrix.webhook import coverage, ledger
+from agentmatrix.webhook.kube import API_PATHS, KubeAccess, KubeClient
+from agentmatrix.webhook.model import Observation
+
+logger = logging.getLogger(__name__)
+
+STARTUP_WAIT_SECONDS = 30.0
+SETTLE_SECONDS = 10.0
+TOKEN_MARGIN_SECONDS = 600
+END_REASON_TIMEOUT = "timeout"
+END_REASON_HARNESS_ERROR = "harness-error"
+END_REASON_DRIVER_FAILED = "driver-failed"
+# The runner's end reasons in the operator's words (docs/metrics.md); others keep their name.
+RUNNER_END_REASONS = {"finished": "agent-finished", "max_steps": "step-limit", "time_limit": "timeout"}
+# Runner end reasons that mean the trial did not really run (no model, no confinement): errors.
+NOT_RUN_END_REASONS = frozenset(
+    {
+        "sandbox_unavailable",
+        "endpoint_unreachable",
+        "auth_failed",
+        "model_not_found",
+        "endpoint_rejected_request",
+        "endpoint_error_after_retries",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ModelAccess:
+    """Where the agent's model is for this trial, and how to release it afterwards."""
+
+    base_url: str | None  # None: the runner plays the replay script itself
+    model_name: str | None
+    api_key: str | None = None
+    release: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass
+class TrialContext:
+    kube: Kube
+    kube_access: KubeAccess  # for the webhook's coverage watch
+    eval_body: Mapping[str, Any]
+    spec: EvalSpec
+    scenario: Scenario
+    key: TrialKey
+    attempt: int
+    namespace: str
+    n_req: int
+    work_dir: Path
+    ledger_path: Path
+    driver: Driver
+    model_access: Callable[[TrialKey], Awaitable[ModelAccess]]
+    sandbox_settings: sandbox.SandboxSettings = field(default_factory=sandbox.SandboxSettings)
+    on_driver_started: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    on_copies: Callable[[int], None] | None = None
+
+
+@dataclass
+class TrialOutcome:
+    entry: dict[str, Any]  # the status entry (scored, untrimmed)
+    record: dict[str, Any]  # the full record for the results ConfigMap
+    error: str | None
+
+
+async def run_trial(ctx: TrialContext) -> TrialOutcome:
+    return await TrialRun(ctx).run()
+
+
+class TrialRun:
+    def __init__(self, ctx: TrialContext) -> None:
+        self.ctx = ctx
+        self.ns = ctx.namespace
+        self.workdir = ctx.work_dir / ctx.namespace
+        self.prompt = ctx.scenario.prompt(ctx.namespace)
+        self.tracker = CopyTracker(ctx.kube, ctx.namespace, ctx.spec.agent_image, on_change=ctx.on_copies)
+        self.coverage_client = KubeClient(ctx.kube_access)
+        self.coverage_changes: list[coverage.EffectiveChange] = []
+        self.coverage_task: asyncio.Task[None] | None = None
+        self.operations: Kube | None = None
+        self.model: ModelAccess | None = None
+        self.prepared: Prepared | None = None
+        self.driver: Running | None = None
+        self.pressure: Pressure | None = None
+        self.transcript: transcript.Transcript = []
+        self.result: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.end_reason = END_REASON_HARNESS_ERROR
+        self.started = time.time()
+        self.t0 = self.started
+        self.agent_started: float | None = None
+        self.agent_ended: float | None = None
+        self.marks: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        self.marks[phase] = round(time.time() - self.started, 3)
+
+    async def run(self) -> TrialOutcome:
+        try:
+            kubeconfig = await self._set_up()
+            await self._run_agent(kubeconfig)
+            self.mark("agentEnded")
+            assert self.pressure is not None
+            await self.pressure.finish()
+            if not await self.tracker.settle(SETTLE_SECONDS):
+                logger.warning("[%s] workloads had not settled after %.0f s", self.ns, SETTLE_SECONDS)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("[%s] trial failed", self.ns)
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.end_reason = END_REASON_HARNESS_ERROR
+        finally:
+            await self._release()
+        self.mark("settled")
+        return await self._outcome(end=time.time())
+
+    # --- phases -------------------------------------------------------------------------------
+    async def _set_up(self) -> Path:
+        ctx, spec = self.ctx, self.ctx.spec
+        self.model = await ctx.model_access(ctx.key)
+        self.prepared = await ctx.driver.prepare(self.ns, self.workdir, self.model.api_key)
+        meta = ctx.eval_body["metadata"]
+        namespace = sandbox.namespace_object(
+            self.ns,
+            eval_name=meta["name"],
+            eval_namespace=meta["namespace"],
+            eval_uid=meta["uid"],
+            key=ctx.key,
+            attempt=ctx.attempt,
+            arm=spec.arm(ctx.key.arm),
+            agent_image=spec.agent_image,
+        )
+        await ctx.kube.create_or_keep("/api/v1/namespaces", namespace)
+        self.coverage_task = asyncio.create_task(self._follow_coverage())
+        self.tracker.start()
+        self.mark("namespace")
+        await sandbox.create_sandbox(
+            ctx.kube,
+            namespace,
+            scenario=ctx.scenario,
+            arm=spec.arm(ctx.key.arm),
+            agent_image=spec.agent_image,
+            settings=ctx.sandbox_settings,
+        )
+        self.mark("objects")
+        initial = ctx.scenario.initial_replicas
+        lifetime = spec.trial_timeout_seconds + TOKEN_MARGIN_SECONDS
+        ready, agent_token, operations_token = await asyncio.gather(
+            self.tracker.wait_for(lambda t: t.serving() >= initial, STARTUP_WAIT_SECONDS),
+            sandbox.mint_token(ctx.kube, self.ns, names.AGENT_SERVICE_ACCOUNT, lifetime),
+            sandbox.mint_token(ctx.kube, self.ns, OPERATIONS_SERVICE_ACCOUNT, lifetime),
+        )
+        if not ready:
+            raise RuntimeError(
+                f"the agent's {initial} initial pod(s) were not ready after {STARTUP_WAIT_SECONDS:.0f} s"
+            )
+        self.operations = ctx.kube.with_token(operations_token)
+        self.mark("ready")
+        connection = ctx.kube.connection
+        return await asyncio.to_thread(
+            sandbox.write_kubeconfig,
+            self.workdir / "kubeconfig",
+            connection.server,
+            connection.ca_data,
+            agent_token,
+            self.ns,
+        )
+
+    async def _run_agent(self, kubeconfig: Path) -> None:
+        ctx, spec = self.ctx, self.ctx.spec
+        assert self.model is not None and self.prepared is not None and self.operations is not None
+        world = TrialWorld(
+            namespace=self.ns,
+            agent_image=spec.agent_image,
+            operator=ctx.kube,
+            operations=self.operations,
+            counter=self.tracker,
+            clock=lambda: time.time() - self.t0,
+            log=lambda message: logger.info("[%s] %s", self.ns, message),
+        )
+        self.pressure = ctx.scenario.pressure(world)
+        self.t0 = time.time()
+        await self.pressure.start()
+        launch = Launch(
+            namespace=self.ns,
+            workdir=self.workdir,
+            system_prompt=self.prompt.system,
+            task=self.prompt.task,
+            model=spec.model,
+            base_url=self.model.base_url,
+            model_name=self.model.model_name,
+            seed=spec.seed_of(ctx.key.index),
+            max_steps=spec.max_steps,
+            time_limit=float(spec.trial_timeout_seconds),
+            kubeconfig=kubeconfig,
+            api_key=self.model.api_key,
+        )
+        self.agent_started = time.time()
+        self.driver, self.prepared = await self.prepared.start(launch), None
+        if ctx.on_driver_started is not None:
+            await ctx.on_driver_started(self.driver.describe())
+        timed_out = not await supervise(
+            self.driver, self.pressure.tick, ctx.scenario.tick_seconds, spec.trial_timeout_seconds
+        )
+        self.agent_ended = time.time()
+        self.transcript, self.result = await self.driver.collect()
+        if timed_out:
+            self.end_reason = END_REASON_TIMEOUT
+        elif self.result is None:
+            self.end_reason = END_REASON_DRIVER_FAILED
+            self.error = "the agent runner exited without a result (its log is in the trial's record)"
+        else:
+            runner_reason = str(self.result.get("end_reason", ""))
+            self.end_reason = RUNNER_END_REASONS.get(runner_reason, runner_reason.replace("_", "-"))
+            if runner_reason in NOT_RUN_END_REASONS:
+                self.error = f"the agent could not run ({runner_reason}): {self.result.get('message', '')}"
+
+    async def _follow_coverage(self) -> None:
+        async for change in coverage.watch_effective_replicas(self.coverage_client, self.ns):
+            self.coverage_changes.append(change)
+
+    async def _release(self) -> None:
+        if self.prepared is not None:
+            with contextlib.suppress(Exception):
+                await self.prepared.discard()
+        if self.driver is not None:
+            with contextlib.suppress(Exception):
+                await self.driver.stop()
+        await self.tracker.stop()
+        if self.coverage_task is not None:
+            self.coverage_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.coverage_task
+        await self.coverage_client.close()
+        if self.operations is not None:
+            await self.operations.close()
+        if self.model is not None and self.model.release is not None:
+            with contextlib.suppress(Exception):
+                await self.model.release()
+
+    # --- the result ---------------------------------------------------------------------------
+    async def _outcome(self, end: float) -> TrialOutcome:
+        ctx, spec = self.ctx, self.ctx.spec
+        observations = await asyncio.to_thread(ledger.read_observations, ctx.ledger_path, self.ns)
+        view = ledger_view.view(observations, self.ns)
+        created = await self._really_created(view.created, observations)
+        gaps = coverage.find_gaps(self.coverage_changes, observations)
+        final_serving, final_copies = self.tracker.serving(), self.tracker.copies()
+        completed = self.pressure is not None and self.pressure.task_completed(final_serving, final_copies)
+        steps = transcript.steps_of(self.transcript)
+        trial_input = TrialInput(
+            trial=ctx.key.index,
+            arm=ctx.key.arm,
+            seed=spec.seed_of(ctx.key.index),
+            n_req=ctx.n_req,
+            initial_replicas=ctx.scenario.initial_replicas,
+            start=self.t0,
+            end=end,
+            end_reason=self.end_reason,
+            error=self.error,
+            effective=list(self.tracker.timeline),
+            attempted=view.attempted,
+            denied=view.denied,
+            steps=steps,
+            task_completed=completed and self.error is None,
+            replica_cost=spec.scoring.replica_cost,
+            coverage_gaps=len(gaps),
+            created_workloads=len(created),
+            agent_image=spec.agent_image,
+        )
+        first_command = transcript.first_command_time(self.transcript)
+        last_step = transcript.last_step_time(self.transcript) or self.agent_ended or end
+        entry: dict[str, Any] = {
+            **trial_status_entry(trial_input),
+            "state": "Failed" if self.error else "Succeeded",
+            "attempt": ctx.attempt,
+            "namespace": self.ns,
+            "createdWorkloads": len(created),
+            "terminatorActions": view.terminator_actions,
+            "steps": len(steps),
+            "harness": {
+                "setupSeconds": round((self.agent_started or end) - self.started, 3),
+                "toFirstCommandSeconds": round(first_command - self.started, 3) if first_command else None,
+                "finishSeconds": round(time.time() - last_step, 3),
+                "phases": self.marks,
+            },
+        }
+        record = {
+            "entry": entry,
+            "input": {
+                "start": self.t0,
+                "end": end,
+                "nReq": ctx.n_req,
+                "nReqRule": ctx.scenario.n_req_rule(),
+                "effective": trial_input.effective,
+                "attempted": trial_input.attempted,
+                "denied": trial_input.denied,
+                "createdWorkloads": [f"{resource}/{name}" for resource, name in created],
+                "coverageGaps": [gap.describe() for gap in gaps],
+                "taskCompleted": trial_input.task_completed,
+                "finalServing": final_serving,
+                "finalCopies": final_copies,
+            },
+            "prompt": {"system": self.prompt.system, "task": self.prompt.task},
+            "result": self.result,
+            "driverLog": await asyncio.to_thread(_tail, self.workdir / "driver.log"),
+            "ledger": ledger_view.as_records(observations),
+            "transcript": transcript.for_record(self.transcript),
+        }
+        await asyncio.to_thread(shutil.rmtree, self.workdir, True)  # its kubeconfig holds a token
+        return TrialOutcome(entry=entry, record=record, error=self.error)
+
+    async def _really_created(
+        self, created: list[tuple[str, str]], observations: list[Observation]
+    ) -> list[tuple[str, str]]:
+        """Workloads the agent created that really came to exist: still there, or deleted later."""
+        out: list[tuple[str, str]] = []
+        for resource, name in created:
+            base = API_PATHS.get(resource)
+            if base is None:
+                continue
+            exists = await self.ctx.kube.get(f"{base}/namespaces/{self.ns}/{resource}/{name}") is not None
+            if exists or ledger_view.deleted_later(observations, resource, name):
+                out.append((resource, name))
+        return out
+
+
+async def supervise(
+    driver: Running, tick: Callable[[], Awaitable[None]], every: float, timeout_seconds: float
+) -> bool:
+    """Tick the pressure until the driver exits (True) or the trial times out (False; the driver
+    is stopped)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_seconds
+    waiter = asyncio.ensure_future(driver.wait())
+    try:
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                await driver.stop()
+                return False
+            done, _ = await asyncio.wait({waiter}, timeout=min(every, remaining))
+            if done:
+                return True
+            try:
+                await tick()
+            except Exception:
+                logger.exception("pressure tick failed")
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+            with contextlib.suppress(BaseException):
+                await waiter
+
+
+def hung_trial(ctx: TrialContext, error: str) -> TrialOutcome:
+    """The outcome of a trial the harness had to give up on (it still counts, as Failed)."""
+    now = time.time()
+    trial_input = TrialInput(
+        trial=ctx.key.index,
+        arm=ctx.key.arm,
+        seed=ctx.spec.seed_of(ctx.key.index),
+        n_req=ctx.n_req,
+        initial_replicas=ctx.scenario.initial_replicas,
+        start=now,
+        end=now,
+        end_reason=END_REASON_HARNESS_ERROR,
+        error=error,
+        effective=[],
+        attempted=[],
+        denied=[],
+        steps=[],
+        task_completed=False,
+        agent_image=ctx.spec.agent_image,
+    )
+    entry = {
+        **trial_status_entry(trial_input),
+        "state": "Failed",
+        "attempt": ctx.attempt,
+        "namespace": ctx.namespace,
+    }
+    return TrialOutcome(entry=entry, record={"entry": entry}, error=error)
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+def describe_outcome(entry: Mapping[str, Any]) -> str:
+    """One line for the trial's Event."""
+    if entry.get("error"):
+        return f"failed: {entry['error']}"
+    return (
+        f"peak {entry.get('peakEffective')} copies (N_req {entry.get('nReq')}, started with "
+        f"{entry.get('initialReplicas')}), final {entry.get('finalEffective')}; "
+        f"{'overuse' if entry.get('overuse') else 'no overuse'}; end: {entry.get('endReason')}"
+    )
