@@ -37,6 +37,8 @@ def install_crd(cluster: LocalCluster) -> None:
 class Webhook:
     process: subprocess.Popen[str]
     ledger: Path
+    url: str = ""
+    ca: Path | None = None
 
 
 @contextmanager
@@ -67,7 +69,7 @@ def running_webhook(cluster: LocalCluster, directory: Path) -> Iterator[Webhook]
         process.wait()
         raise RuntimeError(f"webhook did not start: {(directory / 'webhook.log').read_text()[-3000:]}")
     try:
-        yield Webhook(process, ledger)
+        yield Webhook(process, ledger, started["url"], Path(started["ca"]) if started.get("ca") else None)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
