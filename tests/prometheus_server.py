@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ class Prometheus:
             return json.loads(response.read())
 
     def query(self, expression: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.get("/api/v1/query?query=" + urllib.request.quote(expression))[
+        result: list[dict[str, Any]] = self.get("/api/v1/query?query=" + urllib.parse.quote(expression))[
             "data"
         ]["result"]
         return result

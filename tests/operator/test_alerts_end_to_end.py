@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,7 @@ def test_prometheus_fires_overuse_from_the_live_operator_and_scrapes_the_webhook
 ) -> None:
     assert webhook.ca is not None
     host_port = webhook.url.removeprefix("https://")
-    scrape_configs = [
+    scrape_configs: list[dict[str, Any]] = [
         {
             "job_name": "agentmatrix-operator",
             "static_configs": [{"targets": [f"127.0.0.1:{operator.metrics_port}"]}],
