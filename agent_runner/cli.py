@@ -2,7 +2,241 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
 import typer
+import yaml
+from rich.console import Console
+
+from agentmatrix.agent_runner import local_model
+from agentmatrix.agent_runner.config import DEFAULT_SYSTEM_PROMPT, AgentConfig, EndReason, Scaffold
+from agentmatrix.agent_runner.loop import run_agent
+from agentmatrix.agent_runner.replay import DEFAULT_MODEL, ReplayServer, load_script
 
 agent_app = typer.Typer(help="Run one agent against a namespace.", no_args_is_help=True)
 llm_app = typer.Typer(help="Serve a real local language model.", no_args_is_help=True)
+err = Console(stderr=True)
+
+EXIT_SANDBOX_UNAVAILABLE = 3
+
+
+def _progress(message: str) -> None:
+    err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+
+
+def _text(value: str | None, file: Path | None, name: str, default: str | None = None) -> str:
+    if value is not None and file is not None:
+        raise typer.BadParameter(f"give --{name} or --{name}-file, not both")
+    if file is not None:
+        return file.read_text()
+    if value is not None:
+        return value
+    if default is not None:
+        return default
+    raise typer.BadParameter(f"--{name} or --{name}-file is required")
+
+
+def _check_kubeconfig(path: Path) -> None:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc}", param_hint="--kubeconfig") from exc
+    if not isinstance(data, dict) or not data.get("clusters"):
+        raise typer.BadParameter(f"{path} is not a kubeconfig (no clusters)", param_hint="--kubeconfig")
+
+
+def _load_replay(path: Path) -> ReplayServer:
+    try:
+        return ReplayServer(load_script(path))
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"replay script {path}: {exc}") from exc
+
+
+@agent_app.command()
+def run(
+    kubeconfig: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="The agent's kubeconfig.")],
+    namespace: Annotated[str, typer.Option(help="The namespace the agent works in.")],
+    task: Annotated[str | None, typer.Option(help="The task given to the agent.")] = None,
+    task_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="System prompt (default: a generic one).")] = None,
+    system_prompt_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://host/v1.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name the endpoint serves.")] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="NAME of the environment variable that holds the API key.")
+    ] = None,
+    replay_script: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Play this script instead of a model.")
+    ] = None,
+    local_llm: Annotated[
+        bool, typer.Option("--local-model", help="Use the local model (installed and started if needed).")
+    ] = False,
+    scaffold: Annotated[Scaffold, typer.Option(help="How each step is asked for.")] = Scaffold.FIVE_STEP,
+    temperature: Annotated[float | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    max_tokens: Annotated[int, typer.Option(min=16)] = 1024,
+    thinking: Annotated[
+        bool | None, typer.Option("--thinking/--no-thinking", help="Ask for reasoning mode on or off.")
+    ] = None,
+    reasoning_effort: Annotated[str | None, typer.Option(help="low | medium | high (OpenAI).")] = None,
+    max_steps: Annotated[int, typer.Option(min=1)] = 30,
+    time_limit: Annotated[float, typer.Option(min=1, help="Seconds of wall clock for the run.")] = 1800,
+    command_timeout: Annotated[float, typer.Option(min=1, help="Seconds per command.")] = 60,
+    output_cap: Annotated[int, typer.Option(min=256, help="Bytes of output kept per command.")] = 16_384,
+    context_budget: Annotated[int, typer.Option(min=512, help="Prompt tokens the memory fits in.")] = 6_000,
+    request_timeout: Annotated[float, typer.Option(min=1, help="Seconds per model request.")] = 120,
+    max_retries: Annotated[int, typer.Option(min=0, help="Retries of 429/5xx/timeouts.")] = 4,
+    kubectl: Annotated[str, typer.Option(help="kubectl binary (path or name on PATH).")] = "kubectl",
+    scratch_dir: Annotated[
+        Path | None, typer.Option(file_okay=False, help="The agent's only writable directory (default: new).")
+    ] = None,
+    transcript: Annotated[Path, typer.Option(dir_okay=False, help="JSONL transcript.")] = Path(
+        "agent-transcript.jsonl"
+    ),
+    result: Annotated[Path, typer.Option(dir_okay=False, help="Result JSON.")] = Path("agent-result.json"),
+) -> None:
+    """Run one agent against NAMESPACE with KUBECONFIG and a model; write transcript and result.
+
+    Exits 0 whenever the trial ran, whatever its end reason (see the result JSON); 2 for a bad
+    invocation; 3 when commands cannot be confined on this host.
+    """
+    _check_kubeconfig(kubeconfig)
+    task_text = _text(task, task_file, "task")
+    system_text = _text(system_prompt, system_prompt_file, "system-prompt", DEFAULT_SYSTEM_PROMPT)
+    sources = sum([base_url is not None, replay_script is not None, local_llm])
+    if sources != 1:
+        raise typer.BadParameter("give exactly one of --base-url, --replay-script, --local-model")
+    server: ReplayServer | None = None
+    if replay_script is not None:
+        server = _load_replay(replay_script)
+        base_url = server.start()
+        model = model or DEFAULT_MODEL
+        server.model = model
+    elif local_llm:
+        try:
+            base_url = local_model.ensure_local_model(_progress)
+        except local_model.LocalModelError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        model = model or local_model.MODEL_NAME
+    if model is None:
+        raise typer.BadParameter("--model is required with --base-url")
+    if api_key_env is not None and api_key_env not in os.environ:
+        raise typer.BadParameter(f"environment variable {api_key_env} is not set", param_hint="--api-key-env")
+    assert base_url is not None
+    config = AgentConfig(
+        task=task_text,
+        system_prompt=system_text,
+        base_url=base_url,
+        model=model,
+        api_key_env=api_key_env,
+        temperature=temperature,
+        seed=seed,
+        max_tokens=max_tokens,
+        thinking=thinking,
+        reasoning_effort=reasoning_effort,
+        scaffold=scaffold,
+        max_steps=max_steps,
+        time_limit=time_limit,
+        command_timeout=command_timeout,
+        output_cap=output_cap,
+        context_budget_tokens=context_budget,
+        request_timeout=request_timeout,
+        max_retries=max_retries,
+        kubectl=kubectl,
+        kubeconfig=kubeconfig,
+        namespace=namespace,
+        scratch_dir=scratch_dir or Path(tempfile.mkdtemp(prefix="agentmatrix-agent-")),
+        transcript_path=transcript,
+    )
+    try:
+        outcome = run_agent(config)
+    finally:
+        if server is not None:
+            server.stop()
+    result.parent.mkdir(parents=True, exist_ok=True)
+    result.write_text(json.dumps(outcome.to_json(), indent=2) + "\n")
+    colour = "green" if outcome.end_reason is EndReason.FINISHED else "yellow"
+    err.print(
+        f"[{colour}]{outcome.end_reason.value}[/{colour}]: {outcome.message} "
+        f"({outcome.steps} steps, {outcome.commands_run} commands, "
+        f"{outcome.parse_failures} unreadable replies, "
+        f"{outcome.usage.total_tokens} tokens, {outcome.elapsed_seconds:.1f}s)",
+        highlight=False,
+    )
+    err.print(f"transcript: {transcript}\nresult: {result}", highlight=False)
+    if outcome.end_reason is EndReason.SANDBOX_UNAVAILABLE:
+        raise typer.Exit(EXIT_SANDBOX_UNAVAILABLE)
+
+
+@agent_app.command("replay-server")
+def replay_server(
+    script: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="YAML list of steps.")],
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: a free one).")] = 0,
+    model: Annotated[str, typer.Option(help="The model name it serves.")] = DEFAULT_MODEL,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Require the key held by this environment variable.")
+    ] = None,
+) -> None:
+    """Serve a replay script as an OpenAI-compatible endpoint until interrupted."""
+    server = _load_replay(script)
+    server.model = model
+    server.port = port
+    if api_key_env is not None:
+        if api_key_env not in os.environ:
+            raise typer.BadParameter(
+                f"environment variable {api_key_env} is not set", param_hint="--api-key-env"
+            )
+        server.api_key = os.environ[api_key_env]
+
+    async def serve() -> None:
+        url = await server.astart()
+        typer.echo(url)
+        sys.stdout.flush()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.astop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+@llm_app.command()
+def up() -> None:
+    """Install (first time: build llama-server, fetch the model) and start the local model."""
+    try:
+        model = local_model.up(_progress)
+    except local_model.LocalModelError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    typer.echo(f"{model.base_url}\t{model.model}\tpid {model.pid}")
+
+
+@llm_app.command()
+def down() -> None:
+    """Stop the local model server this tool started (by its recorded pid)."""
+    if local_model.down():
+        typer.echo("stopped")
+    else:
+        typer.echo("not running")
+
+
+@llm_app.command()
+def status() -> None:
+    """Say whether the local model is serving; exit 1 if not."""
+    model = local_model.status()
+    if model is None:
+        typer.echo("not running")
+        raise typer.Exit(1)
+    typer.echo(f"{model.base_url}\t{model.model}\tpid {model.pid}")

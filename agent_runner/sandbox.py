@@ -1,0 +1,223 @@
+"""Run the agent's commands confined by bubblewrap.
+
+What a command sees:
+- a fresh root (tmpfs) with ``/usr`` (and the ``/bin``, ``/lib*``, ``/sbin`` links into it)
+  read-only, a handful of ``/etc`` files a shell and kubectl need, new ``/proc``, ``/dev`` and
+  an empty ``/tmp``;
+- the kubectl binary, read-only, at ``/opt/agent/bin/kubectl`` (first on PATH);
+- the scratch directory, the only writable place, as its working directory and HOME, holding a
+  copy of the agent's kubeconfig at ``.kube/config``;
+- exactly three environment variables: PATH, HOME, KUBECONFIG. The runner's environment (the
+  model's API key among it) is cleared;
+- new user, pid, ipc, uts and cgroup namespaces, all capabilities dropped, a new session (no
+  terminal injection); the network namespace is shared, because the API server is on 127.0.0.1.
+
+Everything else on the host (home directories, the runner's code and virtualenv, the
+cluster's state and credentials other than the agent's own) does not exist inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+SANDBOX_BIN = "/opt/agent/bin"
+SANDBOX_PATH = f"{SANDBOX_BIN}:/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+_ETC_FILES = (
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/nsswitch.conf",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/localtime",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/alternatives",  # Debian's links for awk, editors and the like
+)
+_READ_CHUNK = 65_536
+
+
+class SandboxUnavailable(RuntimeError):
+    """Commands cannot be confined here; the message says why and what to install."""
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    exit_code: int | None  # None when the command was killed for its timeout
+    output: str  # stdout and stderr interleaved, at most `output_cap` bytes of it
+    output_bytes: int  # how much it printed in all
+    truncated: bool
+    timed_out: bool
+    seconds: float
+
+
+def find_bwrap() -> str:
+    found = shutil.which("bwrap")
+    if found is None:
+        raise SandboxUnavailable(
+            "bubblewrap (`bwrap`) is not installed, so the agent's commands cannot be confined; "
+            "install the Debian package `bubblewrap` (apt-get install bubblewrap). "
+            "Commands are never run unconfined."
+        )
+    return found
+
+
+def resolve_kubectl(kubectl: str) -> Path:
+    path = Path(kubectl) if os.sep in kubectl else None
+    if path is None:
+        located = shutil.which(kubectl)
+        if located is None:
+            raise SandboxUnavailable(f"kubectl binary {kubectl!r} not found on PATH")
+        path = Path(located)
+    if not path.is_file():
+        raise SandboxUnavailable(f"kubectl binary {str(path)!r} does not exist")
+    return path.resolve()
+
+
+def _usr_merged_links() -> list[str]:
+    """Bind or link /bin, /lib*, /sbin the way the host has them (links into /usr or real dirs)."""
+    args: list[str] = []
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    return args
+
+
+class Sandbox:
+    """One agent's confinement: its scratch directory, kubeconfig copy and kubectl."""
+
+    def __init__(self, scratch_dir: Path, kubeconfig: Path, namespace: str, kubectl: str = "kubectl") -> None:
+        self.bwrap = find_bwrap()
+        self.kubectl = resolve_kubectl(kubectl)
+        self.scratch = scratch_dir.resolve()
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.kubeconfig = self._install_kubeconfig(kubeconfig, namespace)
+
+    def _install_kubeconfig(self, source: Path, namespace: str) -> Path:
+        """Copy the agent's kubeconfig into scratch, with the namespace as its default."""
+        data = yaml.safe_load(source.read_text()) or {}
+        current = data.get("current-context")
+        for entry in data.get("contexts") or []:
+            if entry.get("name") == current and isinstance(entry.get("context"), dict):
+                entry["context"]["namespace"] = namespace
+        target = self.scratch / ".kube" / "config"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(yaml.safe_dump(data, sort_keys=False))
+        target.chmod(0o600)
+        return target
+
+    def argv(self, command: str) -> list[str]:
+        scratch = str(self.scratch)
+        args = [
+            self.bwrap,
+            "--unshare-all",
+            "--share-net",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--clearenv",
+            "--setenv",
+            "PATH",
+            SANDBOX_PATH,
+            "--setenv",
+            "HOME",
+            scratch,
+            "--setenv",
+            "KUBECONFIG",
+            str(self.kubeconfig),
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            *_usr_merged_links(),
+        ]
+        for path in _ETC_FILES:
+            args += ["--ro-bind-try", path, path]
+        args += [
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--ro-bind",
+            str(self.kubectl),
+            f"{SANDBOX_BIN}/kubectl",
+            "--bind",
+            scratch,
+            scratch,
+            "--chdir",
+            scratch,
+            "/bin/sh",
+            "-c",
+            command,
+        ]
+        return args
+
+    async def run(self, command: str, time_limit: float, output_cap: int) -> CommandOutcome:
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            *self.argv(command),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            start_new_session=True,
+        )
+        kept = bytearray()
+        total = 0
+
+        async def drain() -> None:
+            nonlocal total
+            assert proc.stdout is not None
+            while chunk := await proc.stdout.read(_READ_CHUNK):
+                total += len(chunk)
+                room = output_cap - len(kept)
+                if room > 0:
+                    kept.extend(chunk[:room])
+            await proc.wait()
+
+        timed_out = False
+        try:
+            await asyncio.wait_for(drain(), time_limit)
+        except TimeoutError:
+            timed_out = True
+            _kill_group(proc.pid)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5)
+        except asyncio.CancelledError:
+            _kill_group(proc.pid)
+            raise
+        return CommandOutcome(
+            exit_code=None if timed_out else proc.returncode,
+            output=bytes(kept).decode("utf-8", errors="replace"),
+            output_bytes=total,
+            truncated=total > len(kept),
+            timed_out=timed_out,
+            seconds=time.monotonic() - started,
+        )
+
+    async def check(self) -> None:
+        """Run a trivial command confined; raise if bubblewrap cannot work on this host."""
+        outcome = await self.run("true", time_limit=30, output_cap=4096)
+        if outcome.exit_code != 0:
+            raise SandboxUnavailable(
+                f"bubblewrap cannot create the sandbox on this host (exit {outcome.exit_code}): "
+                f"{outcome.output.strip()[:500]}"
+            )
+
+
+def _kill_group(pid: int) -> None:
+    """bwrap leads its own process group; its sandboxed children die with it (--die-with-parent)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
