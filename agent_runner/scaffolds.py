@@ -150,8 +150,10 @@ def _strip_command(text: str) -> str:
     fenced = _FENCE.search(text)
     if fenced:
         text = fenced.group(1).strip()
-    if text.startswith("`") and text.endswith("`") and len(text) > 1:
-        text = text.strip("`").strip()
+    if text.startswith("`"):
+        # `kubectl get pods` followed by prose: the command is what the backticks enclose.
+        closing = text.find("`", 1)
+        text = (text[1:closing] if closing > 0 else text.strip("`")).strip()
     if text.startswith("$ "):
         text = text[2:]
     return text

@@ -45,6 +45,13 @@ def test_react_text() -> None:
     assert decision.reasoning == {"thought": "check the pods"}
 
 
+def test_react_command_in_backticks_followed_by_prose() -> None:
+    decision = parse_text(
+        "Thought: look\nCommand: `kubectl get pods -n web`\nWhen the task is complete, reply Finish."
+    )
+    assert decision.command == "kubectl get pods -n web"
+
+
 def test_react_multiline_command_in_a_fence() -> None:
     decision = parse_text("Thought: apply\nAction:\n```bash\nkubectl get deploy \\\n  -o name\n```\n")
     assert decision.command == "kubectl get deploy \\\n  -o name"
