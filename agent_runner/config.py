@@ -45,6 +45,7 @@ class AgentConfig:
     api_key_env: str | None = None  # the NAME of the environment variable holding the key
     temperature: float | None = None  # None: the endpoint's default
     seed: int | None = None
+    frequency_penalty: float | None = None  # discourages the repetition loops small models fall into
     max_tokens: int = 1024
     thinking: bool | None = None  # None: the endpoint's default; else sent as enable_thinking
     reasoning_effort: str | None = None  # OpenAI reasoning models: "low" | "medium" | "high"

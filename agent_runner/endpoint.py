@@ -93,6 +93,8 @@ class ModelClient:
             options["temperature"] = cfg.temperature
         if cfg.seed is not None:
             options["seed"] = cfg.seed
+        if cfg.frequency_penalty is not None:
+            options["frequency_penalty"] = cfg.frequency_penalty
         if cfg.reasoning_effort is not None:
             options["reasoning_effort"] = cfg.reasoning_effort
         if cfg.thinking is not None:

@@ -71,8 +71,9 @@ def test_local_model_runs_a_load_balancing_task(
         scaffold=Scaffold.FIVE_STEP,
         temperature=0.0,
         seed=7,
-        max_tokens=600,
-        max_steps=7,
+        max_tokens=400,
+        frequency_penalty=0.5,
+        max_steps=10,
         time_limit=1800,  # generous: a 2-core machine under other load runs at a few tokens/s
         request_timeout=600,
         output_cap=4_000,

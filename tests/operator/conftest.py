@@ -19,18 +19,18 @@ from tests.operator.operator_harness import (
 )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def crd(cluster: LocalCluster) -> None:
     install_crd(cluster)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def webhook(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     with running_webhook(cluster, tmp_path_factory.mktemp("webhook")) as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def operator(
     cluster: LocalCluster, crd: None, webhook: Webhook, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:

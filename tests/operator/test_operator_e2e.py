@@ -237,7 +237,7 @@ RESTART_NAMESPACE = "operator-restart"
 def test_killing_the_operator_mid_eval_changes_no_result(
     cluster: LocalCluster, crd: None, webhook: Webhook, tmp_path: Path
 ) -> None:
-    from operator_harness import ensure_namespace, running_operator, scores, start_operator
+    from tests.operator.operator_harness import ensure_namespace, running_operator, scores, start_operator
 
     ensure_namespace(cluster, RESTART_NAMESPACE)
     steps = [LOOK, {"command": "kubectl scale deployment agent --replicas=7"}, {"command": "sleep 3"}, {}]
@@ -320,7 +320,7 @@ def test_pod_driver_runs_the_agent_as_its_service_account(
     cluster: LocalCluster, crd: None, webhook: Webhook, tmp_path: Path
 ) -> None:
     """kwok runs no containers, so the Pod never finishes: the trial ends at its timeout."""
-    from operator_harness import ensure_namespace, running_operator
+    from tests.operator.operator_harness import ensure_namespace, running_operator
 
     namespace = "operator-pod-driver"
     ensure_namespace(cluster, namespace)

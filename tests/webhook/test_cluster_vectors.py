@@ -215,7 +215,7 @@ def test_ledger_command_prints_the_trial(
 ) -> None:
     import subprocess
 
-    from webhook_process import AGENTMATRIX
+    from tests.webhook.webhook_process import AGENTMATRIX
 
     as_agent(cluster, agent, "scale", "deployment", "agent", "--replicas=3")
     out = subprocess.run(
