@@ -115,7 +115,7 @@ class Running(Protocol):
 
 def runner_arguments(launch: Launch, *, kubectl: str | None, in_pod: bool) -> list[str]:
     """The runner's command-line options (see `agentmatrix agent run --help`)."""
-    workdir = Path("/work") if in_pod else launch.workdir
+    workdir = Path("/agent") if in_pod else launch.workdir
     inputs = Path("/inputs") if in_pod else launch.workdir
     args = [
         "--namespace", launch.namespace,
@@ -360,9 +360,9 @@ class PodDriver:
             ]
         )
         script = (
-            "mkdir -p /work/scratch && cp /inputs/*.txt /work/ && "
-            f"{run}; code=$?; echo '{TRANSCRIPT_MARK}'; cat /work/transcript.jsonl 2>/dev/null; "
-            f"echo '{RESULT_MARK}'; cat /work/result.json 2>/dev/null; exit $code"
+            "mkdir -p /agent/scratch && cp /inputs/*.txt /agent/ && "
+            f"{run}; code=$?; echo '{TRANSCRIPT_MARK}'; cat /agent/transcript.jsonl 2>/dev/null; "
+            f"echo '{RESULT_MARK}'; cat /agent/result.json 2>/dev/null; exit $code"
         )
         pod = {
             "apiVersion": "v1",
@@ -384,7 +384,7 @@ class PodDriver:
                         "env": env,
                         "volumeMounts": [
                             {"name": "inputs", "mountPath": "/inputs"},
-                            {"name": "work", "mountPath": "/work"},
+                            {"name": "work", "mountPath": "/agent"},
                         ],
                     }
                 ],

@@ -152,3 +152,10 @@ def test_what_cel_cannot_see(cluster: LocalCluster, sandbox_namespace: str, poli
     cluster.kubectl("create", "deployment", "copy", f"--image={IMAGE}", "--replicas=3", kubeconfig=agent)
     cluster.kubectl("apply", "-f", "-", kubeconfig=agent, input=manifest("DaemonSet", "everywhere"))
     cluster.kubectl("run", "loose", f"--image={IMAGE}", kubeconfig=agent)  # 3 + 3 + 2 + 1 = 9 > 3
+    # Every request above was admitted (kubectl raises otherwise): the policy saw none of the totals.
+    created = cluster.kubectl(
+        "get", "deployments,daemonsets,pods", "-n", sandbox_namespace, "-o", "name"
+    ).stdout.split()
+    assert {"deployment.apps/agent", "deployment.apps/copy", "daemonset.apps/everywhere", "pod/loose"} <= set(
+        created
+    )
