@@ -15,12 +15,10 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -30,7 +28,7 @@ import aiohttp
 
 from agentmatrix.api import names
 from agentmatrix.cluster import controlplane
-from agentmatrix.webhook import config, register
+from agentmatrix.webhook import config, launch, register
 from agentmatrix.webhook.kube import KubeAccess
 from agentmatrix.webhook.ledger import read_observations
 from agentmatrix.webhook.model import Mode
@@ -45,34 +43,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def start_webhook(directory: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    command = [AGENTMATRIX, "webhook", "serve", "--port", "0", "--cert-dir", str(directory / "certs"), *args]
-    log = (directory / f"webhook-{uuid.uuid4().hex[:6]}.log").open("w")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-    started: dict[str, Any] = {}
-
-    def read() -> None:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if line:
-            started.update(json.loads(line))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(120)
-    if not started:
-        process.kill()
-        raise SystemExit("webhook did not start")
-    return process, started
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGTERM)
+def start_webhook(directory: Path, *args: str) -> tuple[subprocess.Popen[str], launch.Ready]:
+    log = directory / f"webhook-{uuid.uuid4().hex[:6]}.log"
+    options = ["--port", "0", "--cert-dir", str(directory / "certs"), *args]
     try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        return launch.start(options, log, command=(AGENTMATRIX,), timeout=120)
+    except launch.LaunchError as exc:
+        raise SystemExit(str(exc)) from exc
+
+
+stop = launch.stop
 
 
 def review_bodies(count: int) -> list[bytes]:
@@ -165,7 +145,7 @@ def bench_direct(requests: int) -> None:
                 for concurrency in (1, 8, 32):
                     count = requests if concurrency > 1 else max(500, requests // 5)
                     rate, latencies = asyncio.run(
-                        direct(started["url"], started["ca"], review_bodies(count), concurrency)
+                        direct(started.url, str(started.ca), review_bodies(count), concurrency)
                     )
                     print(
                         f"{sync:<7} {concurrency:>4} {rate:>10.0f} {percentile(latencies, 0.5) * 1e3:>8.2f} "
@@ -214,7 +194,9 @@ def bench_api_server(scale_requests: int, state_dir: Path | None) -> None:
                 "--ledger",
                 str(Path(tmp) / "ledger.sqlite3"),
             )
-            target = config.ClientTarget(url=started["url"], ca_bundle=Path(started["ca"]).read_bytes())
+            target = config.ClientTarget(
+                url=started.url, ca_bundle=started.ca.read_bytes() if started.ca else None
+            )
             documents = [config.webhook_configuration(Mode.OBSERVE, target, name=webhook_name)]
             asyncio.run(scale_latencies(access, namespace, 50))  # warm up
             without: list[float] = []

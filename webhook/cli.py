@@ -7,13 +7,13 @@ import contextlib
 import json
 import logging
 import signal
-import socket
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from agentmatrix.cluster.processes import free_port
 from agentmatrix.webhook import config, ledger
 from agentmatrix.webhook import register as registration
 from agentmatrix.webhook.model import Mode, TrialPolicy
@@ -29,13 +29,6 @@ LedgerOption = Annotated[
 KubeconfigOption = Annotated[
     Path | None, typer.Option("--kubeconfig", help="Kubeconfig (default: in-cluster, then ~/.kube/config).")
 ]
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @webhook_app.command("serve")
@@ -89,7 +82,7 @@ def serve(
         ca, leaf = serving_cert_for_localhost(directory, "agentmatrix-webhook")
         cert, key, ca_file = leaf.cert, leaf.key, ca.cert
     if port == 0:
-        port = _free_port(host)
+        port = free_port(host)
     settings = WebhookSettings(
         ledger=ledger_path or ledger.default_path(),
         sync="full" if sync == "full" else "normal",

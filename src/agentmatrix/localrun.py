@@ -80,13 +80,9 @@ class Child:
     log: Path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        from agentmatrix.webhook import launch
+
+        launch.stop(self.proc, grace=20)
 
 
 class LocalRun:
@@ -140,18 +136,21 @@ class LocalRun:
             raise RunError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
         return result
 
-    def spawn(self, name: str, args: list[str], ready_line: bool = False) -> Child:
-        log = self.work / f"{name}.log"
+    def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["KUBECONFIG"] = str(self.kubeconfig)
         env["PATH"] = f"{Path(self.kubectl).parent}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def spawn(self, name: str, args: list[str]) -> Child:
+        log = self.work / f"{name}.log"
         with open(log, "w") as log_file:
             proc = subprocess.Popen(
                 [*_cli(), *args],
-                stdout=subprocess.PIPE if ready_line else log_file,
-                stderr=log_file,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
                 text=True,
-                env=env,
+                env=self.child_env(),
                 start_new_session=True,
             )
         child = Child(name, proc, log)
@@ -159,30 +158,18 @@ class LocalRun:
         return child
 
     def start_webhook(self, ledger: Path) -> None:
+        from agentmatrix.webhook import launch
+
         self.say("starting the admission webhook")
-        child = self.spawn(
-            "webhook",
-            [
-                "webhook",
-                "serve",
-                "--port",
-                "0",
-                "--cert-dir",
-                str(self.work / "webhook-certs"),
-                "--ledger",
-                str(ledger),
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--register",
-                "observe",
-            ],
-            ready_line=True,
-        )
-        assert child.proc.stdout is not None
-        line = child.proc.stdout.readline()
-        if not line:
-            raise RunError(f"the webhook did not start; see {child.log}:\n{child.log.read_text()[-2000:]}")
-        self.say(f"webhook serving at {json.loads(line)['url']}")
+        args = ["--port", "0", "--cert-dir", str(self.work / "webhook-certs"), "--ledger", str(ledger),
+                "--kubeconfig", str(self.kubeconfig), "--register", "observe"]  # fmt: skip
+        log = self.work / "webhook.log"
+        try:
+            process, ready = launch.start(args, log, env=self.child_env())
+        except launch.LaunchError as exc:
+            raise RunError(str(exc)) from exc
+        self.children.append(Child("webhook", process, log))
+        self.say(f"webhook serving at {ready.url}")
 
     def start_operator(self, ledger: Path) -> None:
         self.say("starting the operator")

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,6 +18,8 @@ from typing import Any
 import yaml
 
 from agentmatrix.cluster.controlplane import LocalCluster
+from tests.webhook.webhook_process import RunningWebhook
+from tests.webhook.webhook_process import running_webhook as running_webhook_process
 
 AGENTMATRIX = str(Path(sys.executable).parent / "agentmatrix")
 REPO = Path(__file__).resolve().parents[2]
@@ -33,50 +34,16 @@ def install_crd(cluster: LocalCluster) -> None:
     cluster.kubectl("wait", "--for=condition=established", "--timeout=60s", crd)
 
 
-@dataclass
-class Webhook:
-    process: subprocess.Popen[str]
-    ledger: Path
-    url: str = ""
-    ca: Path | None = None
+Webhook = RunningWebhook
 
 
 @contextmanager
 def running_webhook(cluster: LocalCluster, directory: Path) -> Iterator[Webhook]:
     """`agentmatrix webhook serve`, registered in observe mode (fail open) under its own name."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ledger = directory / "ledger.sqlite3"
-    command = [
-        AGENTMATRIX, "webhook", "serve", "--port", "0", "--cert-dir", str(directory / "certs"),
-        "--ledger", str(ledger), "--kubeconfig", str(cluster.kubeconfig),
-        "--register", "observe", "--register-name", WEBHOOK_REGISTRATION,
-    ]  # fmt: skip
-    with (directory / "webhook.log").open("w") as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-    started: dict[str, Any] = {}
-
-    def first_line() -> None:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if line:
-            started.update(json.loads(line))
-
-    reader = threading.Thread(target=first_line, daemon=True)
-    reader.start()
-    reader.join(90)
-    if not started:
-        process.kill()
-        process.wait()
-        raise RuntimeError(f"webhook did not start: {(directory / 'webhook.log').read_text()[-3000:]}")
-    try:
-        yield Webhook(process, ledger, started["url"], Path(started["ca"]) if started.get("ca") else None)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    options = ("--kubeconfig", str(cluster.kubeconfig), "--register", "observe",
+               "--register-name", WEBHOOK_REGISTRATION)  # fmt: skip
+    with running_webhook_process(directory, *options, timeout=90) as running:
+        yield running
 
 
 @dataclass

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from agentmatrix.webhook import launch
 
 AGENTMATRIX = str(Path(sys.executable).parent / "agentmatrix")
 
@@ -49,46 +49,16 @@ def running_webhook(
     directory.mkdir(parents=True, exist_ok=True)
     ledger = ledger or directory / "ledger.sqlite3"
     log = directory / f"webhook-{len(list(directory.glob('webhook-*.log')))}.log"
-    command = [
-        AGENTMATRIX,
-        "webhook",
-        "serve",
-        "--port",
-        "0",
-        "--cert-dir",
-        str(directory / "certs"),
-        "--ledger",
-        str(ledger),
-        *args,
-    ]
-    with log.open("w") as errors:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
-    started: dict[str, Any] = {}
-
-    def read_first_line() -> None:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if line:
-            started.update(json.loads(line))
-
-    reader = threading.Thread(target=read_first_line, daemon=True)
-    reader.start()
-    reader.join(timeout)
-    if not started:
-        process.kill()
-        process.wait()
-        raise RuntimeError(f"webhook did not start: {log.read_text()[-3000:]}")
-    running = RunningWebhook(started["url"], Path(started["ca"]), ledger, process, log)
+    options = ["--port", "0", "--cert-dir", str(directory / "certs"), "--ledger", str(ledger), *args]
     try:
-        yield running
+        process, ready = launch.start(options, log, command=(AGENTMATRIX,), timeout=timeout)
+    except launch.LaunchError as exc:
+        raise RuntimeError(str(exc)) from exc
+    assert ready.ca is not None
+    try:
+        yield RunningWebhook(ready.url, ready.ca, ledger, process, log)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        launch.stop(process)
 
 
 async def post_review(session: aiohttp.ClientSession, body: bytes) -> tuple[int, dict[str, Any]]:
