@@ -202,7 +202,7 @@ def main() -> None:
     )
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--parallelism", type=int, default=10)
-    parser.add_argument("--cluster-dir", type=Path, default=os.environ.get("AGENTMATRIX_TEST_CLUSTER_DIR"))
+    parser.add_argument("--cluster-dir", type=Path, default=os.environ.get("AGENTMATRIX_TEST_CLUSTER_DIR") or None)
     parser.add_argument(
         "--entry", choices=("module", "cli"), default="module",
         help="start the operator as `python -m agentmatrix.operator` or as `agentmatrix operator`",

@@ -269,7 +269,7 @@ def main() -> None:
     parser.add_argument(
         "--state-dir",
         type=Path,
-        default=os.environ.get("AGENTMATRIX_TEST_CLUSTER_DIR"),
+        default=os.environ.get("AGENTMATRIX_TEST_CLUSTER_DIR") or None,
         help="reuse the local cluster in this state directory",
     )
     parser.add_argument("--skip-cluster", action="store_true", help="only the direct benchmark")

@@ -246,6 +246,26 @@ def test_second_up_reuses_and_down_stops_everything(
     assert all(processes.is_alive(p) for p in cluster.procs)
 
 
+@pytest.mark.parametrize("command", ["up", "down"])
+def test_a_directory_that_is_not_a_cluster_state_is_refused_untouched(tmp_path: Path, command: str) -> None:
+    """`--state-dir .` in a project folder must not become `rm -rf .`."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "README.md").write_text("mine\n")
+    (project / "src" / "main.py").write_text("print('mine')\n")
+    (project / "logs").mkdir()  # a name a cluster also uses
+    cli = [str(Path(sys.executable).with_name("agentmatrix"))]
+    done = subprocess.run(
+        [*cli, "cluster", command, "--state-dir", str(project)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "is not a local cluster's state directory (it holds README.md, src)" in " ".join(
+        done.stderr.split()
+    )
+    assert sorted(p.name for p in project.iterdir()) == ["README.md", "logs", "src"]
+    assert (project / "src" / "main.py").read_text() == "print('mine')\n"
+
+
 def test_service_account_kubeconfig_from_cli(
     cluster: controlplane.LocalCluster, sandbox_namespace: str, tmp_path: Path
 ) -> None:

@@ -68,7 +68,11 @@ def up(
 @app.command()
 def down(state_dir: StateDir = None) -> None:
     """Stop exactly the processes `up` started and remove the cluster's state."""
-    stopped = controlplane.down(state_dir)
+    try:
+        stopped = controlplane.down(state_dir)
+    except controlplane.ClusterError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
     _progress(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
 
 

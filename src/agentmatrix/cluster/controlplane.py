@@ -6,6 +6,7 @@ by pid so that `down` stops exactly what `up` started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import ssl
@@ -90,6 +91,39 @@ class LocalCluster:
         path = self.state_dir / "serviceaccounts" / f"{namespace}.{name}.kubeconfig"
         return kubeconfig.for_service_account(
             self.kubeconfig, namespace, name, path, duration_seconds=duration_seconds
+        )
+
+
+# Everything `up` writes into a state directory; `down` removes these and nothing else.
+STATE_ENTRIES = frozenset(
+    {
+        "pki",
+        "etcd",
+        "logs",
+        "processes.json",
+        "cluster.json",
+        "admin.kubeconfig",
+        "controller-manager.kubeconfig",
+        "scheduler.kubeconfig",
+        "serviceaccounts",
+    }
+)
+
+
+def foreign_entries(state_dir: Path) -> list[str]:
+    """What in `state_dir` a local cluster did not put there (sorted names)."""
+    if not state_dir.is_dir():
+        return []
+    return sorted(entry.name for entry in state_dir.iterdir() if entry.name not in STATE_ENTRIES)
+
+
+def _refuse_foreign(state_dir: Path) -> None:
+    strangers = foreign_entries(state_dir)
+    if strangers:
+        shown = ", ".join(strangers[:5]) + (", ..." if len(strangers) > 5 else "")
+        raise ClusterError(
+            f"{state_dir} is not a local cluster's state directory (it holds {shown}); "
+            "give a new or empty directory"
         )
 
 
@@ -247,6 +281,7 @@ def up(
     if existing is not None:
         say(f"reusing the running cluster in {state_dir} at {existing.server}")
         return existing
+    _refuse_foreign(state_dir)
     bins = binaries.find(bin_dir)
     down(state_dir)  # clears anything half-started from an earlier `up`
     paths = _paths(state_dir)
@@ -412,8 +447,11 @@ def up(
 
 
 def down(state_dir: Path | None = None, *, keep_state: bool = False) -> list[str]:
-    """Stop the processes `up` recorded in `state_dir` and remove the state. Returns what was stopped."""
+    """Stop the processes `up` recorded in `state_dir` and remove the state. Returns what was stopped.
+
+    Only what `up` writes is removed; a directory that holds anything else is refused, untouched."""
     state_dir = (state_dir or default_state_dir()).resolve()
+    _refuse_foreign(state_dir)
     paths = _paths(state_dir)
     procs = processes.load(paths["pids"])
     stopped = []
@@ -423,7 +461,14 @@ def down(state_dir: Path | None = None, *, keep_state: bool = False) -> list[str
             stopped.append(proc.name)
         processes.stop(proc)
     if not keep_state and state_dir.exists():
-        shutil.rmtree(state_dir)
+        for name in STATE_ENTRIES:
+            entry = state_dir / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+        with contextlib.suppress(OSError):
+            state_dir.rmdir()
     return stopped
 
 
