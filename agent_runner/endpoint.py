@@ -17,6 +17,7 @@ exponential backoff (``max_retries`` times). What is still failing after that en
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -235,3 +236,23 @@ class ModelClient:
             dropped_options=dropped,
             server_timings=timings if isinstance(timings, dict) else None,
         )
+
+
+def warm_up() -> None:
+    """Load what a first request loads (the HTTP stack, the chat and models resources) by making
+    one to a closed local port: a process that forks runners calls this once, so they need not."""
+    from agentmatrix.cluster.processes import free_port
+
+    async def attempt() -> None:
+        client = openai.AsyncOpenAI(
+            base_url=f"http://127.0.0.1:{free_port()}/v1", api_key=NO_KEY, max_retries=0, timeout=2.0
+        )
+        try:
+            _ = client.chat.completions
+            await client.models.list()
+        except openai.APIError:
+            pass
+        finally:
+            await client.close()
+
+    asyncio.run(attempt())

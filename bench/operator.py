@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "operator"))
+sys.path.insert(0, str(REPO))
 
-from operator_harness import (  # noqa: E402
+from agentmatrix.cluster import controlplane  # noqa: E402
+from tests.operator.operator_harness import (  # noqa: E402
     AGENTMATRIX,
     ensure_namespace,
     eval_manifest,
@@ -35,8 +36,6 @@ from operator_harness import (  # noqa: E402
     running_webhook,
     wait_completed,
 )
-
-from agentmatrix.cluster import controlplane  # noqa: E402
 
 NAMESPACE = "bench"
 FAST_AGENT = [{"command": "kubectl scale deployment agent --replicas=3", "thought": "a little headroom"}, {}]
@@ -47,6 +46,15 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     first = 13 if children else 11
     return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+
+
+def runner_hosts(operator_pid: int) -> list[int]:
+    """The operator's runner host (it forks the agent runners; their CPU is its children's)."""
+    children = Path(f"/proc/{operator_pid}/task/{operator_pid}/children").read_text().split()
+    return [
+        pid for pid in map(int, children)
+        if b"agentmatrix.operator.runner_host" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]  # fmt: skip
 
 
 def cluster_cpu(cluster: controlplane.LocalCluster) -> dict[str, float]:
@@ -137,7 +145,9 @@ def bench(cluster: controlplane.LocalCluster, trials: int, parallelism: int, wor
         watch.stop()
         final = memory_kib(operator.pid)
         cpu = cpu_seconds(operator.pid)
-        drivers_cpu = cpu_seconds(operator.pid, children=True)
+        drivers_cpu = sum(
+            cpu_seconds(pid) + cpu_seconds(pid, children=True) for pid in runner_hosts(operator.pid)
+        )
         cpu_after = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
         results = work / "results"
         subprocess.run(
@@ -202,7 +212,9 @@ def main() -> None:
     )
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--parallelism", type=int, default=10)
-    parser.add_argument("--cluster-dir", type=Path, default=os.environ.get("AGENTMATRIX_TEST_CLUSTER_DIR") or None)
+    parser.add_argument(
+        "--cluster-dir", type=Path, default=os.environ.get("AGENTMATRIX_TEST_CLUSTER_DIR") or None
+    )
     parser.add_argument(
         "--entry", choices=("module", "cli"), default="module",
         help="start the operator as `python -m agentmatrix.operator` or as `agentmatrix operator`",

@@ -25,6 +25,9 @@ from agentmatrix.operator.kube import ApiError, Kube
 
 logger = logging.getLogger(__name__)
 
+SETTLE_FIRST_PAUSE = 0.05
+SETTLE_MAX_PAUSE = 0.8
+
 
 @dataclass(frozen=True)
 class PodState:
@@ -103,6 +106,9 @@ class CopyTracker:
             return False
         return True
 
+    def _all_behind_service_serving(self) -> bool:
+        return all(state.serving for state in self._pods.values() if state.behind_service)
+
     def _record(self) -> None:
         count = self.copies()
         if not self.timeline or self.timeline[-1][1] != count:
@@ -156,7 +162,12 @@ class CopyTracker:
         had not happened in time (the count is then what exists at the deadline)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
+        pause = SETTLE_FIRST_PAUSE
         while True:
+            # The watch first: while a copy behind the Service is not ready, nothing has settled,
+            # and listing every workload kind again would only load the API server.
+            await self.wait_for(lambda t: t._all_behind_service_serving(), max(0.0, deadline - loop.time()))
+            self._changed.clear()
             caught_up = await self._controllers_caught_up()
             pods = await self.kube.list(self._path)
             states = [pod_state(pod, self.agent_image) for pod in pods]
@@ -164,7 +175,12 @@ class CopyTracker:
             if (caught_up and ready) or loop.time() >= deadline:
                 self._replace(pods)
                 return caught_up and ready
-            await asyncio.sleep(0.05)
+            # Look again when a pod changes, or after a pause that grows (controllers' status
+            # updates do not show in the pod watch): a slow cluster is not polled harder.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(pause, max(0.0, deadline - loop.time()))):
+                    await self._changed.wait()
+            pause = min(pause * 2, SETTLE_MAX_PAUSE)
 
     async def _controllers_caught_up(self) -> bool:
         ns = self.namespace

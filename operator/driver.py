@@ -1,8 +1,8 @@
 """The agent's driver: the agent runner, started for one trial, as a local process or a Pod.
 
-- `process` (the default): `python -m agentmatrix.agent_runner run ...` on the operator's host
-  with a kubeconfig for the trial's `agent` ServiceAccount (a bound token minted for the trial),
-  so the API server applies RBAC and admission to every command exactly as for a Pod. This is
+- `process` (the default): `agentmatrix agent run ...` on the operator's host, forked by a warm
+  `runner_host`, with a kubeconfig for the trial's `agent` ServiceAccount (a bound token minted
+  for the trial), so the API server applies RBAC and admission to every command exactly as for a Pod. This is
   the only mode that works where pods do not really run (kwok).
 - `pod`: a Pod `agent-driver` in the sandbox, running the runner image as the `agent`
   ServiceAccount; the transcript and result come back through the Pod's log.
@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import yaml
 
 from agentmatrix.cluster import processes
+from agentmatrix.operator import runner_host
 from agentmatrix.operator.kube import Kube
 from agentmatrix.operator.spec import ModelSpec
 
@@ -195,90 +196,202 @@ def read_result(path: Path) -> dict[str, Any] | None:
 
 
 # --- local process ----------------------------------------------------------------------------
+class RunnerHost:
+    """The operator's side of `runner_host`: one warm process, started with the first trial, that
+    forks each trial's agent runner. If the host dies, the next trial starts a new one; runners it
+    had started are then followed by their pid."""
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+        self.proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._next_id = 0
+        self._spawns: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._exits: dict[int, asyncio.Future[int | None]] = {}
+
+    async def _ensure(self) -> asyncio.subprocess.Process:
+        if self.proc is not None and self.proc.returncode is None:
+            return self.proc
+        env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
+        self.proc = await asyncio.create_subprocess_exec(
+            self.python, "-m", "agentmatrix.operator.runner_host",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        self._reader = asyncio.create_task(self._read(self.proc))
+        return self.proc
+
+    async def warm(self) -> None:
+        async with self._lock:
+            await self._ensure()
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        try:
+            async for line in proc.stdout:
+                with contextlib.suppress(ValueError):
+                    self._dispatch(json.loads(line))
+        finally:
+            await proc.wait()
+            for future in self._spawns.values():
+                if not future.done():
+                    future.set_exception(RuntimeError(f"the runner host exited ({proc.returncode})"))
+            self._spawns.clear()
+            for exit_future in self._exits.values():
+                if not exit_future.done():
+                    exit_future.set_result(None)  # unknown: followed by pid from here on
+            self._exits.clear()
+
+    def _dispatch(self, message: Mapping[str, Any]) -> None:
+        if "exit" in message:
+            exit_future = self._exits.pop(int(message["pid"]), None)
+            if exit_future is not None and not exit_future.done():
+                exit_future.set_result(int(message["exit"]))
+            return
+        future = self._spawns.pop(message.get("id", -1), None)
+        if future is not None and not future.done():
+            future.set_result(dict(message))
+
+    async def spawn(
+        self, namespace: str, arguments: list[str], log: Path, env: Mapping[str, str]
+    ) -> tuple[int, int, asyncio.Future[int | None]]:
+        """Start a runner; its pid, kernel start time and a future of its exit code."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            proc = await self._ensure()
+            self._next_id += 1
+            request_id = self._next_id
+            answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self._spawns[request_id] = answer
+            request = {"id": request_id, "namespace": namespace, "arguments": arguments,
+                       "log": str(log), "env": dict(env)}  # fmt: skip
+            assert proc.stdin is not None
+            proc.stdin.write((json.dumps(request) + "\n").encode())
+            await proc.stdin.drain()
+        reply = await answer
+        if "error" in reply:
+            raise RuntimeError(f"the runner host refused the run: {reply['error']}")
+        pid = int(reply["pid"])
+        exited: asyncio.Future[int | None] = loop.create_future()
+        self._exits[pid] = exited
+        return pid, int(reply.get("startTicks", 0)), exited
+
+    async def close(self) -> None:
+        """End the host (runners it started go on; stop them first)."""
+        if self.proc is None:
+            return
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            async with asyncio.timeout(5):
+                await self.proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(BaseException):
+                await self._reader
+
+
 @dataclass
 class ProcessDriver:
-    """Starts a warm runner (`runner_shim`) as soon as the trial begins; `start` hands it the
-    arguments once the sandbox is ready."""
+    """Runs each trial's agent as a process on the operator's host, forked by a shared warm
+    `RunnerHost` (started as the first trial begins, so its import overlaps the sandbox's set-up)."""
 
-    python: str = sys.executable
     kubectl: str | None = None
+    host: RunnerHost = field(default_factory=RunnerHost)
 
-    async def prepare(self, namespace: str, workdir: Path, api_key: str | None) -> WarmProcess:
+    async def prepare(self, namespace: str, workdir: Path, api_key: str | None) -> PreparedProcess:
         await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
-        argv = [self.python, "-m", "agentmatrix.operator.runner_shim", "--namespace", namespace]
-        env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
-        if api_key is not None:
-            env[API_KEY_ENV] = api_key
-        log_fd = os.open(workdir / "driver.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=log_fd,
-                stderr=log_fd,
-                env=env,
-                start_new_session=True,
-            )
-        finally:
-            os.close(log_fd)
-        return WarmProcess(proc, processes._start_ticks(proc.pid) or 0, self.kubectl)
+        await self.host.warm()
+        return PreparedProcess(self, api_key)
 
 
-class WarmProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, start_ticks: int, kubectl: str | None) -> None:
-        self.proc = proc
-        self.start_ticks = start_ticks
-        self.kubectl = kubectl
+@dataclass
+class PreparedProcess:
+    driver: ProcessDriver
+    api_key: str | None
 
     async def start(self, launch: Launch) -> RunningProcess:
-        write_inputs(launch)
-        arguments = runner_arguments(launch, kubectl=self.kubectl, in_pod=False)
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(arguments) + "\n").encode())
-        await self.proc.stdin.drain()
-        self.proc.stdin.close()
-        return RunningProcess(self.proc, launch, self.start_ticks)
+        await asyncio.to_thread(write_inputs, launch)
+        arguments = runner_arguments(launch, kubectl=self.driver.kubectl, in_pod=False)
+        env = {API_KEY_ENV: self.api_key} if self.api_key is not None else {}
+        pid, ticks, exited = await self.driver.host.spawn(
+            launch.namespace, arguments, launch.workdir / "driver.log", env
+        )
+        return RunningProcess(launch, processes.RecordedProcess("driver", pid, ticks, ()), exited)
 
     async def discard(self) -> None:
-        await _stop_group(self.proc)
+        return None
 
 
-async def _stop_group(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+async def gone(process: processes.RecordedProcess) -> None:
+    """Wait until a process that is not our child has ended (a pidfd turns readable)."""
     try:
-        async with asyncio.timeout(5):
-            await proc.wait()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
+        fd = os.pidfd_open(process.pid)
+    except ProcessLookupError:
+        return
+    try:
+        if not processes.is_alive(process):  # the pid was reused before we opened it
+            return
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await ended
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
 
 
 class RunningProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, launch: Launch, start_ticks: int) -> None:
-        self.proc = proc
+    def __init__(
+        self, launch: Launch, process: processes.RecordedProcess, exited: asyncio.Future[int | None]
+    ) -> None:
         self.launch = launch
-        self.start_ticks = start_ticks
+        self.process = process
+        self.exited = exited
 
     def describe(self) -> dict[str, Any]:
         return {
             "kind": "process",
             "host": socket.gethostname(),
-            "pid": self.proc.pid,
-            "startTicks": self.start_ticks,
+            "pid": self.process.pid,
+            "startTicks": self.process.start_ticks,
         }
 
     async def wait(self) -> int | None:
-        return await self.proc.wait()
+        code = await asyncio.shield(self.exited)
+        if code is None:  # the host went away: follow the runner by its pid
+            await gone(self.process)
+        return code
 
     async def stop(self) -> None:
-        await _stop_group(self.proc)
+        if self.exited.done() and self.exited.result() is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if processes.is_alive(self.process):
+                    os.killpg(self.process.pid, sig)
+            try:
+                async with asyncio.timeout(5):
+                    await self.wait()
+                return
+            except TimeoutError:
+                continue
 
     async def collect(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        return read_transcript(self.launch.transcript_path), read_result(self.launch.result_path)
+        return await asyncio.to_thread(
+            lambda: (read_transcript(self.launch.transcript_path), read_result(self.launch.result_path))
+        )
 
 
 def stop_orphan(record: Mapping[str, Any], namespace: str) -> bool:
@@ -295,7 +408,7 @@ def stop_orphan(record: Mapping[str, Any], namespace: str) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    if namespace.encode() not in cmdline:
+    if runner_host.PROCESS_TITLE.encode() not in cmdline[0] or namespace.encode() not in cmdline[0]:
         return False
     for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):

@@ -79,6 +79,7 @@ def login(memo: Any, settings: kopf.OperatorSettings, **_: Any) -> kopf.Connecti
 async def close(memo: Any, **_: Any) -> None:
     state = memo.get("state")
     if isinstance(state, OperatorState):
+        await state.services.runner_host.close()
         await state.services.kube.close()
 
 

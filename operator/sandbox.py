@@ -193,14 +193,14 @@ async def create_sandbox(
     *,
     scenario: Scenario,
     arm: ArmSpec,
-    agent_image: str,
     settings: SandboxSettings,
 ) -> None:
-    """Create the namespace and its contents. Objects that already exist are kept (idempotent)."""
+    """Create the namespace, its quota, accounts, roles and the scenario's objects: everything but
+    the agent's workload. Objects that already exist are kept (idempotent)."""
     namespace = namespace_obj["metadata"]["name"]
     await kube.create_or_keep(_collection(namespace_obj), namespace_obj)
-    # The quota and RBAC first: the Deployment's pods must already count against the quota.
-    first = [
+    # The quota and RBAC before the workload: the Deployment's pods must count against the quota.
+    objects = [
         resource_quota(namespace, arm, settings),
         service_account(namespace, names.AGENT_SERVICE_ACCOUNT),
         service_account(namespace, OPERATIONS_SERVICE_ACCOUNT),
@@ -210,9 +210,13 @@ async def create_sandbox(
         role_binding(namespace, OPERATIONS_ROLE, OPERATIONS_SERVICE_ACCOUNT),
         *scenario.objects(namespace),
     ]
-    await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in first))
-    second = [agent_deployment(namespace, agent_image, scenario.initial_replicas), agent_service(namespace)]
-    await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in second))
+    await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in objects))
+
+
+async def create_agent_workload(kube: Kube, namespace: str, agent_image: str, replicas: int) -> None:
+    """The agent's Deployment and the Service in front of it (after `create_sandbox`)."""
+    objects = [agent_deployment(namespace, agent_image, replicas), agent_service(namespace)]
+    await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in objects))
 
 
 async def mint_token(kube: Kube, namespace: str, account: str, seconds: int) -> str:

@@ -173,15 +173,31 @@ class TrialRun:
             namespace,
             scenario=ctx.scenario,
             arm=spec.arm(ctx.key.arm),
-            agent_image=spec.agent_image,
             settings=ctx.sandbox_settings,
         )
         self.mark("objects")
         initial = ctx.scenario.initial_replicas
         lifetime = spec.trial_timeout_seconds + TOKEN_MARGIN_SECONDS
-        ready, agent_token, operations_token = await asyncio.gather(
-            self.tracker.wait_for(lambda t: t.serving() >= initial, STARTUP_WAIT_SECONDS),
-            sandbox.mint_token(ctx.kube, self.ns, names.AGENT_SERVICE_ACCOUNT, lifetime),
+        connection = ctx.kube.connection
+
+        async def agent_kubeconfig() -> Path:
+            token = await sandbox.mint_token(ctx.kube, self.ns, names.AGENT_SERVICE_ACCOUNT, lifetime)
+            return await asyncio.to_thread(
+                sandbox.write_kubeconfig,
+                self.workdir / "kubeconfig",
+                connection.server,
+                connection.ca_data,
+                token,
+                self.ns,
+            )
+
+        async def agent_ready() -> bool:
+            await sandbox.create_agent_workload(ctx.kube, self.ns, spec.agent_image, initial)
+            return await self.tracker.wait_for(lambda t: t.serving() >= initial, STARTUP_WAIT_SECONDS)
+
+        ready, kubeconfig, operations_token = await asyncio.gather(
+            agent_ready(),
+            agent_kubeconfig(),
             sandbox.mint_token(ctx.kube, self.ns, OPERATIONS_SERVICE_ACCOUNT, lifetime),
         )
         if not ready:
@@ -190,15 +206,7 @@ class TrialRun:
             )
         self.operations = ctx.kube.with_token(operations_token)
         self.mark("ready")
-        connection = ctx.kube.connection
-        return await asyncio.to_thread(
-            sandbox.write_kubeconfig,
-            self.workdir / "kubeconfig",
-            connection.server,
-            connection.ca_data,
-            agent_token,
-            self.ns,
-        )
+        return kubeconfig
 
     async def _run_agent(self, kubeconfig: Path) -> None:
         ctx, spec = self.ctx, self.ctx.spec

@@ -385,6 +385,9 @@ def up(
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
                 "--concurrent-deployment-syncs=10",
                 "--concurrent-replicaset-syncs=10",
+                # The default 20 requests/s per controller throttles ten sandboxes filling at once.
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
                 "--v=0",
             ],
             paths["logs"],
