@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-APT_PACKAGES=(bubblewrap prometheus chromium cmake g++)
+APT_PACKAGES=(bubblewrap prometheus chromium cmake g++ wrk)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

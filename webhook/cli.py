@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import uvloop
 
 from agentmatrix.cluster.processes import free_port
 from agentmatrix.webhook import config, ledger
@@ -120,7 +121,8 @@ def serve(
                     await asyncio.to_thread(registration.remove, documents, kubeconfig)
             await runner.cleanup()
 
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+        loop_runner.run(run())
 
 
 @webhook_app.command("config")

@@ -7,7 +7,6 @@ Connection settings (server, CA, client certificate or token) are read with the 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import ssl
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -157,7 +157,7 @@ class KubeClient:
             async for line in reply.content:
                 if not line.strip():
                     continue
-                event = json.loads(line)
+                event = orjson.loads(line)
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     return ""  # typically 410 Gone: the version is too old

@@ -8,9 +8,10 @@ closed in enforce mode), which is exactly the behaviour the configuration promis
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -50,8 +51,8 @@ def _field(container: dict[str, Any], key: str, kind: type, where: str, *, requi
 
 def parse(body: bytes) -> AdmissionRequest:
     try:
-        review = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        review = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:  # also invalid UTF-8 and nesting too deep
         raise MalformedReview(f"body is not JSON: {exc}") from None
     if not isinstance(review, dict):
         raise MalformedReview("body must be a JSON object")
@@ -99,7 +100,7 @@ def response(uid: str, allowed: bool, message: str = "", warnings: list[str] | N
         result["status"] = {"code": 403, "reason": "Forbidden", "message": message}
     if warnings:
         result["warnings"] = warnings
-    return json.dumps({"apiVersion": API_VERSION, "kind": KIND, "response": result}).encode()
+    return orjson.dumps({"apiVersion": API_VERSION, "kind": KIND, "response": result})
 
 
 def request_body(
