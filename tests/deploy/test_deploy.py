@@ -211,3 +211,26 @@ def test_deployed_webhook_configuration_is_the_generated_one() -> None:
     assert on_disk == generated, (
         "regenerate with `agentmatrix webhook config > deploy/base/webhook-configuration.yaml`"
     )
+
+
+def test_operator_reads_the_ledger_file_the_webhook_writes(cluster: controlplane.LocalCluster) -> None:
+    """The operator scores from the webhook's ledger: both must open the same file on the same
+    volume, on one node (the volume is ReadWriteOnce and SQLite's locks are per host)."""
+    deployments = {o["metadata"]["name"]: o for o in kustomized(cluster) if o["kind"] == "Deployment"}
+
+    def ledger_of(name: str) -> tuple[str, str]:
+        pod = deployments[name]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        (path,) = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--ledger=")]
+        (mount,) = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        return path, volume["persistentVolumeClaim"]["claimName"]
+
+    assert ledger_of("agentmatrix-operator") == ledger_of("agentmatrix-webhook")
+    claims = {o["metadata"]["name"]: o for o in kustomized(cluster) if o["kind"] == "PersistentVolumeClaim"}
+    assert claims[ledger_of("agentmatrix-webhook")[1]]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    for name in ("agentmatrix-operator", "agentmatrix-webhook"):
+        affinity = deployments[name]["spec"]["template"]["spec"]["affinity"]["podAffinity"]
+        (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "agentmatrix-webhook"}
