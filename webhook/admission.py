@@ -46,6 +46,7 @@ class Verdict:
     denial: str | None = None  # CAP or BAN when denied
     observation: Observation | None = None  # None: not recorded (dry run, or no trial)
     agent_increase: bool = False  # the request asks for more agent replicas
+    admitted: tuple[WorkloadKey, Footprint | None] | None = None  # allowed: the object it leaves
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +121,19 @@ class Admitter:
             return bool(policy.mode is Mode.ENFORCE)
         return bool(self.state.runs_agent(fp, policy))
 
-    async def review(self, request: AdmissionRequest) -> Verdict:
-        actor, account_namespace = classify_user(request.username)
+    async def trial_policy(self, request: AdmissionRequest) -> TrialPolicy | None:
+        """The policy of the trial the request belongs to (None: it belongs to no trial)."""
         policy = await self._policy(request.namespace)
-        if policy is None and actor in (Actor.AGENT, Actor.TERMINATOR) and account_namespace:
-            policy = await self._policy(account_namespace)
+        if policy is None:
+            actor, account_namespace = classify_user(request.username)
+            if actor in (Actor.AGENT, Actor.TERMINATOR) and account_namespace:
+                policy = await self._policy(account_namespace)
+        return policy
+
+    async def review(self, request: AdmissionRequest, policy: TrialPolicy | None = None) -> Verdict:
+        """The verdict on `request`; `policy`: its `trial_policy`, if already looked up."""
+        actor, _ = classify_user(request.username)
+        policy = policy or await self.trial_policy(request)
         if policy is None:
             return Verdict(allowed=True)
         trial = policy.namespace
@@ -201,11 +210,13 @@ class Admitter:
             max_replicas=shown.max_replicas if shown is not None else None,
             schedule=shown.schedule if shown is not None else None,
         )
+        admitted = None
         if allowed and request.resource in RESOURCES:
+            admitted = (change.key, change.after)
             self.state.admitted(change.key, change.after)
             if request.namespace and request.namespace != trial:
                 self.state.mark_foreign(change.key, trial)
-        return Verdict(allowed, message, denial, observation, increase)
+        return Verdict(allowed, message, denial, observation, increase, admitted)
 
 
 def _describe(request: AdmissionRequest, change: _Change, replicas_after: int) -> str:

@@ -55,7 +55,11 @@ def serve(
         bool, typer.Option(help="Watch the cluster (--no-watch: offline, --sandbox only).")
     ] = True,
     sandbox: Annotated[
-        list[str] | None, typer.Option(help="Treat this namespace as an observe-mode trial (repeatable).")
+        list[str] | None,
+        typer.Option(
+            help="Treat this namespace as a trial (repeatable): NAMESPACE[:enforce][:cap=N][:ban]; "
+            "observe mode without :enforce."
+        ),
     ] = None,
     register_mode: Annotated[
         str | None,
@@ -84,12 +88,16 @@ def serve(
         cert, key, ca_file = leaf.cert, leaf.key, ca.cert
     if port == 0:
         port = free_port(host)
+    try:
+        policies = [TrialPolicy.from_option(text) for text in sandbox or []]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--sandbox") from exc
     settings = WebhookSettings(
         ledger=ledger_path or ledger.default_path(),
         sync="full" if sync == "full" else "normal",
         kubeconfig=kubeconfig,
         watch=watch,
-        sandboxes=[TrialPolicy(ns) for ns in sandbox or []],
+        sandboxes=policies,
     )
 
     async def run() -> None:

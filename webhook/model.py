@@ -65,6 +65,24 @@ class TrialPolicy:
         image = annotations.get(names.ANNOTATION_AGENT_IMAGE) or names.DEFAULT_AGENT_IMAGE
         return cls(namespace, mode, cap, ban, image)
 
+    @classmethod
+    def from_option(cls, text: str) -> TrialPolicy:
+        """`NAMESPACE[:enforce][:cap=N][:ban]` (the webhook's `--sandbox` option)."""
+        namespace, *settings = text.split(":")
+        if not namespace:
+            raise ValueError(f"{text!r}: the namespace is missing")
+        mode, cap, ban = Mode.OBSERVE, None, False
+        for setting in settings:
+            if setting == "enforce":
+                mode = Mode.ENFORCE
+            elif setting == "ban":
+                ban = True
+            elif setting.startswith("cap=") and setting[4:].isdigit():
+                cap = int(setting[4:])
+            else:
+                raise ValueError(f"{text!r}: {setting!r} is not enforce, cap=N or ban")
+        return cls(namespace, mode, cap, ban)
+
 
 class WorkloadKey(NamedTuple):
     """One object in the cluster: its resource (plural, e.g. `deployments`), namespace and name.

@@ -18,13 +18,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentmatrix.webhook import review as reviews
-from agentmatrix.webhook.admission import Admitter
+from agentmatrix.webhook.admission import Admitter, Verdict
 from agentmatrix.webhook.counting import MalformedObject
 from agentmatrix.webhook.feed import ClusterFeed
 from agentmatrix.webhook.kube import KubeAccess, KubeClient
 from agentmatrix.webhook.ledger import LedgerError, LedgerWriter, Sync, foreign_objects
 from agentmatrix.webhook.metrics import WebhookMetrics, bounded_operation, bounded_target
-from agentmatrix.webhook.model import TrialPolicy
+from agentmatrix.webhook.model import Mode, TrialPolicy
+from agentmatrix.webhook.peers import SharedAdmissions
 from agentmatrix.webhook.state import ClusterState
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Webhook:
         for key, trial in foreign_objects(settings.ledger):
             self.state.mark_foreign(key, trial)
         self.ledger = LedgerWriter(settings.ledger, sync=settings.sync, on_commit=self.metrics.committed)
+        self.peers = SharedAdmissions(settings.ledger, self.state)
         self.feed: ClusterFeed | None = None
         if settings.watch:
             self.feed = ClusterFeed(KubeClient(KubeAccess.load(settings.kubeconfig)), self.state)
@@ -79,6 +81,7 @@ class Webhook:
         if self.feed is not None:
             await self.feed.stop()
         await asyncio.to_thread(self.ledger.stop)
+        self.peers.close()
 
     @property
     def ready(self) -> bool:
@@ -102,10 +105,22 @@ class Webhook:
         try:
             body = await request.read()
             admission = reviews.parse(body)
-            verdict = await self.admitter.review(admission)
+            policy = await self.admitter.trial_policy(admission)
+            if policy is not None and policy.mode is Mode.ENFORCE and policy.replica_cap is not None:
+                async with self.peers.turn():  # the cap holds across replicas sharing the ledger
+                    verdict = await self._decide_and_record(admission, policy)
+                    if verdict.admitted is not None:
+                        self.peers.record(policy.namespace, *verdict.admitted)
+            else:
+                verdict = await self._decide_and_record(admission, policy)
         except (reviews.MalformedReview, MalformedObject) as exc:
             self.metrics.requests.labels("other", "other", "malformed").inc()
             return web.json_response({"error": f"malformed AdmissionReview: {exc}"}, status=400)
+        except LedgerError as exc:
+            log.error("%s", exc)
+            target = bounded_target(admission.resource, admission.subresource)
+            self.metrics.requests.labels(target, bounded_operation(admission.operation), "error").inc()
+            return web.json_response({"error": str(exc)}, status=500)
         except web.HTTPException:
             raise
         except Exception:
@@ -115,13 +130,6 @@ class Webhook:
         target = bounded_target(admission.resource, admission.subresource)
         operation = bounded_operation(admission.operation)
         observation = verdict.observation
-        if observation is not None:
-            try:
-                await self.ledger.append(observation)
-            except LedgerError as exc:
-                log.error("%s", exc)
-                self.metrics.requests.labels(target, operation, "error").inc()
-                return web.json_response({"error": str(exc)}, status=500)
         if admission.dry_run:
             decision = "dry_run"
         elif observation is None:
@@ -139,6 +147,15 @@ class Webhook:
         answer = reviews.response(admission.uid, verdict.allowed, verdict.message)
         self.metrics.latency.observe(time.perf_counter() - started)
         return web.Response(body=answer, content_type="application/json")
+
+    async def _decide_and_record(
+        self, admission: reviews.AdmissionRequest, policy: TrialPolicy | None
+    ) -> Verdict:
+        """The verdict, its observation committed to the ledger (raises LedgerError if not)."""
+        verdict = await self.admitter.review(admission, policy)
+        if verdict.observation is not None:
+            await self.ledger.append(verdict.observation)
+        return verdict
 
 
 def ssl_context(cert: Path, key: Path) -> ssl.SSLContext:

@@ -205,3 +205,26 @@ async def test_two_webhooks_sharing_a_ledger_never_count_a_request_twice(tmp_pat
     assert all(status == 200 for status, _ in answers)
     uids = [o.uid for o in read_observations(ledger, "t1")]
     assert sorted(uids) == sorted(f"u{i}" for i in range(300))
+
+
+async def test_two_webhooks_sharing_a_ledger_hold_a_cap_together(tmp_path: Path) -> None:
+    """Requests of one capped trial racing through two replicas: together they allow no more than
+    the cap, as one replica would. (Each replica alone would have allowed up to the cap.)"""
+    ledger = tmp_path / "shared.sqlite3"
+    trial = "t1:enforce:cap=3"
+    with (
+        running_webhook(tmp_path / "a", "--no-watch", "--sandbox", trial, ledger=ledger) as first,
+        running_webhook(tmp_path / "b", "--no-watch", "--sandbox", trial, ledger=ledger) as second,
+    ):
+        async with first.session() as one, second.session() as two:
+            bodies = [json.dumps(valid_review(f"c{i}", replicas=1)).encode() for i in range(16)]
+            answers = await asyncio.gather(*(post_review((one, two)[i % 2], b) for i, b in enumerate(bodies)))
+    assert all(status == 200 for status, _ in answers)
+    verdicts = [body["response"] for _, body in answers]
+    assert sum(v["allowed"] for v in verdicts) == 3
+    refusals = [v["status"]["message"] for v in verdicts if not v["allowed"]]
+    assert len(refusals) == 13
+    assert all("caps the agent at 3 replicas in total" in m and "(now 3)" in m for m in refusals)
+    observations = read_observations(ledger, "t1")
+    assert len(observations) == 16
+    assert max(o.total_after for o in observations) == 3
