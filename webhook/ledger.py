@@ -7,6 +7,7 @@ committed, so an answer the API server received is never lost to a kill -9: with
 answer; with `synchronous=FULL` each group is also fsync'd (one fsync per group), which
 survives a power loss too and costs 1-10 ms on common disks. The request uid is unique, so a
 retried request, or two webhook processes sharing one file, never count anything twice.
+A background thread checkpoints the WAL every second (never a commit on the request path).
 
 Reading: `read_observations(path, namespace)` returns a trial's observations in commit order;
 the operator and `agentmatrix ledger NAMESPACE` use it.
@@ -18,15 +19,17 @@ import asyncio
 import concurrent.futures
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
 from agentmatrix.webhook.model import Actor, Mode, Observation, WorkloadKey
 
 Sync = Literal["full", "normal"]
+CHECKPOINT_SECONDS = 1.0
 CommitCallback = Callable[[int, float], None]
 
 _COLUMNS = (
@@ -198,12 +201,28 @@ class LedgerWriter:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = threading.Event()
+        self._checkpointer: threading.Thread | None = None
         _connect(path, sync).close()  # fail early (bad path, unwritable directory)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self._sync == "full":
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ledger-writer")
+        self._stopping.clear()
+        self._checkpointer = threading.Thread(target=self._checkpoints, name="ledger-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoints(self) -> None:
+        """Copy the WAL back into the database now and then, off the request path: a checkpoint
+        fsyncs, and done by a commit (SQLite's default) it would stall that commit's requests."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        try:
+            while not self._stopping.wait(CHECKPOINT_SECONDS):
+                with suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
 
     async def append(self, observation: Observation) -> None:
         if self._loop is None:
@@ -218,6 +237,10 @@ class LedgerWriter:
 
     def stop(self) -> None:
         """Wait for the commit under way, then close (observations still waiting are failed)."""
+        self._stopping.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+            self._checkpointer = None
         if self._executor is not None:
             self._executor.submit(self._close).result()
             self._executor.shutdown(wait=True)
@@ -261,6 +284,7 @@ class LedgerWriter:
         started = time.perf_counter()
         if self._conn is None:
             self._conn = _connect(self.path, self._sync)
+            self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoints
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
