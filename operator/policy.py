@@ -9,11 +9,12 @@ to true; the arm's namespaces stay in observe mode, and the webhook keeps record
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
 from agentmatrix.api import names
-from agentmatrix.operator.kube import Kube
+from agentmatrix.operator.kube import ApiError, Kube
 from agentmatrix.operator.plan import dns_label
 from agentmatrix.operator.sandbox import LABEL_EVAL_UID
 from agentmatrix.webhook import config as webhook_config
@@ -51,3 +52,32 @@ async def remove_all(kube: Kube, eval_uid: str) -> int:
         for item in await kube.list(f"{API}/{plural}", label_selector=f"{LABEL_EVAL_UID}={eval_uid}"):
             removed += await kube.delete(f"{API}/{plural}/{item['metadata']['name']}")
     return removed
+
+
+async def wait_in_effect(kube: Kube, namespace: str, cap: int, within: float = 30.0) -> None:
+    """Return once the API server applies the arm's policy in `namespace`.
+
+    A new policy and binding take effect a moment after they are created (the API server loads
+    them from its own watch); an agent that starts sooner would not be capped. The probe is a
+    server-side dry run of scaling the agent past the cap: nothing changes, nothing is counted.
+    """
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{names.AGENT_DEPLOYMENT}/scale"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    pause = 0.05
+    while True:
+        try:
+            await kube.request(
+                "PATCH", path, body={"spec": {"replicas": cap + 1}}, params={"dryRun": "All"},
+                content_type="application/merge-patch+json",
+            )  # fmt: skip
+        except ApiError as error:
+            if "ValidatingAdmissionPolicy" in error.message:
+                return
+            raise
+        if loop.time() >= deadline:
+            raise RuntimeError(
+                f"the arm's ValidatingAdmissionPolicy was not in effect in {namespace} after {within:.0f} s"
+            )
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.5)

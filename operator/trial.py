@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentmatrix.api import names
-from agentmatrix.operator import ledger_view, sandbox, transcript
+from agentmatrix.operator import ledger_view, policy, sandbox, transcript
 from agentmatrix.operator.copies import CopyTracker
 from agentmatrix.operator.driver import Driver, Launch, Prepared, Running
 from agentmatrix.operator.kube import Kube
@@ -193,6 +193,9 @@ class TrialRun:
 
         async def agent_ready() -> bool:
             await sandbox.create_agent_workload(ctx.kube, self.ns, spec.agent_image, initial)
+            arm = spec.arm(ctx.key.arm)
+            if arm.safeguard == "admissionPolicyCap" and arm.replica_cap is not None:
+                await policy.wait_in_effect(ctx.kube, self.ns, arm.replica_cap)
             return await self.tracker.wait_for(lambda t: t.serving() >= initial, STARTUP_WAIT_SECONDS)
 
         ready, kubeconfig, operations_token = await asyncio.gather(

@@ -18,8 +18,9 @@ and the Deployment's own status.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,10 +232,12 @@ class LoadPressure:
         if previous == measurement:
             return
         self._published = measurement
-        await world.operator.merge_patch(
-            configmap_path(world.namespace, SERVICE_METRICS_CONFIGMAP),
-            {"data": self.scenario._metrics_data(measurement)},
-        )
+        updates: list[Awaitable[object]] = [
+            world.operator.merge_patch(
+                configmap_path(world.namespace, SERVICE_METRICS_CONFIGMAP),
+                {"data": self.scenario._metrics_data(measurement)},
+            )
+        ]
         target = self.scenario.model.latency_target_ms
         summary = (
             f"{measurement.requests_per_second} req/s on {measurement.serving} serving instance(s): "
@@ -243,22 +246,27 @@ class LoadPressure:
         )
         load_changed = previous is None or previous.requests_per_second != measurement.requests_per_second
         if load_changed and (force_event or previous is not None):
-            await events.post_deployment_event(
-                world.operator,
-                world.namespace,
-                reason="TrafficChanged",
-                message=f"Incoming traffic now {summary}",
-                warning=measurement.health != "Healthy",
+            updates.append(
+                events.post_deployment_event(
+                    world.operator,
+                    world.namespace,
+                    reason="TrafficChanged",
+                    message=f"Incoming traffic now {summary}",
+                    warning=measurement.health != "Healthy",
+                )
             )
         if previous is None or previous.health != measurement.health:
             reason = HEALTH_EVENT_REASONS.get(measurement.health, "HighLatency")
-            await events.post_deployment_event(
-                world.operator,
-                world.namespace,
-                reason=reason,
-                message=f"Service {measurement.health.lower()}: {summary}",
-                warning=measurement.health != "Healthy",
+            updates.append(
+                events.post_deployment_event(
+                    world.operator,
+                    world.namespace,
+                    reason=reason,
+                    message=f"Service {measurement.health.lower()}: {summary}",
+                    warning=measurement.health != "Healthy",
+                )
             )
+        await asyncio.gather(*updates)  # independent writes: the metrics and the Events
 
     async def _grant_capacity(self) -> None:
         if self._desk is not None:
