@@ -4,7 +4,9 @@
    `agentmatrix webhook serve` process, ledger commits included), at several concurrencies and
    for both ledger sync settings;
 2. the API server's latency for `deployments/scale` requests with the webhook registered (observe
-   mode) divided by its latency without it, p50 and p99, on a local control plane.
+   mode) divided by its latency without it, p50 and p99, on a local control plane; and the same
+   for a webhook that allows everything and records nothing (`noop_webhook.py`, same stack), the
+   floor that the webhook's own work adds to.
 
 Usage: python bench/webhook.py [--seconds S] [--scale-requests N] [--state-dir DIR] [--skip-cluster]
        [--skip-direct]
@@ -17,12 +19,15 @@ import asyncio
 import json
 import os
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ import aiohttp
 
 from agentmatrix.api import names
 from agentmatrix.cluster import controlplane
+from agentmatrix.cluster.processes import free_port
 from agentmatrix.webhook import config, launch, register
 from agentmatrix.webhook.kube import KubeAccess
 from agentmatrix.webhook.ledger import read_observations
@@ -214,87 +220,142 @@ async def scale_latencies(access: KubeAccess, namespace: str, count: int) -> lis
     return latencies
 
 
+@dataclass
+class Arms:
+    without: list[float]
+    with_webhook: list[float]
+    seen_while_registered: int
+    seen_while_not: int
+
+
+def interleaved(
+    cluster: controlplane.LocalCluster,
+    access: KubeAccess,
+    namespace: str,
+    documents: list[dict[str, Any]],
+    scales_seen: Callable[[], int],
+    scale_requests: int,
+) -> Arms:
+    """Blocks of scale requests, alternately without and with the webhook registered."""
+    arms = Arms([], [], 0, 0)
+    block = 50
+
+    def settle(active: bool) -> None:
+        """Probe until the API server calls the webhook (or stops calling it) for sure."""
+        agreed = 0
+        while agreed < 3:
+            seen = scales_seen()
+            asyncio.run(scale_latencies(access, namespace, 1))
+            agreed = agreed + 1 if (scales_seen() > seen) == active else 0
+
+    for _ in range(max(1, scale_requests // block)):
+        register.remove(documents, cluster.kubeconfig)
+        settle(active=False)
+        seen = scales_seen()
+        arms.without += asyncio.run(scale_latencies(access, namespace, block))
+        arms.seen_while_not += scales_seen() - seen
+        register.apply(documents, cluster.kubeconfig)
+        settle(active=True)
+        seen = scales_seen()
+        arms.with_webhook += asyncio.run(scale_latencies(access, namespace, block))
+        arms.seen_while_registered += scales_seen() - seen
+    register.remove(documents, cluster.kubeconfig)
+    return arms
+
+
+def report(label: str, arms: Arms) -> None:
+    p50a, p99a = percentile(arms.without, 0.5), percentile(arms.without, 0.99)
+    p50b, p99b = percentile(arms.with_webhook, 0.5), percentile(arms.with_webhook, 0.99)
+    print(f"-- {label}")
+    print(f"{'':<16} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    for name, values in (("without webhook", arms.without), ("with webhook", arms.with_webhook)):
+        print(
+            f"{name:<16} {len(values):>5} {percentile(values, 0.5) * 1e3:>8.2f} "
+            f"{percentile(values, 0.99) * 1e3:>8.2f} {statistics.mean(values) * 1e3:>8.2f}"
+        )
+    print(f"ratio with/without: p50 {p50b / p50a:.3f}  p99 {p99b / p99a:.3f}")
+    print(
+        f"scale reviews it saw: {arms.seen_while_registered} of {len(arms.with_webhook)} sent while "
+        f"registered, {arms.seen_while_not} of {len(arms.without)} sent while not"
+    )
+
+
 def bench_api_server(scale_requests: int, state_dir: Path | None) -> None:
     print("== API server latency of deployments/scale (PATCH), webhook registered (observe) vs not")
     own = state_dir is None
     state = state_dir or Path(tempfile.mkdtemp(prefix="agentmatrix-bench-cluster-"))
     cluster = controlplane.up(state)
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
-    webhook_name = f"agentmatrix-webhook-bench-{uuid.uuid4().hex[:6]}"
-    documents: list[dict[str, Any]] = []
-    process = None
+    suffix = uuid.uuid4().hex[:6]
+    registered: list[dict[str, Any]] = []
+    processes_started: list[subprocess.Popen[Any]] = []
     try:
         cluster.kubectl("create", "namespace", namespace)
         cluster.kubectl("label", "namespace", namespace, f"{names.LABEL_SANDBOX}=true")
         cluster.kubectl("create", "deployment", "agent", f"--image={IMAGE}", "-n", namespace)
         access = KubeAccess.load(cluster.kubeconfig)
         with tempfile.TemporaryDirectory(prefix="agentmatrix-bench-") as tmp:
-            process, started = start_webhook(
-                Path(tmp),
-                "--kubeconfig",
-                str(cluster.kubeconfig),
-                "--ledger",
-                str(Path(tmp) / "ledger.sqlite3"),
-            )
-            target = config.ClientTarget(
-                url=started.url, ca_bundle=started.ca.read_bytes() if started.ca else None
-            )
-            documents = [config.webhook_configuration(Mode.OBSERVE, target, name=webhook_name)]
-            asyncio.run(scale_latencies(access, namespace, 50))  # warm up
-            without: list[float] = []
-            with_webhook: list[float] = []
-            block = 50
-            observed = 0
             ledger_path = Path(tmp) / "ledger.sqlite3"
+            process, started = start_webhook(
+                Path(tmp), "--kubeconfig", str(cluster.kubeconfig), "--ledger", str(ledger_path)
+            )
+            processes_started.append(process)
+            ca = started.ca.read_bytes() if started.ca else None
+            ours = [config.webhook_configuration(
+                Mode.OBSERVE, config.ClientTarget(url=started.url, ca_bundle=ca),
+                name=f"agentmatrix-webhook-bench-{suffix}",
+            )]  # fmt: skip
+            registered += ours
+            asyncio.run(scale_latencies(access, namespace, 50))  # warm up
 
-            def scales_seen() -> int:
+            def ledger_scales() -> int:
                 return sum(1 for o in read_observations(ledger_path, namespace) if o.subresource == "scale")
 
-            def settle(active: bool) -> None:
-                """Probe until the API server calls the webhook (or stops calling it) for sure."""
-                agreed = 0
-                while agreed < 3:
-                    seen = scales_seen()
-                    asyncio.run(scale_latencies(access, namespace, 1))
-                    agreed = agreed + 1 if (scales_seen() > seen) == active else 0
+            report(
+                "agentmatrix webhook (ledger, watches, caps)",
+                interleaved(cluster, access, namespace, ours, ledger_scales, scale_requests),
+            )
+            stop(process)
 
-            stray = 0
-            for _ in range(max(1, scale_requests // block)):
-                register.remove(documents, cluster.kubeconfig)
-                settle(active=False)
-                seen = scales_seen()
-                without += asyncio.run(scale_latencies(access, namespace, block))
-                stray += scales_seen() - seen
-                register.apply(documents, cluster.kubeconfig)
-                settle(active=True)
-                seen = scales_seen()
-                with_webhook += asyncio.run(scale_latencies(access, namespace, block))
-                observed += scales_seen() - seen
-            register.remove(documents, cluster.kubeconfig)
-            stop(process)
-            process = None
-        p50a, p99a = percentile(without, 0.5), percentile(without, 0.99)
-        p50b, p99b = percentile(with_webhook, 0.5), percentile(with_webhook, 0.99)
-        print(f"{'':<16} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
-        print(
-            f"{'without webhook':<16} {len(without):>5} {p50a * 1e3:>8.2f} {p99a * 1e3:>8.2f} "
-            f"{statistics.mean(without) * 1e3:>8.2f}"
-        )
-        print(
-            f"{'with webhook':<16} {len(with_webhook):>5} {p50b * 1e3:>8.2f} {p99b * 1e3:>8.2f} "
-            f"{statistics.mean(with_webhook) * 1e3:>8.2f}"
-        )
-        print(f"ratio with/without: p50 {p50b / p50a:.3f}  p99 {p99b / p99a:.3f}")
-        print(
-            f"scale requests in the ledger: {observed} of {len(with_webhook)} sent while registered, "
-            f"{stray} of {len(without)} sent while not"
-        )
+            # The same registration pointing at a webhook that does nothing: the floor.
+            port = free_port()
+            certs = Path(tmp) / "certs"
+            noop = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("noop_webhook.py")),
+                 str(certs / "agentmatrix-webhook.crt"), str(certs / "agentmatrix-webhook.key"), str(port)],
+            )  # fmt: skip
+            processes_started.append(noop)
+            noop_url = f"https://127.0.0.1:{port}"
+            context = ssl.create_default_context(cafile=str(started.ca))
+
+            def noop_scales() -> int:
+                with urllib.request.urlopen(f"{noop_url}/scales", context=context, timeout=10) as reply:
+                    return int(reply.read())
+
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    noop_scales()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            floor = [config.webhook_configuration(
+                Mode.OBSERVE, config.ClientTarget(url=noop_url, ca_bundle=ca),
+                name=f"agentmatrix-noop-bench-{suffix}",
+            )]  # fmt: skip
+            registered += floor
+            report(
+                "no-op webhook on the same stack (aiohttp, uvloop, HTTPS; allows all, records nothing)",
+                interleaved(cluster, access, namespace, floor, noop_scales, scale_requests),
+            )
     finally:
-        if process is not None:
-            stop(process)
-        if documents:
+        for started_process in processes_started:
+            stop(started_process)
+        if registered:
             try:
-                register.remove(documents, cluster.kubeconfig)
+                register.remove(registered, cluster.kubeconfig)
             except Exception as exc:  # the cluster may be going away
                 print(f"could not remove the registration: {exc}", file=sys.stderr)
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
