@@ -41,7 +41,13 @@ API_PATHS: Mapping[str, str] = {
 class KubeAccess:
     server: str
     ssl_context: ssl.SSLContext
-    headers: Mapping[str, str]
+    header_source: Callable[[], Mapping[str, str]]
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The identity's headers now: in a pod, the ServiceAccount token file is read again when
+        the kubelet has rotated it (the `kubernetes` package's refresh hook)."""
+        return self.header_source()
 
     @classmethod
     def load(cls, kubeconfig: Path | None = None) -> KubeAccess:
@@ -61,9 +67,12 @@ class KubeAccess:
             context.verify_mode = ssl.CERT_NONE
         if cfg.cert_file:
             context.load_cert_chain(cfg.cert_file, cfg.key_file)
-        # Newer kubernetes clients keep the token under "BearerToken", older ones under "authorization".
-        token = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
-        headers = {"Authorization": token} if token else {}
+
+        def headers() -> Mapping[str, str]:
+            # Newer kubernetes clients keep the token under "BearerToken", older ones under "authorization".
+            token = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+            return {"Authorization": token} if token else {}
+
         return cls(cfg.host.rstrip("/"), context, headers)
 
 
@@ -87,7 +96,6 @@ class KubeClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 base_url=self.access.server,
-                headers=dict(self.access.headers),
                 connector=aiohttp.TCPConnector(ssl=self.access.ssl_context),
             )
         return self._session
@@ -99,7 +107,8 @@ class KubeClient:
 
     async def get(self, path: str, *, deadline: float = 2.0) -> dict[str, Any] | None:
         """The object at `path`, or None if it does not exist; gives up after `deadline` seconds."""
-        async with self._http().get(path, timeout=aiohttp.ClientTimeout(total=deadline)) as reply:
+        timeout = aiohttp.ClientTimeout(total=deadline)
+        async with self._http().get(path, headers=self.access.headers, timeout=timeout) as reply:
             if reply.status == 404:
                 return None
             reply.raise_for_status()
@@ -135,7 +144,7 @@ class KubeClient:
                 await asyncio.sleep(retry_delay)
 
     async def get_list(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
-        async with self._http().get(path, params=dict(params)) as reply:
+        async with self._http().get(path, params=dict(params), headers=self.access.headers) as reply:
             reply.raise_for_status()
             data: dict[str, Any] = await reply.json()
             return data
@@ -150,7 +159,9 @@ class KubeClient:
             "timeoutSeconds": "300",
         }
         timeout = aiohttp.ClientTimeout(total=None, sock_read=330)
-        async with self._http().get(path, params=query, timeout=timeout) as reply:
+        async with self._http().get(
+            path, params=query, headers=self.access.headers, timeout=timeout
+        ) as reply:
             if reply.status == 410:
                 return ""
             reply.raise_for_status()
