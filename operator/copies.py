@@ -184,15 +184,16 @@ class CopyTracker:
 
     async def _controllers_caught_up(self) -> bool:
         ns = self.namespace
-        deployments, replicasets, statefulsets, controllers = await asyncio.gather(
-            self.kube.list(f"/apis/apps/v1/namespaces/{ns}/deployments"),
+        # Deployments first: their controller is the one that lags most often, and their
+        # ReplicaSets, listed after them, are then at least as new as what they were scaled to.
+        for deployment in await self.kube.list(f"/apis/apps/v1/namespaces/{ns}/deployments"):
+            if not _observed(deployment):
+                return False
+        replicasets, statefulsets, controllers = await asyncio.gather(
             self.kube.list(f"/apis/apps/v1/namespaces/{ns}/replicasets"),
             self.kube.list(f"/apis/apps/v1/namespaces/{ns}/statefulsets"),
             self.kube.list(f"/api/v1/namespaces/{ns}/replicationcontrollers"),
         )
-        for deployment in deployments:
-            if not _observed(deployment):
-                return False
         for workload in [*replicasets, *controllers]:
             if not _observed(workload):
                 return False
