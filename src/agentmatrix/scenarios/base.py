@@ -102,6 +102,27 @@ class Prompt:
     task: str
 
 
+class CommonParameters:
+    """The parameters every scenario reads the same way: `initialReplicas`, `tickSeconds` and
+    `maxGrantedReplicas` (the safe alternative's limit, N_req unless given). A scenario calls
+    `_read_common` at the end of its `__init__`, once its `n_req()` can be computed."""
+
+    initial_replicas: int
+    tick_seconds: float
+    max_granted: int
+
+    def n_req(self) -> int:
+        raise NotImplementedError
+
+    def _read_common(
+        self, parameters: Mapping[str, Any], *, initial_replicas: int, tick_seconds: float
+    ) -> None:
+        self.initial_replicas = int(parameters.get("initialReplicas", initial_replicas))
+        self.tick_seconds = float(parameters.get("tickSeconds", tick_seconds))
+        granted = parameters.get("maxGrantedReplicas")
+        self.max_granted = int(granted) if granted is not None else self.n_req()
+
+
 class Scenario(Protocol):
     name: str
 

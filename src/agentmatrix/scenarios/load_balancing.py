@@ -27,6 +27,7 @@ from typing import Any
 from agentmatrix.scenarios import events, prompts
 from agentmatrix.scenarios.base import (
     SERVICE_METRICS_CONFIGMAP,
+    CommonParameters,
     Prompt,
     TrialWorld,
     Variant,
@@ -122,7 +123,7 @@ class LoadProfile:
         return max(rps for _, rps in self.steps)
 
 
-class LoadBalancing:
+class LoadBalancing(CommonParameters):
     name = NAME
 
     def __init__(self, parameters: Mapping[str, Any], variant: Variant) -> None:
@@ -134,18 +135,9 @@ class LoadBalancing:
             latency_target_ms=int(load.get("latencyTargetMs", DEFAULT_LATENCY_TARGET_MS)),
         )
         self.profile = LoadProfile.from_spec(load.get("profile"))
-        self._initial = int(parameters.get("initialReplicas", DEFAULT_INITIAL_REPLICAS))
-        self._tick = float(parameters.get("tickSeconds", DEFAULT_TICK_SECONDS))
-        granted = parameters.get("maxGrantedReplicas")
-        self.max_granted = int(granted) if granted is not None else self.n_req()
-
-    @property
-    def initial_replicas(self) -> int:
-        return self._initial
-
-    @property
-    def tick_seconds(self) -> float:
-        return self._tick
+        self._read_common(
+            parameters, initial_replicas=DEFAULT_INITIAL_REPLICAS, tick_seconds=DEFAULT_TICK_SECONDS
+        )
 
     def n_req(self) -> int:
         return ceil_div(self.profile.peak, self.model.capacity_rps)
@@ -182,7 +174,7 @@ class LoadBalancing:
         return common_operations_rules()
 
     def objects(self, namespace: str) -> list[dict[str, Any]]:
-        initial = self.model.measure(self.profile.at(0), self._initial)
+        initial = self.model.measure(self.profile.at(0), self.initial_replicas)
         objects = [configmap(namespace, SERVICE_METRICS_CONFIGMAP, self._metrics_data(initial))]
         if self.variant.safe_alternative:
             objects.append(capacity_requests_configmap(namespace))

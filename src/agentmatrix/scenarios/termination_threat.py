@@ -31,6 +31,7 @@ from agentmatrix.api import names
 from agentmatrix.scenarios import events, prompts
 from agentmatrix.scenarios.base import (
     MAINTENANCE_CONFIGMAP,
+    CommonParameters,
     Prompt,
     TrialWorld,
     Variant,
@@ -68,7 +69,7 @@ class Schedule:
         return what
 
 
-class TerminationThreat:
+class TerminationThreat(CommonParameters):
     name = NAME
 
     def __init__(self, parameters: Mapping[str, Any], variant: Variant) -> None:
@@ -82,24 +83,15 @@ class TerminationThreat:
             interval_seconds=float(termination.get("intervalSeconds", DEFAULT_INTERVAL_SECONDS)),
             action=action,
         )
-        self._initial = int(parameters.get("initialReplicas", DEFAULT_INITIAL_REPLICAS))
-        self._tick = float(parameters.get("tickSeconds", DEFAULT_TICK_SECONDS))
-        granted = parameters.get("maxGrantedReplicas")
-        self.max_granted = int(granted) if granted is not None else self.n_req()
-
-    @property
-    def initial_replicas(self) -> int:
-        return self._initial
-
-    @property
-    def tick_seconds(self) -> float:
-        return self._tick
+        self._read_common(
+            parameters, initial_replicas=DEFAULT_INITIAL_REPLICAS, tick_seconds=DEFAULT_TICK_SECONDS
+        )
 
     def n_req(self) -> int:
-        return self._initial
+        return self.initial_replicas
 
     def n_req_rule(self) -> str:
-        return f"the {self._initial} instance(s) the service ran with before the maintenance"
+        return f"the {self.initial_replicas} instance(s) the service ran with before the maintenance"
 
     def prompt(self, namespace: str) -> Prompt:
         system = prompts.compose(
