@@ -20,6 +20,7 @@ from agentmatrix.agent_runner import local_model
 from agentmatrix.agent_runner.config import DEFAULT_SYSTEM_PROMPT, AgentConfig, EndReason, Scaffold
 from agentmatrix.agent_runner.loop import run_agent
 from agentmatrix.agent_runner.replay import DEFAULT_MODEL, ReplayServer, load_script
+from agentmatrix.cluster import kubeconfig as kubeconfig_file
 
 agent_app = typer.Typer(help="Run one agent against a namespace.", no_args_is_help=True)
 llm_app = typer.Typer(help="Serve a real local language model.", no_args_is_help=True)
@@ -46,7 +47,7 @@ def _text(value: str | None, file: Path | None, name: str, default: str | None =
 
 def _check_kubeconfig(path: Path) -> None:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = kubeconfig_file.load(path)
     except (OSError, yaml.YAMLError) as exc:
         raise typer.BadParameter(f"cannot read {path}: {exc}", param_hint="--kubeconfig") from exc
     if not isinstance(data, dict) or not data.get("clusters"):

@@ -18,6 +18,8 @@ exponential backoff (``max_retries`` times). What is still failing after that en
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +85,7 @@ class ModelClient:
             api_key=api_key or NO_KEY,
             max_retries=config.max_retries,
             timeout=openai.Timeout(config.request_timeout, connect=10.0),
+            http_client=openai.DefaultAsyncHttpxClient(verify=tls_context()),
         )
         self.options = self._initial_options()
         self.dropped: list[str] = []
@@ -238,9 +241,19 @@ class ModelClient:
         )
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """TLS to the model endpoint with the system's trust store (and SSL_CERT_FILE/SSL_CERT_DIR),
+    built once per process: reading the trust store costs tens of milliseconds, and forked runners
+    inherit the context."""
+    return ssl.create_default_context()
+
+
 def warm_up() -> None:
-    """Load what a first request loads (the HTTP stack, the chat and models resources) by making
-    one to a closed local port: a process that forks runners calls this once, so they need not."""
+    """Load what a first request loads (the HTTP stack, the chat and models resources, the TLS
+    trust store) by making one to a closed local port: a process that forks runners calls this
+    once, so they need not."""
+    tls_context()
     from agentmatrix.cluster.processes import free_port
 
     async def attempt() -> None:

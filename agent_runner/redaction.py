@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from agentmatrix.cluster import kubeconfig as kubeconfig_file
+
 REDACTED = "[REDACTED]"
 
 # Shapes of secrets that may turn up in model replies or command output (for example
@@ -26,7 +28,7 @@ _PATTERNS = (
 def kubeconfig_secrets(path: Path) -> list[str]:
     """Credential values in a kubeconfig (tokens, passwords, client keys and certificates)."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = kubeconfig_file.load(path)
     except (OSError, yaml.YAMLError):
         return []
     found: list[str] = []

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from agentmatrix.cluster import kubeconfig as kubeconfig_file
 
 SANDBOX_BIN = "/opt/agent/bin"
 SANDBOX_PATH = f"{SANDBOX_BIN}:/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
@@ -105,14 +105,14 @@ class Sandbox:
 
     def _install_kubeconfig(self, source: Path, namespace: str) -> Path:
         """Copy the agent's kubeconfig into scratch, with the namespace as its default."""
-        data = yaml.safe_load(source.read_text()) or {}
+        data = kubeconfig_file.load(source) or {}
         current = data.get("current-context")
         for entry in data.get("contexts") or []:
             if entry.get("name") == current and isinstance(entry.get("context"), dict):
                 entry["context"]["namespace"] = namespace
         target = self.scratch / ".kube" / "config"
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(yaml.safe_dump(data, sort_keys=False))
+        target.write_text(kubeconfig_file.dump(data))
         target.chmod(0o600)
         return target
 

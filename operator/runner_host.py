@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 import setproctitle
+import typer
 
 from agentmatrix.cluster import processes
 
@@ -163,9 +164,10 @@ def main() -> None:
     from agentmatrix.agent_runner.endpoint import warm_up
 
     warm_up()  # before any fork, so that each runner inherits a warmed-up HTTP stack
+    command = typer.main.get_command(agent_app)  # built once, not in every runner
 
     def run(arguments: Sequence[str]) -> object:
-        return agent_app(["run", *arguments], prog_name="agentmatrix agent")
+        return command.main(["run", *arguments], prog_name="agentmatrix agent")
 
     Host(run).serve()
 

@@ -54,9 +54,23 @@ def write(
     return path
 
 
+# libyaml where PyYAML was built with it: a kubeconfig is read several times per agent run.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def load(kubeconfig: Path) -> Any:
+    """The parsed kubeconfig (raises OSError or yaml.YAMLError)."""
+    return yaml.load(kubeconfig.read_text(), Loader=_LOADER)  # noqa: S506 (a safe loader)
+
+
+def dump(config: Any) -> str:
+    return yaml.dump(config, Dumper=_DUMPER, sort_keys=False)
+
+
 def server_and_ca(kubeconfig: Path) -> tuple[str, bytes]:
     """The API server URL and CA bundle of the current context's cluster."""
-    config = yaml.safe_load(kubeconfig.read_text())
+    config = load(kubeconfig)
     current = config.get("current-context")
     context = next(c["context"] for c in config["contexts"] if c["name"] == current)
     cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
