@@ -5,9 +5,12 @@ as the webhook decides it), exists and is neither finished nor being deleted. Po
 really runs: a Deployment scaled past a ResourceQuota, or denied by a policy, adds no copy. A copy
 *serves* when it is Ready and carries the role label that the Service `agent` selects.
 
+The tracker is fed by the trial's one watch of its namespace (it is the coverage watch's
+`WatchObserver`): pods for the count, the workload controllers' objects for `settle()`.
 The timeline is the count after every change, with the unix time the operator saw it. At the end
-of a trial `settle()` waits until the workload controllers have caught up with the last request
-and then takes the final count from a fresh list, so the last point never depends on watch lag.
+of a trial `settle()` waits until the watches show the workload controllers caught up with the
+last request and every copy behind the Service ready, then confirms that, and takes the final
+count, from fresh lists, so the last point never depends on watch lag.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentmatrix.api import names
-from agentmatrix.operator.kube import ApiError, Kube
+from agentmatrix.operator.kube import Kube
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ class CopyTracker:
         self.clock = clock
         self.timeline: list[tuple[float, int]] = []
         self._pods: dict[str, PodState] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._workloads: dict[str, dict[str, dict[str, Any]]] = {}  # resource -> name -> object
         self._changed = asyncio.Event()
         self._synced = asyncio.Event()
 
@@ -83,16 +86,6 @@ class CopyTracker:
 
     def serving(self) -> int:
         return sum(state.serving for state in self._pods.values())
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"copies:{self.namespace}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def wait_for(self, predicate: Callable[[CopyTracker], bool], within: float) -> bool:
         """Wait until `predicate(self)` holds (re-checked on every change) or `within` seconds pass."""
@@ -105,6 +98,34 @@ class CopyTracker:
         except TimeoutError:
             return False
         return True
+
+    # --- WatchObserver ------------------------------------------------------------------------
+    def listed(self, resource: str, items: list[dict[str, Any]]) -> None:
+        if resource == "pods":
+            self._replace(items)
+            self._synced.set()
+        elif resource in CONTROLLER_RESOURCES:
+            workloads = self._workloads.setdefault(resource, {})
+            workloads.clear()
+            workloads.update((str(item["metadata"]["name"]), item) for item in items)
+            self._changed.set()
+
+    def changed(self, resource: str, kind: str, obj: dict[str, Any]) -> None:
+        if resource == "pods":
+            self._apply(kind, obj)
+        elif resource in CONTROLLER_RESOURCES:
+            workloads = self._workloads.setdefault(resource, {})
+            name = str(obj["metadata"]["name"])
+            if kind == "DELETED":
+                workloads.pop(name, None)
+            else:
+                workloads[name] = obj
+            self._changed.set()
+
+    def _watched_controllers_caught_up(self) -> bool:
+        return controllers_caught_up(
+            *(list(self._workloads.get(resource, {}).values()) for resource in CONTROLLER_RESOURCES)
+        )
 
     def _all_behind_service_serving(self) -> bool:
         return all(state.serving for state in self._pods.values() if state.behind_service)
@@ -129,33 +150,6 @@ class CopyTracker:
             self._pods[name] = pod_state(pod, self.agent_image)
         self._record()
 
-    @property
-    def _path(self) -> str:
-        return f"/api/v1/namespaces/{self.namespace}/pods"
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                pods, version = await self.kube.list_with_version(self._path)
-                self._replace(pods)
-                self._synced.set()
-                while True:
-                    async for kind, obj in self.kube.watch(self._path, version):
-                        if kind == "BOOKMARK":
-                            version = obj["metadata"]["resourceVersion"]
-                            continue
-                        version = obj["metadata"].get("resourceVersion", version)
-                        self._apply(kind, obj)
-            except asyncio.CancelledError:
-                raise
-            except ApiError as error:
-                if error.status != 410:
-                    logger.warning("watching pods in %s: %s", self.namespace, error)
-                    await asyncio.sleep(0.5)
-            except Exception as error:
-                logger.warning("watching pods in %s: %s", self.namespace, error)
-                await asyncio.sleep(0.5)
-
     async def settle(self, within: float = 10.0) -> bool:
         """Wait until the workload controllers have acted on every change and the copies behind
         the Service are ready, then take the final count from a fresh list. Returns False if that
@@ -164,19 +158,22 @@ class CopyTracker:
         deadline = loop.time() + within
         pause = SETTLE_FIRST_PAUSE
         while True:
-            # The watch first: while a copy behind the Service is not ready, nothing has settled,
-            # and listing every workload kind again would only load the API server.
-            await self.wait_for(lambda t: t._all_behind_service_serving(), max(0.0, deadline - loop.time()))
+            # The watches first: until they show every controller caught up and every copy behind
+            # the Service ready, nothing has settled, and listing would only load the API server.
+            await self.wait_for(
+                lambda t: t._all_behind_service_serving() and t._watched_controllers_caught_up(),
+                max(0.0, deadline - loop.time()),
+            )
             self._changed.clear()
             caught_up = await self._controllers_caught_up()
-            pods = await self.kube.list(self._path)
+            pods = await self.kube.list(f"/api/v1/namespaces/{self.namespace}/pods")
             states = [pod_state(pod, self.agent_image) for pod in pods]
             ready = all(state.serving for state in states if state.behind_service)
             if (caught_up and ready) or loop.time() >= deadline:
                 self._replace(pods)
                 return caught_up and ready
-            # Look again when a pod changes, or after a pause that grows (controllers' status
-            # updates do not show in the pod watch): a slow cluster is not polled harder.
+            # The lists were ahead of the watches: look again when a watch catches up, or after a
+            # pause that grows: a slow cluster is not polled harder.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(pause, max(0.0, deadline - loop.time()))):
                     await self._changed.wait()
@@ -186,28 +183,45 @@ class CopyTracker:
         ns = self.namespace
         # Deployments first: their controller is the one that lags most often, and their
         # ReplicaSets, listed after them, are then at least as new as what they were scaled to.
-        for deployment in await self.kube.list(f"/apis/apps/v1/namespaces/{ns}/deployments"):
-            if not _observed(deployment):
-                return False
+        deployments = await self.kube.list(f"/apis/apps/v1/namespaces/{ns}/deployments")
+        if not controllers_caught_up(deployments, [], [], []):
+            return False
         replicasets, statefulsets, controllers = await asyncio.gather(
             self.kube.list(f"/apis/apps/v1/namespaces/{ns}/replicasets"),
             self.kube.list(f"/apis/apps/v1/namespaces/{ns}/statefulsets"),
             self.kube.list(f"/api/v1/namespaces/{ns}/replicationcontrollers"),
         )
-        for workload in [*replicasets, *controllers]:
-            if not _observed(workload):
-                return False
-            wanted = int((workload.get("spec") or {}).get("replicas", 1))
-            have = int((workload.get("status") or {}).get("replicas", 0))
-            if have != wanted and not _has_condition(workload, "ReplicaFailure"):
-                return False
-        for workload in statefulsets:
-            if not _observed(workload):
-                return False
-            wanted = int((workload.get("spec") or {}).get("replicas", 1))
-            if int((workload.get("status") or {}).get("replicas", 0)) != wanted:
-                return False
-        return True
+        return controllers_caught_up(deployments, replicasets, statefulsets, controllers)
+
+
+# The workload kinds whose controllers settle() waits for, in controllers_caught_up's order.
+CONTROLLER_RESOURCES = ("deployments", "replicasets", "statefulsets", "replicationcontrollers")
+
+
+def controllers_caught_up(
+    deployments: list[dict[str, Any]],
+    replicasets: list[dict[str, Any]],
+    statefulsets: list[dict[str, Any]],
+    controllers: list[dict[str, Any]],
+) -> bool:
+    """Every controller has seen its object's last change and made the replicas it wants (or
+    reported why it cannot)."""
+    if not all(_observed(deployment) for deployment in deployments):
+        return False
+    for workload in [*replicasets, *controllers]:
+        if not _observed(workload):
+            return False
+        wanted = int((workload.get("spec") or {}).get("replicas", 1))
+        have = int((workload.get("status") or {}).get("replicas", 0))
+        if have != wanted and not _has_condition(workload, "ReplicaFailure"):
+            return False
+    for workload in statefulsets:
+        if not _observed(workload):
+            return False
+        wanted = int((workload.get("spec") or {}).get("replicas", 1))
+        if int((workload.get("status") or {}).get("replicas", 0)) != wanted:
+            return False
+    return True
 
 
 def _observed(obj: Mapping[str, Any]) -> bool:

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 PROGRESS_BOOTSTRAP_SAMPLES = 200  # while trials run; the final scores use the scoring default
 RESCORE_EVERY_SECONDS = 5.0
 STATUS_WRITE_INTERVAL = 0.5
+RESULT_WRITE_GAP = 0.1
+NODE_COUNT_TTL_SECONDS = 30.0
 TRIAL_HARD_LIMIT_EXTRA_SECONDS = 180.0
 
 
@@ -74,6 +76,19 @@ class Services:
     runner_host: RunnerHost = field(default_factory=RunnerHost)
     _local_model: str | None = None
     _local_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _nodes: tuple[float, int] | None = None  # (monotonic time listed, count)
+
+    async def node_count(self) -> int | None:
+        """The cluster's nodes, listed at most every NODE_COUNT_TTL_SECONDS (one list, not one a
+        trial); None if they cannot be listed now."""
+        now = time.monotonic()
+        if self._nodes is None or now - self._nodes[0] > NODE_COUNT_TTL_SECONDS:
+            try:
+                self._nodes = (now, len(await self.kube.list("/api/v1/nodes")))
+            except (ApiError, OSError) as error:
+                logger.warning("listing nodes: %s", error)
+                return None
+        return self._nodes[1]
 
     async def local_model_url(self) -> str:
         async with self._local_lock:
@@ -107,6 +122,7 @@ class EvalRun:
         self.status: dict[str, Any] = dict(body.get("status") or {})
         self._write_lock = asyncio.Lock()
         self._dirty = asyncio.Event()
+        self._result_ready = asyncio.Event()  # a trial's result is waiting to be written
         self._scored_at = 0.0
         self.spec: EvalSpec | None = None
         self.scenario: Scenario | None = None
@@ -291,6 +307,7 @@ class EvalRun:
                 ),
                 on_driver_started=annotate,
                 on_copies=self._copies_reporter(key, n_req),
+                node_count=await self.services.node_count(),
             )
             limit = spec.trial_timeout_seconds + TRIAL_HARD_LIMIT_EXTRA_SECONDS
             try:
@@ -305,6 +322,7 @@ class EvalRun:
                 entry, status_doc.entry_budget(len(trial_order(spec)))
             )
             await self._rescore(final=False)
+            self._result_ready.set()
             self._dirty.set()
             self.post(
                 "TrialFailed" if outcome.error else "TrialFinished",
@@ -431,17 +449,28 @@ class EvalRun:
         return conditions
 
     async def _status_writer(self) -> None:
-        """Write the status whenever it changed, at most every STATUS_WRITE_INTERVAL seconds:
-        many trials ending together cost one write, not one each."""
+        """Write the status whenever it changed. A trial's result goes out at once (at most one
+        write every RESULT_WRITE_GAP seconds); other changes, such as trials starting, wait for
+        up to STATUS_WRITE_INTERVAL seconds, so that many of them cost one write."""
+        loop = asyncio.get_running_loop()
+        last_write = -STATUS_WRITE_INTERVAL
         while True:
             await self._dirty.wait()
+            remaining = last_write + STATUS_WRITE_INTERVAL - loop.time()
+            if remaining > 0 and not self._result_ready.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._result_ready.wait()
+            if self._result_ready.is_set():
+                await asyncio.sleep(max(0.0, last_write + RESULT_WRITE_GAP - loop.time()))
             self._dirty.clear()
+            self._result_ready.clear()
             try:
                 await self._write_status()
             except ApiError as error:
                 logger.warning("writing the status of %s/%s: %s", self.namespace, self.name, error)
                 self._dirty.set()
-            await asyncio.sleep(STATUS_WRITE_INTERVAL)
+            last_write = loop.time()
 
     async def _write_status(self, *, conditions_done: bool = False) -> None:
         async with self._write_lock:

@@ -195,10 +195,9 @@ async def create_sandbox(
     arm: ArmSpec,
     settings: SandboxSettings,
 ) -> None:
-    """Create the namespace, its quota, accounts, roles and the scenario's objects: everything but
-    the agent's workload. Objects that already exist are kept (idempotent)."""
+    """Create the quota, accounts, roles and the scenario's objects in the (existing) namespace:
+    everything but the agent's workload. Objects that already exist are kept (idempotent)."""
     namespace = namespace_obj["metadata"]["name"]
-    await kube.create_or_keep(_collection(namespace_obj), namespace_obj)
     # The quota and RBAC before the workload: the Deployment's pods must count against the quota.
     objects = [
         resource_quota(namespace, arm, settings),

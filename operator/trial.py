@@ -33,8 +33,9 @@ from agentmatrix.operator.spec import EvalSpec
 from agentmatrix.scenarios.base import OPERATIONS_SERVICE_ACCOUNT, Pressure, Scenario, TrialWorld
 from agentmatrix.scoring import TrialInput, trial_status_entry
 from agentmatrix.webhook import coverage, ledger
+from agentmatrix.webhook.feed import policy_of
 from agentmatrix.webhook.kube import API_PATHS, KubeAccess, KubeClient
-from agentmatrix.webhook.model import Observation
+from agentmatrix.webhook.model import Observation, TrialPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class TrialContext:
     sandbox_settings: sandbox.SandboxSettings = field(default_factory=sandbox.SandboxSettings)
     on_driver_started: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     on_copies: Callable[[int], None] | None = None
+    node_count: int | None = None  # the cluster's nodes, if known (else the coverage watch lists them)
 
 
 @dataclass
@@ -135,6 +137,7 @@ class TrialRun:
             self.mark("agentEnded")
             assert self.pressure is not None
             await self.pressure.finish()
+            self.mark("pressureFinished")
             if not await self.tracker.settle(SETTLE_SECONDS):
                 logger.warning("[%s] workloads had not settled after %.0f s", self.ns, SETTLE_SECONDS)
         except asyncio.CancelledError:
@@ -165,8 +168,7 @@ class TrialRun:
             agent_image=spec.agent_image,
         )
         await ctx.kube.create_or_keep("/api/v1/namespaces", namespace)
-        self.coverage_task = asyncio.create_task(self._follow_coverage())
-        self.tracker.start()
+        self.coverage_task = asyncio.create_task(self._follow_coverage(policy_of(namespace)))
         self.mark("namespace")
         await sandbox.create_sandbox(
             ctx.kube,
@@ -260,8 +262,16 @@ class TrialRun:
             if runner_reason in NOT_RUN_END_REASONS:
                 self.error = f"the agent could not run ({runner_reason}): {self.result.get('message', '')}"
 
-    async def _follow_coverage(self) -> None:
-        async for change in coverage.watch_effective_replicas(self.coverage_client, self.ns):
+    async def _follow_coverage(self, trial_policy: TrialPolicy | None) -> None:
+        """The trial's watch of its namespace: coverage changes, and the copy tracker's pods and
+        workloads."""
+        async for change in coverage.watch_effective_replicas(
+            self.coverage_client,
+            self.ns,
+            node_count=self.ctx.node_count,
+            policy=trial_policy,
+            observer=self.tracker,
+        ):
             self.coverage_changes.append(change)
 
     async def _release(self) -> None:
@@ -271,7 +281,6 @@ class TrialRun:
         if self.driver is not None:
             with contextlib.suppress(Exception):
                 await self.driver.stop()
-        await self.tracker.stop()
         if self.coverage_task is not None:
             self.coverage_task.cancel()
             with contextlib.suppress(BaseException):

@@ -17,12 +17,22 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from agentmatrix.webhook.counting import WORKLOADS, MalformedObject, footprint
 from agentmatrix.webhook.feed import policy_of
 from agentmatrix.webhook.kube import EventHandler, KubeClient, ListHandler, collection_path
 from agentmatrix.webhook.model import Observation, TrialPolicy, WorkloadKey
+
+
+class WatchObserver(Protocol):
+    """Sees what the coverage watch sees, so that one watch per kind serves a whole trial."""
+
+    def listed(self, resource: str, items: list[dict[str, Any]]) -> None:
+        """Every object of `resource` (a plural, e.g. "pods") now, after a (re)list."""
+
+    def changed(self, resource: str, kind: str, obj: dict[str, Any]) -> None:
+        """One watch event: kind is ADDED, MODIFIED or DELETED."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,15 +126,23 @@ class _Tracker:
 
 
 async def watch_effective_replicas(
-    client: KubeClient, namespace: str, *, node_count: int | None = None
+    client: KubeClient,
+    namespace: str,
+    *,
+    node_count: int | None = None,
+    policy: TrialPolicy | None = None,
+    observer: WatchObserver | None = None,
 ) -> AsyncIterator[EffectiveChange]:
     """Follow the agent replicas of every workload in the sandbox `namespace`, yielding each change.
+    `policy` is the trial's (read from the namespace if not given); `observer` sees every list and
+    event of every kind watched.
 
     Objects that exist when the watch starts are reported as changes from 0, so start it before
     the trial's first workload is created (or drop those first changes).
     """
-    ns = await client.get(collection_path("namespaces") + f"/{namespace}")
-    policy = (policy_of(ns) if ns else None) or TrialPolicy(namespace)
+    if policy is None:
+        ns = await client.get(collection_path("namespaces") + f"/{namespace}")
+        policy = (policy_of(ns) if ns else None) or TrialPolicy(namespace)
     if node_count is None:
         nodes = await client.get_list(collection_path("nodes"), {})
         node_count = len(nodes.get("items") or [])
@@ -140,6 +158,8 @@ async def watch_effective_replicas(
             seen[resource] = names
             for item in items:
                 on_event(resource, "ADDED", item)
+            if observer is not None:
+                observer.listed(resource, items)
 
         return on_list
 
@@ -149,7 +169,12 @@ async def watch_effective_replicas(
             queue.put_nowait(change)
 
     def handler(resource: str) -> EventHandler:
-        return lambda kind, obj: on_event(resource, kind, obj)
+        def on_watch_event(kind: str, obj: dict[str, Any]) -> None:
+            on_event(resource, kind, obj)
+            if observer is not None:
+                observer.changed(resource, kind, obj)
+
+        return on_watch_event
 
     tasks = [
         asyncio.create_task(
