@@ -4,7 +4,14 @@ Prints the wall time (apply to Completed), the harness's own time per trial — 
 start to the agent's first command (sandbox, pressure, driver start, runner start-up), and from
 the agent's last step to the trial's result in status — and the operator's memory.
 
-    .venv/bin/python bench/operator.py [--trials 50] [--parallelism 10] [--cluster-dir DIR]
+Then, in the same run, the floor under those figures: as many bare trials at the same
+parallelism, each only the Kubernetes work that a trial cannot do without, driven from one
+asyncio client with no operator and no runner: the namespace and its objects (made by the
+operator's own code), the agent's Deployment until its pod serves, the agent's one command (the
+same kubectl scale), the new pods until they serve, and the namespace's deletion. A bare trial's
+time without its kubectl run is the part of the harness time that the control plane sets.
+
+    .venv/bin/python bench/operator.py [--trials 50] [--parallelism 10] [--cluster-dir DIR] [--no-floor]
 
 Without --cluster-dir (or AGENTMATRIX_TEST_CLUSTER_DIR) a fresh local cluster is started in a
 temporary directory and stopped at the end.
@@ -13,6 +20,7 @@ temporary directory and stopped at the end.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -22,13 +30,21 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agentmatrix.cluster import controlplane  # noqa: E402
+from agentmatrix.operator import sandbox  # noqa: E402
+from agentmatrix.operator.copies import pod_state  # noqa: E402
+from agentmatrix.operator.kube import Kube  # noqa: E402
+from agentmatrix.operator.plan import TrialKey  # noqa: E402
+from agentmatrix.operator.spec import parse  # noqa: E402
+from agentmatrix.scenarios import build  # noqa: E402
 from tests.operator.operator_harness import (  # noqa: E402
     AGENTMATRIX,
+    Operator,
     ensure_namespace,
     eval_manifest,
     install_crd,
@@ -104,57 +120,74 @@ class StatusWatch(threading.Thread):
         self.process.wait()
 
 
-def bench(cluster: controlplane.LocalCluster, trials: int, parallelism: int, work: Path, lean: bool) -> None:
-    install_crd(cluster)
-    ensure_namespace(cluster, NAMESPACE)
-    name = f"bench-{int(time.time())}"
-    spec = {
+from tests.webhook.webhook_process import RunningWebhook  # noqa: E402
+
+
+def describe(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return f"mean {statistics.mean(values):.2f} s, median {statistics.median(values):.2f} s, p90 {p90:.2f} s"
+
+
+def bench_spec(trials: int, parallelism: int) -> dict[str, Any]:
+    return {
         "scenario": {"name": "load-balancing"},
         "model": {"provider": "replay", "replay": {"steps": FAST_AGENT}},
         "trials": trials,
         "parallelism": parallelism,
     }
-    with (
-        running_webhook(cluster, work / "webhook") as webhook,
-        running_operator(cluster, work / "operator", webhook.ledger, NAMESPACE, lean=lean) as operator,
-    ):
-        time.sleep(3)  # let the operator finish starting up; its start is not the harness's time
-        idle = memory_kib(operator.pid)
-        cpu_before = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
-        peak_rss = 0
-        sampling = True
 
-        def sample() -> None:
-            nonlocal peak_rss
-            while sampling:
-                peak_rss = max(peak_rss, memory_kib(operator.pid).get("VmRSS", 0))
-                time.sleep(0.2)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        applied = time.time()
-        cluster.kubectl("apply", "-f", "-", input=eval_manifest(name, NAMESPACE, spec))
-        watch = StatusWatch(cluster, name)
-        watch.start()
-        if not watch.completed.wait(1800):
-            raise SystemExit(f"the eval did not complete; see {operator.log}")
-        wall = time.time() - applied
-        body = wait_completed(cluster, NAMESPACE, name, timeout=60, log=operator.log)
-        time.sleep(1)
-        sampling = False
-        watch.stop()
-        final = memory_kib(operator.pid)
-        cpu = cpu_seconds(operator.pid)
-        drivers_cpu = sum(
-            cpu_seconds(pid) + cpu_seconds(pid, children=True) for pid in runner_hosts(operator.pid)
-        )
-        cpu_after = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
-        results = work / "results"
-        subprocess.run(
-            [AGENTMATRIX, "results", name, "--dir", str(results), "-n", NAMESPACE, "--kubeconfig",
-             str(cluster.kubeconfig)],
-            check=True, capture_output=True,
-        )  # fmt: skip
+def run_eval(
+    cluster: controlplane.LocalCluster,
+    spec: dict[str, Any],
+    webhook: RunningWebhook,
+    operator: Operator,
+    work: Path,
+    lean: bool,
+) -> list[float]:
+    """Runs the eval and prints its figures; the harness time of each trial."""
+    name = f"bench-{int(time.time())}"
+    parallelism = int(spec["parallelism"])
+    time.sleep(3)  # let the operator finish starting up; its start is not the harness's time
+    idle = memory_kib(operator.pid)
+    cpu_before = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
+    peak_rss = 0
+    sampling = True
+
+    def sample() -> None:
+        nonlocal peak_rss
+        while sampling:
+            peak_rss = max(peak_rss, memory_kib(operator.pid).get("VmRSS", 0))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    applied = time.time()
+    cluster.kubectl("apply", "-f", "-", input=eval_manifest(name, NAMESPACE, spec))
+    watch = StatusWatch(cluster, name)
+    watch.start()
+    if not watch.completed.wait(1800):
+        raise SystemExit(f"the eval did not complete; see {operator.log}")
+    wall = time.time() - applied
+    body = wait_completed(cluster, NAMESPACE, name, timeout=60, log=operator.log)
+    time.sleep(1)
+    sampling = False
+    watch.stop()
+    final = memory_kib(operator.pid)
+    cpu = cpu_seconds(operator.pid)
+    drivers_cpu = sum(
+        cpu_seconds(pid) + cpu_seconds(pid, children=True) for pid in runner_hosts(operator.pid)
+    )
+    cpu_after = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
+    results = work / "results"
+    subprocess.run(
+        [AGENTMATRIX, "results", name, "--dir", str(results), "-n", NAMESPACE, "--kubeconfig",
+         str(cluster.kubeconfig)],
+        check=True, capture_output=True,
+    )  # fmt: skip
     entries = body["status"]["trials"]
     failed = [e for e in entries if e["state"] != "Succeeded"]
     to_first, after_last, setup = [], [], []
@@ -204,6 +237,99 @@ def bench(cluster: controlplane.LocalCluster, trials: int, parallelism: int, wor
         f"peak RSS {peak_rss / 1024:.0f} MB "
         f"(kernel high-water mark {final.get('VmHWM', 0) / 1024:.0f} MB)"
     )
+    return per_trial
+
+
+async def wait_serving(kube: Kube, namespace: str, wanted: int, image: str, within: float = 60.0) -> None:
+    """Follow the namespace's pods (a list, then a watch) until `wanted` agent pods serve."""
+    path = f"/api/v1/namespaces/{namespace}/pods"
+    async with asyncio.timeout(within):
+        while True:
+            pods, version = await kube.list_with_version(path)
+            states = {pod["metadata"]["name"]: pod_state(pod, image) for pod in pods}
+            if sum(state.serving for state in states.values()) >= wanted:
+                return
+            async for kind, pod in kube.watch(path, version):
+                if kind == "DELETED":
+                    states.pop(pod["metadata"]["name"], None)
+                elif kind != "BOOKMARK":
+                    states[pod["metadata"]["name"]] = pod_state(pod, image)
+                if sum(state.serving for state in states.values()) >= wanted:
+                    return
+
+
+async def bare_trials(cluster: controlplane.LocalCluster, spec: dict[str, Any]) -> list[tuple[float, float]]:
+    """(bare trial, its kubectl run) in seconds, for as many bare trials as the spec has."""
+    eval_spec = parse(spec)
+    scenario = build(eval_spec.scenario)
+    arm, image = eval_spec.arms[0], eval_spec.agent_image
+    command = str(FAST_AGENT[0]["command"]).split()[1:]  # kubectl scale deployment agent --replicas=N
+    wanted = int(command[-1].rsplit("=", 1)[1])
+    stamp = int(time.time())
+    kube = Kube.from_kubeconfig(cluster.kubeconfig)
+    gate = asyncio.Semaphore(eval_spec.parallelism)
+
+    async def bare_trial(index: int) -> tuple[float, float]:
+        async with gate:
+            ns = f"floor-{stamp}-{index}"
+            started = time.time()
+            namespace = sandbox.namespace_object(
+                ns, eval_name="floor", eval_namespace=NAMESPACE, eval_uid=f"floor-{stamp}",
+                key=TrialKey(index, arm.name), attempt=0, arm=arm, agent_image=image,
+            )  # fmt: skip
+            await kube.create_or_keep("/api/v1/namespaces", namespace)
+            settings = sandbox.SandboxSettings()
+            await sandbox.create_sandbox(kube, namespace, scenario=scenario, arm=arm, settings=settings)
+            await sandbox.create_agent_workload(kube, ns, image, scenario.initial_replicas)
+            await wait_serving(kube, ns, scenario.initial_replicas, image)
+            command_started = time.time()
+            agent = await asyncio.create_subprocess_exec(
+                str(cluster.kubectl_path), f"--kubeconfig={cluster.kubeconfig}", "-n", ns, *command,
+                stdout=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            await agent.wait()
+            command_seconds = time.time() - command_started
+            await wait_serving(kube, ns, wanted, image)
+            await sandbox.delete_namespace(kube, ns)
+            return time.time() - started, command_seconds
+
+    try:
+        return list(await asyncio.gather(*(bare_trial(index) for index in range(eval_spec.trials))))
+    finally:
+        await kube.close()
+
+
+def bench(
+    cluster: controlplane.LocalCluster, trials: int, parallelism: int, work: Path, lean: bool, floor: bool
+) -> None:
+    install_crd(cluster)
+    ensure_namespace(cluster, NAMESPACE)
+    spec = bench_spec(trials, parallelism)
+    with running_webhook(cluster, work / "webhook") as webhook:
+        with running_operator(cluster, work / "operator", webhook.ledger, NAMESPACE, lean=lean) as operator:
+            harness = run_eval(cluster, spec, webhook, operator, work, lean)
+        if not floor:
+            return
+        time.sleep(5)  # the eval's last sandboxes go away
+        cpu_before = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
+        own_before = cpu_seconds(os.getpid()) + cpu_seconds(os.getpid(), children=True)
+        started = time.time()
+        bare = asyncio.run(bare_trials(cluster, spec))
+        wall = time.time() - started
+        time.sleep(3)  # the last namespaces' deletion is part of the bare trials' work
+        own = cpu_seconds(os.getpid()) + cpu_seconds(os.getpid(), children=True) - own_before
+        cpu_after = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
+    without_command = [whole - command for whole, command in bare]
+    print(
+        f"floor: {trials} bare trials at parallelism {parallelism} (no operator, no runner) in "
+        f"{wall:.1f} s; a bare trial {describe([whole for whole, _ in bare])}; without its kubectl "
+        f"run {describe(without_command)}"
+    )
+    others = ", ".join(f"{name} {cpu_after[name] - cpu_before[name]:.0f} s" for name in sorted(cpu_after))
+    print(f"  CPU time: the client and its kubectl runs {own:.1f} s; {others}")
+    if harness and without_command:
+        ratio = statistics.mean(harness) / statistics.mean(without_command)
+        print(f"harness time per trial / bare trial without its kubectl run (means): {ratio:.2f}")
 
 
 def main() -> None:
@@ -219,15 +345,23 @@ def main() -> None:
         "--entry", choices=("module", "cli"), default="module",
         help="start the operator as `python -m agentmatrix.operator` or as `agentmatrix operator`",
     )  # fmt: skip
+    parser.add_argument("--no-floor", action="store_true", help="skip the bare trials")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="agentmatrix-bench-"))
     lean = args.entry == "module"
     if args.cluster_dir:
-        bench(controlplane.up(Path(args.cluster_dir)), args.trials, args.parallelism, work, lean)
+        bench(
+            controlplane.up(Path(args.cluster_dir)),
+            args.trials,
+            args.parallelism,
+            work,
+            lean,
+            not args.no_floor,
+        )
         return
     state = work / "cluster"
     try:
-        bench(controlplane.up(state), args.trials, args.parallelism, work, lean)
+        bench(controlplane.up(state), args.trials, args.parallelism, work, lean, not args.no_floor)
     finally:
         controlplane.down(state)
 
