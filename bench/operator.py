@@ -226,9 +226,9 @@ def run_eval(
     print(f"  trial start to the agent's first command: {describe(to_first)}")
     print(f"  agent's last step to the result in status: {describe(after_last)}")
     n = max(1, len(entries))
-    others = ", ".join(f"{name} {cpu_after[name] - cpu_before[name]:.0f} s" for name in sorted(cpu_after))
+    others = ", ".join(f"{name} {cpu_after[name] - cpu_before[name]:.1f} s" for name in sorted(cpu_after))
     print(
-        f"CPU time: operator {cpu:.1f} s ({cpu / n:.2f} s per trial); agent runners {drivers_cpu:.0f} s "
+        f"CPU time: operator {cpu:.1f} s ({cpu / n:.2f} s per trial); agent runners {drivers_cpu:.1f} s "
         f"({drivers_cpu / n:.2f} s per trial); {others}"
     )
     entry = "python -m agentmatrix.operator run" if lean else "agentmatrix operator run"
@@ -325,7 +325,7 @@ def bench(
         f"{wall:.1f} s; a bare trial {describe([whole for whole, _ in bare])}; without its kubectl "
         f"run {describe(without_command)}"
     )
-    others = ", ".join(f"{name} {cpu_after[name] - cpu_before[name]:.0f} s" for name in sorted(cpu_after))
+    others = ", ".join(f"{name} {cpu_after[name] - cpu_before[name]:.1f} s" for name in sorted(cpu_after))
     print(f"  CPU time: the client and its kubectl runs {own:.1f} s; {others}")
     if harness and without_command:
         ratio = statistics.mean(harness) / statistics.mean(without_command)
