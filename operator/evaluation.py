@@ -31,12 +31,13 @@ from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.driver import Driver, PodDriver, ProcessDriver, RunnerHost, stop_orphan
 from agentmatrix.operator.kube import ApiError, Kube
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace, trial_order
+from agentmatrix.operator.sandbox_watch import SandboxWatch
 from agentmatrix.operator.spec import EvalSpec, parse
 from agentmatrix.operator.trial import ModelAccess, TrialContext, describe_outcome, hung_trial, run_trial
 from agentmatrix.scenarios.base import Scenario
 from agentmatrix.scoring import ArmComparison, ArmScore, TrialScore, compare_arms, score_arm
 from agentmatrix.scoring.arm import DEFAULT_BOOTSTRAP_SAMPLES
-from agentmatrix.webhook.kube import KubeAccess
+from agentmatrix.webhook.kube import KubeAccess, KubeClient
 
 logger = logging.getLogger(__name__)
 
@@ -77,18 +78,27 @@ class Services:
     _local_model: str | None = None
     _local_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _nodes: tuple[float, int] | None = None  # (monotonic time listed, count)
+    _sandbox_watch: SandboxWatch | None = None
 
-    async def node_count(self) -> int | None:
-        """The cluster's nodes, listed at most every NODE_COUNT_TTL_SECONDS (one list, not one a
-        trial); None if they cannot be listed now."""
+    @property
+    def sandbox_watch(self) -> SandboxWatch:
+        """The cluster-wide workload watches every trial's sandbox is followed through."""
+        if self._sandbox_watch is None:
+            self._sandbox_watch = SandboxWatch(KubeClient(self.kube_access))
+        return self._sandbox_watch
+
+    async def node_count(self) -> int:
+        """The cluster's nodes, listed at most every NODE_COUNT_TTL_SECONDS (not once a trial)."""
         now = time.monotonic()
         if self._nodes is None or now - self._nodes[0] > NODE_COUNT_TTL_SECONDS:
-            try:
-                self._nodes = (now, len(await self.kube.list("/api/v1/nodes")))
-            except (ApiError, OSError) as error:
-                logger.warning("listing nodes: %s", error)
-                return None
+            self._nodes = (now, len(await self.kube.list("/api/v1/nodes")))
         return self._nodes[1]
+
+    async def close(self) -> None:
+        await self.runner_host.close()
+        if self._sandbox_watch is not None:
+            await self._sandbox_watch.close()
+        await self.kube.close()
 
     async def local_model_url(self) -> str:
         async with self._local_lock:
@@ -290,7 +300,7 @@ class EvalRun:
 
             context = TrialContext(
                 kube=self.kube,
-                kube_access=self.services.kube_access,
+                sandbox_watch=self.services.sandbox_watch,
                 eval_body=self.body,
                 spec=spec,
                 scenario=self.scenario,
@@ -307,7 +317,7 @@ class EvalRun:
                 ),
                 on_driver_started=annotate,
                 on_copies=self._copies_reporter(key, n_req),
-                node_count=await self.services.node_count(),
+                node_count=self.services.node_count,
             )
             limit = spec.trial_timeout_seconds + TRIAL_HARD_LIMIT_EXTRA_SECONDS
             try:

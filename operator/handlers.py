@@ -79,8 +79,7 @@ def login(memo: Any, settings: kopf.OperatorSettings, **_: Any) -> kopf.Connecti
 async def close(memo: Any, **_: Any) -> None:
     state = memo.get("state")
     if isinstance(state, OperatorState):
-        await state.services.runner_host.close()
-        await state.services.kube.close()
+        await state.services.close()
 
 
 @kopf.daemon(names.GROUP, names.VERSION, names.PLURAL, cancellation_timeout=30.0, backoff=10.0)

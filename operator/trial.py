@@ -29,12 +29,13 @@ from agentmatrix.operator.copies import CopyTracker
 from agentmatrix.operator.driver import Driver, Launch, Prepared, Running
 from agentmatrix.operator.kube import Kube
 from agentmatrix.operator.plan import TrialKey
+from agentmatrix.operator.sandbox_watch import SandboxWatch
 from agentmatrix.operator.spec import EvalSpec
 from agentmatrix.scenarios.base import OPERATIONS_SERVICE_ACCOUNT, Pressure, Scenario, TrialWorld
 from agentmatrix.scoring import TrialInput, trial_status_entry
 from agentmatrix.webhook import coverage, ledger
 from agentmatrix.webhook.feed import policy_of
-from agentmatrix.webhook.kube import API_PATHS, KubeAccess, KubeClient
+from agentmatrix.webhook.kube import API_PATHS
 from agentmatrix.webhook.model import Observation, TrialPolicy
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class ModelAccess:
 @dataclass
 class TrialContext:
     kube: Kube
-    kube_access: KubeAccess  # for the webhook's coverage watch
+    sandbox_watch: SandboxWatch
     eval_body: Mapping[str, Any]
     spec: EvalSpec
     scenario: Scenario
@@ -85,10 +86,10 @@ class TrialContext:
     ledger_path: Path
     driver: Driver
     model_access: Callable[[TrialKey], Awaitable[ModelAccess]]
+    node_count: Callable[[], Awaitable[int]]  # the cluster's nodes (DaemonSets run one copy on each)
     sandbox_settings: sandbox.SandboxSettings = field(default_factory=sandbox.SandboxSettings)
     on_driver_started: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     on_copies: Callable[[int], None] | None = None
-    node_count: int | None = None  # the cluster's nodes, if known (else the coverage watch lists them)
 
 
 @dataclass
@@ -109,9 +110,7 @@ class TrialRun:
         self.workdir = ctx.work_dir / ctx.namespace
         self.prompt = ctx.scenario.prompt(ctx.namespace)
         self.tracker = CopyTracker(ctx.kube, ctx.namespace, ctx.spec.agent_image, on_change=ctx.on_copies)
-        self.coverage_client = KubeClient(ctx.kube_access)
-        self.coverage_changes: list[coverage.EffectiveChange] = []
-        self.coverage_task: asyncio.Task[None] | None = None
+        self.coverage: coverage.CoverageFollower | None = None
         self.operations: Kube | None = None
         self.model: ModelAccess | None = None
         self.prepared: Prepared | None = None
@@ -167,8 +166,12 @@ class TrialRun:
             arm=spec.arm(ctx.key.arm),
             agent_image=spec.agent_image,
         )
+        # The sandbox's objects are followed from before the namespace exists.
+        self.coverage = coverage.CoverageFollower(
+            policy_of(namespace) or TrialPolicy(self.ns), await ctx.node_count(), observer=self.tracker
+        )
+        await ctx.sandbox_watch.subscribe(self.ns, self.coverage)
         await ctx.kube.create_or_keep("/api/v1/namespaces", namespace)
-        self.coverage_task = asyncio.create_task(self._follow_coverage(policy_of(namespace)))
         self.mark("namespace")
         await sandbox.create_sandbox(
             ctx.kube,
@@ -262,18 +265,6 @@ class TrialRun:
             if runner_reason in NOT_RUN_END_REASONS:
                 self.error = f"the agent could not run ({runner_reason}): {self.result.get('message', '')}"
 
-    async def _follow_coverage(self, trial_policy: TrialPolicy | None) -> None:
-        """The trial's watch of its namespace: coverage changes, and the copy tracker's pods and
-        workloads."""
-        async for change in coverage.watch_effective_replicas(
-            self.coverage_client,
-            self.ns,
-            node_count=self.ctx.node_count,
-            policy=trial_policy,
-            observer=self.tracker,
-        ):
-            self.coverage_changes.append(change)
-
     async def _release(self) -> None:
         if self.prepared is not None:
             with contextlib.suppress(Exception):
@@ -281,11 +272,7 @@ class TrialRun:
         if self.driver is not None:
             with contextlib.suppress(Exception):
                 await self.driver.stop()
-        if self.coverage_task is not None:
-            self.coverage_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self.coverage_task
-        await self.coverage_client.close()
+        self.ctx.sandbox_watch.unsubscribe(self.ns)
         if self.operations is not None:
             await self.operations.close()
         if self.model is not None and self.model.release is not None:
@@ -298,7 +285,7 @@ class TrialRun:
         observations = await asyncio.to_thread(ledger.read_observations, ctx.ledger_path, self.ns)
         view = ledger_view.view(observations, self.ns)
         created = await self._really_created(view.created, observations)
-        gaps = coverage.find_gaps(self.coverage_changes, observations)
+        gaps = coverage.find_gaps(self.coverage.changes if self.coverage else [], observations)
         final_serving, final_copies = self.tracker.serving(), self.tracker.copies()
         completed = self.pressure is not None and self.pressure.task_completed(final_serving, final_copies)
         steps = transcript.steps_of(self.transcript)

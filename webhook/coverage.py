@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -125,6 +125,52 @@ class _Tracker:
         return EffectiveChange(key, previous, now, time.time(), by_status=spec_now == spec_previous)
 
 
+class CoverageFollower:
+    """The effective side of one sandbox namespace, as a `WatchObserver` of its workloads: every
+    change of an object's agent replicas goes to `changes` (and `on_change`); every list and event
+    is passed on to `observer`.
+
+    Objects listed first are changes from 0, so feed it from before the trial's first workload is
+    created (or drop those first changes).
+    """
+
+    def __init__(
+        self,
+        policy: TrialPolicy,
+        node_count: int,
+        *,
+        observer: WatchObserver | None = None,
+        on_change: Callable[[EffectiveChange], None] | None = None,
+    ) -> None:
+        self.changes: list[EffectiveChange] = []
+        self._tracker = _Tracker(policy, node_count)
+        self._observer = observer
+        self._on_change = on_change
+        self._seen: dict[str, set[str]] = {}
+
+    def listed(self, resource: str, items: list[dict[str, Any]]) -> None:
+        names = {str((i.get("metadata") or {}).get("name", "")) for i in items}
+        for name in self._seen.get(resource, set()) - names:
+            self._update(resource, "DELETED", {"metadata": {"name": name}})
+        self._seen[resource] = names
+        for item in items:
+            self._update(resource, "ADDED", item)
+        if self._observer is not None:
+            self._observer.listed(resource, items)
+
+    def changed(self, resource: str, kind: str, obj: dict[str, Any]) -> None:
+        self._update(resource, kind, obj)
+        if self._observer is not None:
+            self._observer.changed(resource, kind, obj)
+
+    def _update(self, resource: str, kind: str, obj: dict[str, Any]) -> None:
+        change = self._tracker.update(resource, obj, kind == "DELETED")
+        if change is not None:
+            self.changes.append(change)
+            if self._on_change is not None:
+                self._on_change(change)
+
+
 async def watch_effective_replicas(
     client: KubeClient,
     namespace: str,
@@ -133,48 +179,23 @@ async def watch_effective_replicas(
     policy: TrialPolicy | None = None,
     observer: WatchObserver | None = None,
 ) -> AsyncIterator[EffectiveChange]:
-    """Follow the agent replicas of every workload in the sandbox `namespace`, yielding each change.
-    `policy` is the trial's (read from the namespace if not given); `observer` sees every list and
-    event of every kind watched.
-
-    Objects that exist when the watch starts are reported as changes from 0, so start it before
-    the trial's first workload is created (or drop those first changes).
-    """
+    """Follow the agent replicas of every workload in the sandbox `namespace` with a watch of its
+    own, yielding each change (see `CoverageFollower`). `policy` is the trial's (read from the
+    namespace if not given)."""
     if policy is None:
         ns = await client.get(collection_path("namespaces") + f"/{namespace}")
         policy = (policy_of(ns) if ns else None) or TrialPolicy(namespace)
     if node_count is None:
         nodes = await client.get_list(collection_path("nodes"), {})
         node_count = len(nodes.get("items") or [])
-    tracker = _Tracker(policy, node_count)
     queue: asyncio.Queue[EffectiveChange] = asyncio.Queue()
-    seen: dict[str, set[str]] = {}
+    follower = CoverageFollower(policy, node_count, observer=observer, on_change=queue.put_nowait)
 
     def lister(resource: str) -> ListHandler:
-        def on_list(items: list[dict[str, Any]]) -> None:
-            names = {str((i.get("metadata") or {}).get("name", "")) for i in items}
-            for name in seen.get(resource, set()) - names:
-                on_event(resource, "DELETED", {"metadata": {"name": name}})
-            seen[resource] = names
-            for item in items:
-                on_event(resource, "ADDED", item)
-            if observer is not None:
-                observer.listed(resource, items)
-
-        return on_list
-
-    def on_event(resource: str, kind: str, obj: dict[str, Any]) -> None:
-        change = tracker.update(resource, obj, kind == "DELETED")
-        if change is not None:
-            queue.put_nowait(change)
+        return lambda items: follower.listed(resource, items)
 
     def handler(resource: str) -> EventHandler:
-        def on_watch_event(kind: str, obj: dict[str, Any]) -> None:
-            on_event(resource, kind, obj)
-            if observer is not None:
-                observer.changed(resource, kind, obj)
-
-        return on_watch_event
+        return lambda kind, obj: follower.changed(resource, kind, obj)
 
     tasks = [
         asyncio.create_task(
