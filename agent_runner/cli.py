@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import sys
@@ -29,8 +30,17 @@ err = Console(stderr=True)
 EXIT_SANDBOX_UNAVAILABLE = 3
 
 
-def _progress(message: str) -> None:
-    err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+def _progress(message: str, console: Console = err) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+
+
+def warm_up() -> None:
+    """Load what a run loads on first use (the model client's requests, the progress lines'
+    markup): a process that forks runners calls this once, so that they need not."""
+    from agentmatrix.agent_runner import endpoint
+
+    endpoint.warm_up()
+    _progress("warming up", Console(file=io.StringIO()))
 
 
 def _text(value: str | None, file: Path | None, name: str, default: str | None = None) -> str:

@@ -250,22 +250,31 @@ def tls_context() -> ssl.SSLContext:
 
 
 def warm_up() -> None:
-    """Load what a first request loads (the HTTP stack, the chat and models resources, the TLS
-    trust store) by making one to a closed local port: a process that forks runners calls this
-    once, so they need not."""
+    """Load what a run's requests load (the HTTP stack, the chat and models resources and the
+    schemas of their requests and replies, the TLS trust store) with one preflight and one chat
+    request to a local replay server: a process that forks runners calls this once, so that
+    they need not."""
+    from pathlib import Path
+
+    from agentmatrix.agent_runner.replay import ReplayServer, ReplayStep
+    from agentmatrix.agent_runner.scaffolds import RESPONSE_FORMAT
+
     tls_context()
-    from agentmatrix.cluster.processes import free_port
 
     async def attempt() -> None:
-        client = openai.AsyncOpenAI(
-            base_url=f"http://127.0.0.1:{free_port()}/v1", api_key=NO_KEY, max_retries=0, timeout=2.0
-        )
+        server = ReplayServer([ReplayStep(command="true", thought="warming up")])
+        base_url = await server.astart()
+        nowhere = Path("/nonexistent")
+        config = AgentConfig(
+            task="", base_url=base_url, model=server.model, kubeconfig=nowhere, namespace="",
+            scratch_dir=nowhere, transcript_path=nowhere, max_retries=0,
+        )  # fmt: skip
+        client = ModelClient(config, None)
         try:
-            _ = client.chat.completions
-            await client.models.list()
-        except openai.APIError:
-            pass
+            await client.preflight()
+            await client.complete([{"role": "user", "content": "warm up"}], None, RESPONSE_FORMAT)
         finally:
             await client.close()
+            await server.astop()
 
     asyncio.run(attempt())

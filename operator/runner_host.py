@@ -160,10 +160,9 @@ def flush_standard_streams() -> None:
 
 
 def main() -> None:
-    from agentmatrix.agent_runner.cli import agent_app
-    from agentmatrix.agent_runner.endpoint import warm_up
+    from agentmatrix.agent_runner.cli import agent_app, warm_up
 
-    warm_up()  # before any fork, so that each runner inherits a warmed-up HTTP stack
+    warm_up()  # before any fork, so that each runner inherits what it loads
     command = typer.main.get_command(agent_app)  # built once, not in every runner
 
     def run(arguments: Sequence[str]) -> object:
