@@ -55,9 +55,12 @@ def port_listening(port: int) -> bool:
 
 
 def _clean_env() -> dict[str, str]:
-    """The environment for control-plane processes: no proxies (everything is on loopback)."""
+    """The environment for control-plane processes: no proxies (everything is on loopback), and
+    unless set, Go's garbage collector trading memory for CPU (see docs/architecture.md)."""
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["NO_PROXY"] = "127.0.0.1,localhost"
+    env.setdefault("GOGC", "400")
+    env.setdefault("GOMEMLIMIT", "768MiB")
     return env
 
 
