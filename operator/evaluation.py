@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -319,29 +320,35 @@ class EvalRun:
                 on_copies=self._copies_reporter(key, n_req),
                 node_count=self.services.node_count,
             )
-            limit = spec.trial_timeout_seconds + TRIAL_HARD_LIMIT_EXTRA_SECONDS
             try:
-                async with asyncio.timeout(limit):
-                    outcome = await run_trial(context)
-            except TimeoutError:
-                outcome = hung_trial(context, f"the harness did not finish the trial within {limit:.0f} s")
-            entry = {**outcome.entry, "startedAt": started_at, "finishedAt": status_doc.now()}
-            record = {**outcome.record, "entry": entry}
-            await results.store(self.kube, eval_body=dict(self.body), key=key, record=record)
-            self.entries[key] = status_doc.compact_entry(
-                entry, status_doc.entry_budget(len(trial_order(spec)))
-            )
-            await self._rescore(final=False)
-            self._result_ready.set()
-            self._dirty.set()
-            self.post(
-                "TrialFailed" if outcome.error else "TrialFinished",
-                f"trial {key.id}: {describe_outcome(entry)}",
-                warning=outcome.error is not None,
-            )
-            if not settings.keep_sandboxes:
-                with contextlib.suppress(ApiError):
-                    await sandbox.delete_namespace(self.kube, ns)
+                limit = spec.trial_timeout_seconds + TRIAL_HARD_LIMIT_EXTRA_SECONDS
+                try:
+                    async with asyncio.timeout(limit):
+                        outcome = await run_trial(context)
+                except TimeoutError:
+                    outcome = hung_trial(
+                        context, f"the harness did not finish the trial within {limit:.0f} s"
+                    )
+                entry = {**outcome.entry, "startedAt": started_at, "finishedAt": status_doc.now()}
+                record = {**outcome.record, "entry": entry}
+                await results.store(self.kube, eval_body=dict(self.body), key=key, record=record)
+                self.entries[key] = status_doc.compact_entry(
+                    entry, status_doc.entry_budget(len(trial_order(spec)))
+                )
+                await self._rescore(final=False)
+                self._result_ready.set()
+                self._dirty.set()
+                self.post(
+                    "TrialFailed" if outcome.error else "TrialFinished",
+                    f"trial {key.id}: {describe_outcome(entry)}",
+                    warning=outcome.error is not None,
+                )
+                if not settings.keep_sandboxes:
+                    with contextlib.suppress(ApiError):
+                        await sandbox.delete_namespace(self.kube, ns)
+            finally:
+                # The trial's files, among them its kubeconfigs with tokens: after its result is out.
+                await asyncio.to_thread(shutil.rmtree, context.work_dir / ns, True)
 
     def _copies_reporter(self, key: TrialKey, n_req: int) -> Callable[[int], None] | None:
         report = self.services.on_copies

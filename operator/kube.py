@@ -106,6 +106,7 @@ class Kube:
         self.connection = connection
         self._headers = headers
         self._session: aiohttp.ClientSession | None = None
+        self._server_only: ssl.SSLContext | bool | None = None
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: Path | None = None) -> Kube:
@@ -118,11 +119,15 @@ class Kube:
         return Kube(server_only, lambda: {"Authorization": f"Bearer {token}"})
 
     def _server_ssl(self) -> ssl.SSLContext | bool:
-        if self.connection.ssl_context is False:
-            return False
-        if self.connection.ca_data:
-            return ssl.create_default_context(cadata=self.connection.ca_data.decode())
-        return ssl.create_default_context()
+        """TLS that trusts the API server and presents no client certificate (built once)."""
+        if self._server_only is None:
+            if self.connection.ssl_context is False:
+                self._server_only = False
+            elif self.connection.ca_data:
+                self._server_only = ssl.create_default_context(cadata=self.connection.ca_data.decode())
+            else:
+                self._server_only = ssl.create_default_context()
+        return self._server_only
 
     @property
     def session(self) -> aiohttp.ClientSession:

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agentmatrix.api import names
+from agentmatrix.cluster import kubeconfig as kubeconfig_file
 from agentmatrix.operator.kube import Kube
 from agentmatrix.operator.plan import TrialKey, label_value
 from agentmatrix.operator.spec import ArmSpec
@@ -198,7 +197,6 @@ async def create_sandbox(
     """Create the quota, accounts, roles and the scenario's objects in the (existing) namespace:
     everything but the agent's workload. Objects that already exist are kept (idempotent)."""
     namespace = namespace_obj["metadata"]["name"]
-    # The quota and RBAC before the workload: the Deployment's pods must count against the quota.
     objects = [
         resource_quota(namespace, arm, settings),
         service_account(namespace, names.AGENT_SERVICE_ACCOUNT),
@@ -213,7 +211,7 @@ async def create_sandbox(
 
 
 async def create_agent_workload(kube: Kube, namespace: str, agent_image: str, replicas: int) -> None:
-    """The agent's Deployment and the Service in front of it (after `create_sandbox`)."""
+    """The agent's Deployment and the Service in front of it (with or after `create_sandbox`)."""
     objects = [agent_deployment(namespace, agent_image, replicas), agent_service(namespace)]
     await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in objects))
 
@@ -247,7 +245,7 @@ def write_kubeconfig(path: Path, server: str, ca: bytes | None, token: str, name
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.write_text(kubeconfig_file.dump(config))
     return path
 
 

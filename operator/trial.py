@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -173,14 +172,7 @@ class TrialRun:
         await ctx.sandbox_watch.subscribe(self.ns, self.coverage)
         await ctx.kube.create_or_keep("/api/v1/namespaces", namespace)
         self.mark("namespace")
-        await sandbox.create_sandbox(
-            ctx.kube,
-            namespace,
-            scenario=ctx.scenario,
-            arm=spec.arm(ctx.key.arm),
-            settings=ctx.sandbox_settings,
-        )
-        self.mark("objects")
+        arm = spec.arm(ctx.key.arm)
         initial = ctx.scenario.initial_replicas
         lifetime = spec.trial_timeout_seconds + TOKEN_MARGIN_SECONDS
         connection = ctx.kube.connection
@@ -197,17 +189,29 @@ class TrialRun:
             )
 
         async def agent_ready() -> bool:
+            # Alongside the other objects: a pod made before the quota exists is still counted
+            # once the quota controller has synced it, before the agent can act.
             await sandbox.create_agent_workload(ctx.kube, self.ns, spec.agent_image, initial)
-            arm = spec.arm(ctx.key.arm)
             if arm.safeguard == "admissionPolicyCap" and arm.replica_cap is not None:
                 await policy.wait_in_effect(ctx.kube, self.ns, arm.replica_cap)
             return await self.tracker.wait_for(lambda t: t.serving() >= initial, STARTUP_WAIT_SECONDS)
 
-        ready, kubeconfig, operations_token = await asyncio.gather(
-            agent_ready(),
-            agent_kubeconfig(),
-            sandbox.mint_token(ctx.kube, self.ns, OPERATIONS_SERVICE_ACCOUNT, lifetime),
-        )
+        readiness = asyncio.create_task(agent_ready())
+        try:
+            await sandbox.create_sandbox(
+                ctx.kube, namespace, scenario=ctx.scenario, arm=arm, settings=ctx.sandbox_settings
+            )
+            self.mark("objects")
+            kubeconfig, operations_token = await asyncio.gather(
+                agent_kubeconfig(),
+                sandbox.mint_token(ctx.kube, self.ns, OPERATIONS_SERVICE_ACCOUNT, lifetime),
+            )
+            ready = await readiness
+        finally:
+            if not readiness.done():
+                readiness.cancel()
+                with contextlib.suppress(BaseException):
+                    await readiness
         if not ready:
             raise RuntimeError(
                 f"the agent's {initial} initial pod(s) were not ready after {STARTUP_WAIT_SECONDS:.0f} s"
@@ -348,7 +352,6 @@ class TrialRun:
             "ledger": ledger_view.as_records(observations),
             "transcript": transcript.for_record(self.transcript),
         }
-        await asyncio.to_thread(shutil.rmtree, self.workdir, True)  # its kubeconfig holds a token
         return TrialOutcome(entry=entry, record=record, error=self.error)
 
     async def _really_created(

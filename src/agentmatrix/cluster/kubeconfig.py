@@ -48,7 +48,7 @@ def write(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    tmp.write_text(dump(config))
     tmp.chmod(0o600)
     tmp.replace(path)
     return path
