@@ -189,6 +189,9 @@ def run_eval(
          str(cluster.kubeconfig)],
         check=True, capture_output=True,
     )  # fmt: skip
+    # Deleted (its finalizer removes its result ConfigMaps), so that runs do not pile up objects
+    # in the API server and slow the next run down.
+    cluster.kubectl("delete", "reval", name, "-n", NAMESPACE, "--timeout=120s")
     entries = body["status"]["trials"]
     failed = [e for e in entries if e["state"] != "Succeeded"]
     to_first, after_last, setup = [], [], []

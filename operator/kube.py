@@ -8,7 +8,6 @@ come from the official client's kubeconfig/in-cluster loader, so every auth meth
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 JSON_MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -178,21 +178,21 @@ class Kube:
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
-            data = json.dumps(body)
+            data = orjson.dumps(body, default=dict)  # dict: Mappings that are not dicts
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
         async with self.session.request(
             method, self.connection.server + path, data=data, params=params, headers=headers, timeout=timeout
         ) as response:
-            text = await response.text()
+            raw = await response.read()
             if response.status == 404 and ok_missing:
                 return None
             if response.status >= 400:
                 try:
-                    parsed: Mapping[str, Any] | str = json.loads(text)
+                    parsed: Mapping[str, Any] | str = orjson.loads(raw)
                 except ValueError:
-                    parsed = text
+                    parsed = raw.decode(errors="replace")
                 raise ApiError(response.status, method, path, parsed)
-            return json.loads(text) if text else {}
+            return orjson.loads(raw) if raw else {}
 
     async def request_text(self, path: str) -> str:
         """A non-JSON GET (a pod's log); empty when the object does not exist."""
@@ -272,7 +272,7 @@ class Kube:
             async for line in response.content:
                 if not line.strip():
                     continue
-                event = json.loads(line)
+                event = orjson.loads(line)
                 kind = str(event.get("type", ""))
                 obj = event.get("object") or {}
                 if kind == "ERROR":

@@ -60,7 +60,7 @@ def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["NO_PROXY"] = "127.0.0.1,localhost"
     env.setdefault("GOGC", "400")
-    env.setdefault("GOMEMLIMIT", "768MiB")
+    env.setdefault("GOMEMLIMIT", "1GiB")
     return env
 
 
