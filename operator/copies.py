@@ -5,8 +5,9 @@ as the webhook decides it), exists and is neither finished nor being deleted. Po
 really runs: a Deployment scaled past a ResourceQuota, or denied by a policy, adds no copy. A copy
 *serves* when it is Ready and carries the role label that the Service `agent` selects.
 
-The tracker is fed by the trial's one watch of its namespace (it is the coverage watch's
-`WatchObserver`): pods for the count, the workload controllers' objects for `settle()`.
+The tracker is a `WatchObserver`: the operator's shared sandbox watch feeds it, through the
+trial's coverage follower, the pods for the count and the workload controllers' objects for
+`settle()`.
 The timeline is the count after every change, with the unix time the operator saw it. At the end
 of a trial `settle()` waits until the watches show the workload controllers caught up with the
 last request and every copy behind the Service ready, then confirms that, and takes the final
