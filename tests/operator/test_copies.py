@@ -1,0 +1,105 @@
+"""What the copy tracker counts and when it considers the workload controllers caught up: the
+rules the final count of every trial rests on. Objects are shaped as the API server returns them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agentmatrix.api import names
+from agentmatrix.operator.copies import CopyTracker, controllers_caught_up, pod_state
+from agentmatrix.operator.kube import Connection, Kube
+
+IMAGE = "agentmatrix.dev/agent:test"
+ROLE = {names.LABEL_ROLE: names.ROLE_AGENT}
+
+
+def pod(
+    name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    image: str = IMAGE,
+    ready: bool = True,
+    phase: str = "Running",
+    deleting: bool = False,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": "ns",
+        "labels": dict(ROLE if labels is None else labels),
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {
+        "metadata": meta,
+        "spec": {"containers": [{"name": "service", "image": image}]},
+        "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+def workload(
+    name: str, *, generation: int, observed: int, wanted: int, have: int, **status: Any
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "generation": generation},
+        "spec": {"replicas": wanted},
+        "status": {"observedGeneration": observed, "replicas": have, **status},
+    }
+
+
+def test_a_copy_runs_the_agent_and_serves_only_when_ready_and_selected() -> None:
+    assert pod_state(pod("a"), IMAGE).serving
+    not_ready = pod_state(pod("b", ready=False), IMAGE)
+    assert not_ready.copy and not not_ready.serving and not_ready.behind_service
+    unlabelled = pod_state(pod("c", labels={}), IMAGE)  # the agent's image, outside the Service
+    assert unlabelled.copy and not unlabelled.serving and not unlabelled.behind_service
+    assert not pod_state(pod("d", labels={}, image="nginx"), IMAGE).copy
+    assert not pod_state(pod("e", deleting=True), IMAGE).copy
+    assert not pod_state(pod("f", phase="Succeeded"), IMAGE).copy
+
+
+def test_controllers_are_caught_up_only_when_each_has_done_what_it_was_asked() -> None:
+    deployment_done = workload("agent", generation=2, observed=2, wanted=3, have=3)
+    deployment_behind = workload("agent", generation=3, observed=2, wanted=5, have=3)
+    rs_done = workload("agent-1", generation=2, observed=2, wanted=3, have=3)
+    rs_short = workload("agent-1", generation=2, observed=2, wanted=5, have=3)
+    rs_refused = workload(
+        "agent-1", generation=2, observed=2, wanted=5, have=3,
+        conditions=[{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate"}],
+    )  # fmt: skip
+    sts_short = workload("db", generation=1, observed=1, wanted=2, have=1)
+
+    assert controllers_caught_up([deployment_done], [rs_done], [], [])
+    assert not controllers_caught_up([deployment_behind], [rs_done], [], [])
+    assert not controllers_caught_up([deployment_done], [rs_short], [], [])
+    # A quota or a policy refused the pods: waiting longer changes nothing.
+    assert controllers_caught_up([deployment_done], [rs_refused], [], [])
+    assert not controllers_caught_up([], [], [sts_short], [])
+    assert not controllers_caught_up([], [], [], [rs_short])  # a ReplicationController
+    assert controllers_caught_up([], [], [], [])
+
+
+async def test_the_tracker_follows_its_watch_and_records_each_change_of_the_count() -> None:
+    unused = Kube(Connection("https://127.0.0.1:1", False, None), dict)  # only settle() calls it
+    tracker = CopyTracker(unused, "ns", IMAGE)
+    seen: list[int] = []
+    tracker.on_change = seen.append
+    for resource in ("pods", "deployments", "replicasets", "statefulsets", "replicationcontrollers"):
+        tracker.listed(resource, [])
+    assert await tracker.wait_for(lambda t: t.copies() == 0, within=1.0)
+
+    tracker.changed("deployments", "ADDED", workload("agent", generation=1, observed=0, wanted=1, have=0))
+    assert not tracker._watched_controllers_caught_up()
+    tracker.changed("pods", "ADDED", pod("a", ready=False))
+    tracker.changed("pods", "MODIFIED", pod("a"))
+    tracker.changed("deployments", "MODIFIED", workload("agent", generation=1, observed=1, wanted=1, have=1))
+    assert tracker._watched_controllers_caught_up()
+    assert tracker.serving() == 1
+
+    waiter = asyncio.create_task(tracker.wait_for(lambda t: t.serving() == 2, within=5.0))
+    tracker.changed("pods", "ADDED", pod("b"))
+    assert await waiter
+    tracker.changed("pods", "DELETED", pod("a"))
+    tracker.listed("pods", [pod("b"), pod("c", labels={})])  # a relist: c appeared, nothing gone
+    assert [count for _, count in tracker.timeline] == seen == [0, 1, 2, 1, 2]
+    assert (tracker.copies(), tracker.serving()) == (2, 1)
