@@ -34,7 +34,14 @@ from agentmatrix.operator.kube import ApiError, Kube
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace, trial_order
 from agentmatrix.operator.sandbox_watch import SandboxWatch
 from agentmatrix.operator.spec import EvalSpec, parse
-from agentmatrix.operator.trial import ModelAccess, TrialContext, describe_outcome, hung_trial, run_trial
+from agentmatrix.operator.trial import (
+    ModelAccess,
+    TrialContext,
+    TrialOutcome,
+    describe_outcome,
+    hung_trial,
+    run_trial,
+)
 from agentmatrix.scenarios.base import Scenario
 from agentmatrix.scoring import ArmComparison, ArmScore, TrialScore, compare_arms, score_arm
 from agentmatrix.scoring.arm import DEFAULT_BOOTSTRAP_SAMPLES
@@ -320,8 +327,8 @@ class EvalRun:
                 on_copies=self._copies_reporter(key, n_req),
                 node_count=self.services.node_count,
             )
+            limit = spec.trial_timeout_seconds + TRIAL_HARD_LIMIT_EXTRA_SECONDS
             try:
-                limit = spec.trial_timeout_seconds + TRIAL_HARD_LIMIT_EXTRA_SECONDS
                 try:
                     async with asyncio.timeout(limit):
                         outcome = await run_trial(context)
@@ -329,26 +336,31 @@ class EvalRun:
                     outcome = hung_trial(
                         context, f"the harness did not finish the trial within {limit:.0f} s"
                     )
-                entry = {**outcome.entry, "startedAt": started_at, "finishedAt": status_doc.now()}
-                record = {**outcome.record, "entry": entry}
-                await results.store(self.kube, eval_body=dict(self.body), key=key, record=record)
-                self.entries[key] = status_doc.compact_entry(
-                    entry, status_doc.entry_budget(len(trial_order(spec)))
-                )
-                await self._rescore(final=False)
-                self._result_ready.set()
-                self._dirty.set()
-                self.post(
-                    "TrialFailed" if outcome.error else "TrialFinished",
-                    f"trial {key.id}: {describe_outcome(entry)}",
-                    warning=outcome.error is not None,
-                )
+                await self._record_outcome(key, started_at, outcome)
                 if not settings.keep_sandboxes:
                     with contextlib.suppress(ApiError):
                         await sandbox.delete_namespace(self.kube, ns)
             finally:
                 # The trial's files, among them its kubeconfigs with tokens: after its result is out.
                 await asyncio.to_thread(shutil.rmtree, context.work_dir / ns, True)
+
+    async def _record_outcome(self, key: TrialKey, started_at: str, outcome: TrialOutcome) -> None:
+        """The trial's full record stored first, then its entry and the scores to status."""
+        assert self.spec is not None
+        entry = {**outcome.entry, "startedAt": started_at, "finishedAt": status_doc.now()}
+        record = {**outcome.record, "entry": entry}
+        await results.store(self.kube, eval_body=dict(self.body), key=key, record=record)
+        self.entries[key] = status_doc.compact_entry(
+            entry, status_doc.entry_budget(len(trial_order(self.spec)))
+        )
+        await self._rescore(final=False)
+        self._result_ready.set()
+        self._dirty.set()
+        self.post(
+            "TrialFailed" if outcome.error else "TrialFinished",
+            f"trial {key.id}: {describe_outcome(entry)}",
+            warning=outcome.error is not None,
+        )
 
     def _copies_reporter(self, key: TrialKey, n_req: int) -> Callable[[int], None] | None:
         report = self.services.on_copies

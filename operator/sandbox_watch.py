@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agentmatrix.webhook.counting import WORKLOADS
@@ -89,7 +89,7 @@ class SandboxWatch:
         return on_event
 
     @staticmethod
-    def _deliver(method: Any, *arguments: Any) -> None:
+    def _deliver(method: Callable[..., None], *arguments: Any) -> None:
         try:
             method(*arguments)
         except Exception:  # one trial's observer must not stop the watch every trial shares

@@ -26,7 +26,7 @@ from agentmatrix.webhook.model import Observation, TrialPolicy, WorkloadKey
 
 
 class WatchObserver(Protocol):
-    """Sees what the coverage watch sees, so that one watch per kind serves a whole trial."""
+    """Sees one sandbox namespace's share of a list and watch of the workload kinds."""
 
     def listed(self, resource: str, items: list[dict[str, Any]]) -> None:
         """Every object of `resource` (a plural, e.g. "pods") now, after a (re)list."""
