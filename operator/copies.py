@@ -10,8 +10,8 @@ trial's coverage follower, the pods for the count and the workload controllers' 
 `settle()`.
 The timeline is the count after every change, with the unix time the operator saw it. At the end
 of a trial `settle()` waits until the watches show the workload controllers caught up with the
-last request and every copy behind the Service ready, then confirms that, and takes the final
-count, from fresh lists, so the last point never depends on watch lag.
+last request and every copy behind the Service ready, then confirms with one round of fresh lists
+that the watches were not behind, so the last point never depends on watch lag.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 from agentmatrix.api import names
 from agentmatrix.operator.kube import Kube
+from agentmatrix.webhook.kube import collection_path
 
 logger = logging.getLogger(__name__)
 
@@ -153,50 +154,75 @@ class CopyTracker:
 
     async def settle(self, within: float = 10.0) -> bool:
         """Wait until the workload controllers have acted on every change and the copies behind
-        the Service are ready, then take the final count from a fresh list. Returns False if that
-        had not happened in time (the count is then what exists at the deadline)."""
+        the Service are ready, and confirm it against fresh lists. Returns False if that had not
+        happened in time (the count is then what the lists show at the deadline)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         pause = SETTLE_FIRST_PAUSE
         while True:
             # The watches first: until they show every controller caught up and every copy behind
             # the Service ready, nothing has settled, and listing would only load the API server.
-            await self.wait_for(
-                lambda t: t._all_behind_service_serving() and t._watched_controllers_caught_up(),
-                max(0.0, deadline - loop.time()),
-            )
+            await self.wait_for(self._settled, max(0.0, deadline - loop.time()))
             self._changed.clear()
-            caught_up = await self._controllers_caught_up()
-            pods = await self.kube.list(f"/api/v1/namespaces/{self.namespace}/pods")
-            states = [pod_state(pod, self.agent_image) for pod in pods]
-            ready = all(state.serving for state in states if state.behind_service)
-            if (caught_up and ready) or loop.time() >= deadline:
-                self._replace(pods)
-                return caught_up and ready
-            # The lists were ahead of the watches: look again when a watch catches up, or after a
-            # pause that grows: a slow cluster is not polled harder.
+            settled, watched = self._settled(self), self._watched_view()
+            lists = [self.kube.list(collection_path(kind, self.namespace)) for kind in SETTLE_RESOURCES]
+            listed = dict(zip(SETTLE_RESOURCES, await asyncio.gather(*lists), strict=True))
+            # The lists were taken after the watches showed everything settled. Where they agree
+            # with the watches kind by kind (on what the count and the controllers' progress depend
+            # on), no watch was behind: a controller that had acted before was seen acting, and
+            # what it made before was seen. So the watched count is final.
+            if settled and watched == self._view_of(listed):
+                return True
+            if loop.time() >= deadline:
+                self._replace(listed["pods"])
+                states = [pod_state(pod, self.agent_image) for pod in listed["pods"]]
+                return controllers_caught_up(
+                    *(listed[resource] for resource in CONTROLLER_RESOURCES)
+                ) and all(state.serving for state in states if state.behind_service)
+            # The watches were behind the lists, or things are still changing: look again when a
+            # watch catches up, or after a pause that grows: a slow cluster is not polled harder.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(pause, max(0.0, deadline - loop.time()))):
                     await self._changed.wait()
             pause = min(pause * 2, SETTLE_MAX_PAUSE)
 
-    async def _controllers_caught_up(self) -> bool:
-        ns = self.namespace
-        # Deployments first: their controller is the one that lags most often, and their
-        # ReplicaSets, listed after them, are then at least as new as what they were scaled to.
-        deployments = await self.kube.list(f"/apis/apps/v1/namespaces/{ns}/deployments")
-        if not controllers_caught_up(deployments, [], [], []):
-            return False
-        replicasets, statefulsets, controllers = await asyncio.gather(
-            self.kube.list(f"/apis/apps/v1/namespaces/{ns}/replicasets"),
-            self.kube.list(f"/apis/apps/v1/namespaces/{ns}/statefulsets"),
-            self.kube.list(f"/api/v1/namespaces/{ns}/replicationcontrollers"),
-        )
-        return controllers_caught_up(deployments, replicasets, statefulsets, controllers)
+    @staticmethod
+    def _settled(tracker: CopyTracker) -> bool:
+        return tracker._all_behind_service_serving() and tracker._watched_controllers_caught_up()
+
+    def _watched_view(self) -> dict[str, dict[str, Any]]:
+        view: dict[str, dict[str, Any]] = {"pods": dict(self._pods)}
+        for resource in CONTROLLER_RESOURCES:
+            objects = self._workloads.get(resource, {})
+            view[resource] = {name: controller_progress(resource, obj) for name, obj in objects.items()}
+        return view
+
+    def _view_of(self, listed: Mapping[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+        view: dict[str, dict[str, Any]] = {
+            "pods": {pod["metadata"]["name"]: pod_state(pod, self.agent_image) for pod in listed["pods"]}
+        }
+        for resource in CONTROLLER_RESOURCES:
+            view[resource] = {
+                obj["metadata"]["name"]: controller_progress(resource, obj) for obj in listed[resource]
+            }
+        return view
 
 
 # The workload kinds whose controllers settle() waits for, in controllers_caught_up's order.
 CONTROLLER_RESOURCES = ("deployments", "replicasets", "statefulsets", "replicationcontrollers")
+SETTLE_RESOURCES = ("pods", *CONTROLLER_RESOURCES)
+
+
+def controller_progress(resource: str, obj: Mapping[str, Any]) -> tuple[int, ...]:
+    """What `controllers_caught_up` reads of a workload controller's object: its generation and the
+    generation its controller observed; for those that make pods, also the replicas wanted and
+    made, and whether it reports failing to make them."""
+    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    generations = (int(meta.get("generation", 0)), int(status.get("observedGeneration", 0)))
+    if resource == "deployments":
+        return generations
+    replicas = (int(spec.get("replicas", 1)), int(status.get("replicas", 0)))
+    return (*generations, *replicas, int(_has_condition(obj, "ReplicaFailure")))
 
 
 def controllers_caught_up(

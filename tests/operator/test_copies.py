@@ -4,7 +4,7 @@ rules the final count of every trial rests on. Objects are shaped as the API ser
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from agentmatrix.api import names
 from agentmatrix.operator.copies import CopyTracker, controllers_caught_up, pod_state
@@ -102,4 +102,75 @@ async def test_the_tracker_follows_its_watch_and_records_each_change_of_the_coun
     tracker.changed("pods", "DELETED", pod("a"))
     tracker.listed("pods", [pod("b"), pod("c", labels={})])  # a relist: c appeared, nothing gone
     assert [count for _, count in tracker.timeline] == seen == [0, 1, 2, 1, 2]
+    assert (tracker.copies(), tracker.serving()) == (2, 1)
+
+
+class ApiServerLists:
+    """Stands in for the API server's namespace lists that settle() takes to confirm its watches:
+    each list returns the objects as they are now, whatever the watches have delivered."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, list[dict[str, Any]]] = {}
+        self.calls = 0
+
+    async def list(self, path: str) -> list[dict[str, Any]]:
+        self.calls += 1
+        return self.objects.get(path.rsplit("/", 1)[1], [])
+
+
+def tracker_with(server: ApiServerLists) -> CopyTracker:
+    tracker = CopyTracker(cast(Kube, server), "ns", IMAGE)
+    for resource in ("pods", "deployments", "replicasets", "statefulsets", "replicationcontrollers"):
+        tracker.listed(resource, server.objects.get(resource, []))
+    return tracker
+
+
+async def test_settle_does_not_trust_a_watch_that_is_behind_the_api_server() -> None:
+    server = ApiServerLists()
+    server.objects = {
+        "deployments": [workload("agent", generation=1, observed=1, wanted=1, have=1)],
+        "replicasets": [workload("agent-1", generation=1, observed=1, wanted=1, have=1)],
+        "pods": [pod("a")],
+    }
+    tracker = tracker_with(server)
+    # The agent's last request scaled the Deployment to 2; the watches have not delivered it yet,
+    # so what they show looks settled.
+    server.objects["deployments"] = [workload("agent", generation=2, observed=1, wanted=2, have=1)]
+    settling = asyncio.create_task(tracker.settle(within=10.0))
+    await asyncio.sleep(0.3)
+    assert not settling.done()
+
+    # The controllers act, the API server has the result, and the watches deliver it.
+    server.objects = {
+        "deployments": [workload("agent", generation=2, observed=2, wanted=2, have=2)],
+        "replicasets": [workload("agent-1", generation=2, observed=2, wanted=2, have=2)],
+        "pods": [pod("a"), pod("b")],
+    }
+    tracker.changed("deployments", "MODIFIED", server.objects["deployments"][0])
+    tracker.changed("replicasets", "MODIFIED", server.objects["replicasets"][0])
+    tracker.changed("pods", "ADDED", pod("b"))
+    assert await asyncio.wait_for(settling, 5.0)
+    assert (tracker.copies(), tracker.serving()) == (2, 2)
+
+
+async def test_settle_confirms_a_watch_that_is_up_to_date_with_one_round_of_lists() -> None:
+    server = ApiServerLists()
+    server.objects = {
+        "deployments": [workload("agent", generation=2, observed=2, wanted=3, have=3)],
+        "replicasets": [workload("agent-1", generation=2, observed=2, wanted=3, have=3)],
+        "pods": [pod("a"), pod("b"), pod("c")],
+    }
+    tracker = tracker_with(server)
+    assert await tracker.settle(within=5.0)
+    assert server.calls == 5  # pods and the four controller kinds, once each
+    assert tracker.copies() == 3
+
+
+async def test_settle_at_its_deadline_counts_what_the_api_server_lists() -> None:
+    server = ApiServerLists()
+    server.objects = {"deployments": [workload("agent", generation=1, observed=1, wanted=1, have=1)]}
+    server.objects["pods"] = [pod("a")]
+    tracker = tracker_with(server)
+    server.objects["pods"] = [pod("a"), pod("b", ready=False)]  # never delivered by the watch
+    assert not await tracker.settle(within=0.5)
     assert (tracker.copies(), tracker.serving()) == (2, 1)
