@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -109,7 +110,11 @@ def run(
     max_retries: Annotated[int, typer.Option(min=0, help="Retries of 429/5xx/timeouts.")] = 4,
     kubectl: Annotated[str, typer.Option(help="kubectl binary (path or name on PATH).")] = "kubectl",
     scratch_dir: Annotated[
-        Path | None, typer.Option(file_okay=False, help="The agent's only writable directory (default: new).")
+        Path | None,
+        typer.Option(
+            file_okay=False,
+            help="The agent's only writable directory (default: a new one, removed afterwards).",
+        ),
     ] = None,
     transcript: Annotated[Path, typer.Option(dir_okay=False, help="JSONL transcript.")] = Path(
         "agent-transcript.jsonl"
@@ -175,6 +180,8 @@ def run(
     finally:
         if server is not None:
             server.stop()
+        if scratch_dir is None:  # made for this run; it holds the agent's kubeconfig copy
+            shutil.rmtree(config.scratch_dir, ignore_errors=True)
     result.parent.mkdir(parents=True, exist_ok=True)
     result.write_text(json.dumps(outcome.to_json(), indent=2) + "\n")
     colour = "green" if outcome.end_reason is EndReason.FINISHED else "yellow"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,8 +19,8 @@ MODULE = [sys.executable, "-m", "agentmatrix.agent_runner"]
 AGENTMATRIX = [sys.executable, "-c", "from agentmatrix.cli import main; main()", "agent"]
 
 
-def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+def run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
 
 
 @pytest.mark.cluster
@@ -61,6 +62,8 @@ def test_run_writes_transcript_and_result(
 
 def test_a_failed_trial_still_exits_zero_with_its_reason(dummy_kubeconfig: Path, tmp_path: Path) -> None:
     result = tmp_path / "r.json"
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     proc = run(
         [
             *MODULE, "run",
@@ -72,11 +75,14 @@ def test_a_failed_trial_still_exits_zero_with_its_reason(dummy_kubeconfig: Path,
             "--model", "m",
             "--transcript", str(tmp_path / "t.jsonl"),
             "--result", str(result),
-        ]
+        ],
+        env={**os.environ, "TMPDIR": str(temporary)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads(result.read_text())["end_reason"] == "endpoint_unreachable"
     assert "endpoint_unreachable" in proc.stderr
+    # The scratch directory it made for the agent (with a copy of its kubeconfig) is gone.
+    assert list(temporary.iterdir()) == []
 
 
 @pytest.mark.parametrize(
