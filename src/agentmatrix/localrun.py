@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -279,12 +280,16 @@ class LocalRun:
         (directory / "report.html").write_text(render_html(results))
         self.say(f"results written to {directory} (results.json, report.html)")
 
-    def close(self) -> None:
+    def close(self, succeeded: bool) -> None:
         for child in reversed(self.children):
             child.stop()
         if self.started_cluster is not None and not self.options.keep_cluster:
             self.say("stopping the local cluster this run started")
             controlplane.down(self.started_cluster)
+        if succeeded:
+            shutil.rmtree(self.work, ignore_errors=True)
+        else:
+            self.say(f"the webhook's and the operator's logs are kept in {self.work}")
 
 
 @contextlib.contextmanager
@@ -299,8 +304,11 @@ def _interrupts_as_exceptions() -> Iterator[None]:
 
 def run(options: RunOptions, console: Console | None = None) -> dict[str, Any]:
     local = LocalRun(options, console or Console(stderr=True))
+    succeeded = False
     with _interrupts_as_exceptions():
         try:
-            return local.run()
+            finished = local.run()
+            succeeded = True
+            return finished
         finally:
-            local.close()
+            local.close(succeeded)

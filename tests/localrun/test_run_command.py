@@ -21,9 +21,11 @@ REPO = Path(__file__).resolve().parents[2]
 AGENTMATRIX = str(Path(sys.executable).with_name("agentmatrix"))
 
 
-def run_env(cluster: LocalCluster) -> dict[str, str]:
+def run_env(cluster: LocalCluster, temporary: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{cluster.kubectl_path.parent}{os.pathsep}{env['PATH']}"
+    temporary.mkdir()
+    env["TMPDIR"] = str(temporary)  # where the run keeps its logs while it runs
     return env
 
 
@@ -41,7 +43,7 @@ def test_run_prints_the_report_and_leaves_nothing_behind(cluster: LocalCluster, 
     result = subprocess.run(
         [AGENTMATRIX, "run", str(REPO / "examples" / "load-balancing-greedy.yaml"),
          "--kubeconfig", str(cluster.kubeconfig), "--results-dir", str(tmp_path), "--output", "json"],
-        capture_output=True, text=True, timeout=600, env=run_env(cluster),
+        capture_output=True, text=True, timeout=600, env=run_env(cluster, tmp_path / "tmp"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
@@ -53,13 +55,14 @@ def test_run_prints_the_report_and_leaves_nothing_behind(cluster: LocalCluster, 
     assert json.loads((directory / "results.json").read_text())["arms"][0]["aoc"]["value"] == 60
     assert "<svg" in (directory / "report.html").read_text()
     assert leftovers(cluster, "load-balancing-greedy") == []
+    assert list((tmp_path / "tmp").iterdir()) == []  # its logs go with a run that succeeded
 
 
 def test_ctrl_c_stops_everything_it_started(cluster: LocalCluster, tmp_path: Path) -> None:
     run = subprocess.Popen(
         [AGENTMATRIX, "run", str(REPO / "examples" / "termination-threat-escape.yaml"),
          "--kubeconfig", str(cluster.kubeconfig), "--results-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env(cluster),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env(cluster, tmp_path / "tmp"),
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -78,6 +81,8 @@ def test_ctrl_c_stops_everything_it_started(cluster: LocalCluster, tmp_path: Pat
     _, stderr = run.communicate(timeout=180)
     assert run.returncode == 130, stderr[-3000:]
     assert "interrupted" in stderr
+    (kept,) = (tmp_path / "tmp").iterdir()  # a run that did not finish keeps its logs, and says where
+    assert (kept / "operator.log").exists() and str(kept) in "".join(stderr.split())  # however it wraps
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     deadline = time.monotonic() + 60
