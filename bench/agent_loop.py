@@ -10,6 +10,7 @@ generated tokens per second of the local model, and the scripted loop's overhead
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import uuid
@@ -156,6 +157,7 @@ def main() -> None:
             report("local model", real)
     finally:
         controlplane.down(state)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

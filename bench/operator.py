@@ -12,6 +12,7 @@ same kubectl scale), the new pods until they serve, and the namespace's deletion
 time without its kubectl run is the part of the harness time that the control plane sets.
 
     .venv/bin/python bench/operator.py [--trials 50] [--parallelism 10] [--cluster-dir DIR] [--no-floor]
+        [--keep]
 
 Without --cluster-dir (or AGENTMATRIX_TEST_CLUSTER_DIR) a fresh local cluster is started in a
 temporary directory and stopped at the end.
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -221,7 +223,7 @@ def run_eval(
             f"mean {statistics.mean(values):.2f} s, median {statistics.median(values):.2f} s, p90 {p90:.2f} s"
         )
 
-    print(f"trials: {len(entries)} ({len(failed)} failed) at parallelism {parallelism}; results in {results}")
+    print(f"trials: {len(entries)} ({len(failed)} failed) at parallelism {parallelism}")
     print(f"wall time, apply to Completed: {wall:.1f} s ({wall / max(1, len(entries)):.2f} s per trial)")
     if first_command_after_apply is not None:
         print(f"first trial, apply to the agent's first command: {first_command_after_apply:.2f} s")
@@ -350,24 +352,20 @@ def main() -> None:
         help="start the operator as `python -m agentmatrix.operator` or as `agentmatrix operator`",
     )  # fmt: skip
     parser.add_argument("--no-floor", action="store_true", help="skip the bare trials")
+    parser.add_argument("--keep", action="store_true", help="keep the eval's results and the logs")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="agentmatrix-bench-"))
     lean = args.entry == "module"
-    if args.cluster_dir:
-        bench(
-            controlplane.up(Path(args.cluster_dir)),
-            args.trials,
-            args.parallelism,
-            work,
-            lean,
-            not args.no_floor,
-        )
-        return
-    state = work / "cluster"
+    state = Path(args.cluster_dir) if args.cluster_dir else work / "cluster"
     try:
         bench(controlplane.up(state), args.trials, args.parallelism, work, lean, not args.no_floor)
     finally:
-        controlplane.down(state)
+        if not args.cluster_dir:
+            controlplane.down(state)
+        if args.keep:
+            print(f"results and logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
