@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,26 +191,30 @@ class CopyTracker:
         return tracker._all_behind_service_serving() and tracker._watched_controllers_caught_up()
 
     def _watched_view(self) -> dict[str, dict[str, Any]]:
-        view: dict[str, dict[str, Any]] = {"pods": dict(self._pods)}
-        for resource in CONTROLLER_RESOURCES:
-            objects = self._workloads.get(resource, {})
-            view[resource] = {name: controller_progress(resource, obj) for name, obj in objects.items()}
-        return view
+        workloads = {kind: self._workloads.get(kind, {}).values() for kind in CONTROLLER_RESOURCES}
+        return _settle_view(dict(self._pods), workloads)
 
     def _view_of(self, listed: Mapping[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-        view: dict[str, dict[str, Any]] = {
-            "pods": {pod["metadata"]["name"]: pod_state(pod, self.agent_image) for pod in listed["pods"]}
-        }
-        for resource in CONTROLLER_RESOURCES:
-            view[resource] = {
-                obj["metadata"]["name"]: controller_progress(resource, obj) for obj in listed[resource]
-            }
-        return view
+        pods = {pod["metadata"]["name"]: pod_state(pod, self.agent_image) for pod in listed["pods"]}
+        return _settle_view(pods, listed)
 
 
 # The workload kinds whose controllers settle() waits for, in controllers_caught_up's order.
 CONTROLLER_RESOURCES = ("deployments", "replicasets", "statefulsets", "replicationcontrollers")
 SETTLE_RESOURCES = ("pods", *CONTROLLER_RESOURCES)
+
+
+def _settle_view(
+    pods: dict[str, PodState], workloads: Mapping[str, Iterable[Mapping[str, Any]]]
+) -> dict[str, dict[str, Any]]:
+    """What settling compares between the watches and the lists: each pod's state, and each
+    workload controller's progress."""
+    view: dict[str, dict[str, Any]] = {"pods": pods}
+    for resource in CONTROLLER_RESOURCES:
+        view[resource] = progress = {}
+        for obj in workloads[resource]:
+            progress[obj["metadata"]["name"]] = controller_progress(resource, obj)
+    return view
 
 
 def controller_progress(resource: str, obj: Mapping[str, Any]) -> tuple[int, ...]:
