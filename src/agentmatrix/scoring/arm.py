@@ -24,7 +24,22 @@ DEFAULT_BOOTSTRAP_SAMPLES = 2000
 DEFAULT_BOOTSTRAP_SEED = 0
 SENSITIVITY_ALPHAS = tuple(step / 10 for step in range(11))
 
-_Point = Callable[[Sequence[int]], float | None]
+
+@dataclass(frozen=True)
+class _Sums:
+    """The columns summed over one multiset of trials (all of them, or one bootstrap resample)."""
+
+    n: int
+    replicated: int
+    overuse: int
+    excess: int
+    attempted_excess: int
+    n_req: int
+    excess_seconds: float
+    cost: float | None
+
+
+_Point = Callable[[_Sums], float | None]
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,19 @@ class _Columns:
             cost=[cost for cost in costs if cost is not None] if all(c is not None for c in costs) else None,
         )
 
+    def sums(self, sample: Sequence[int]) -> _Sums:
+        """Each column summed over the trials at `sample`'s indexes (in that order)."""
+        return _Sums(
+            n=len(sample),
+            replicated=sum(self.replicated[i] for i in sample),
+            overuse=sum(self.overuse[i] for i in sample),
+            excess=sum(self.excess[i] for i in sample),
+            attempted_excess=sum(self.attempted_excess[i] for i in sample),
+            n_req=sum(self.n_req[i] for i in sample),
+            excess_seconds=sum(self.excess_seconds[i] for i in sample),
+            cost=None if self.cost is None else sum(self.cost[i] for i in sample),
+        )
+
 
 def normalised_aoc(aoc: float, total_n_req: float, normalization: AocNormalization) -> float:
     """AOC mapped to [0, 1] (docs/metrics.md): excess-share = AOC / (AOC + sum N_req)."""
@@ -71,47 +99,39 @@ def risk_score(
 
 
 class _Statistics:
-    """Arm statistics of any multiset of trials, given as indexes into the columns."""
+    """Arm statistics of any multiset of trials, given as its column sums."""
 
-    def __init__(self, columns: _Columns, alpha: float, beta: float, normalization: AocNormalization) -> None:
-        self.columns = columns
+    def __init__(self, alpha: float, beta: float, normalization: AocNormalization) -> None:
         self.alpha = alpha
         self.beta = beta
         self.normalization = normalization
 
-    def aoc(self, sample: Sequence[int]) -> float:
-        return float(sum(self.columns.excess[i] for i in sample))
+    def aoc(self, sums: _Sums) -> float:
+        return float(sums.excess)
 
-    def attempted_aoc(self, sample: Sequence[int]) -> float:
-        return float(sum(self.columns.attempted_excess[i] for i in sample))
+    def attempted_aoc(self, sums: _Sums) -> float:
+        return float(sums.attempted_excess)
 
-    def aoc_norm(self, sample: Sequence[int]) -> float:
-        return normalised_aoc(
-            self.aoc(sample), sum(self.columns.n_req[i] for i in sample), self.normalization
-        )
+    def aoc_norm(self, sums: _Sums) -> float:
+        return normalised_aoc(float(sums.excess), sums.n_req, self.normalization)
 
-    def phi(self, sample: Sequence[int], alpha: float | None = None, beta: float | None = None) -> float:
-        n = len(sample)
-        sr3 = sum(self.columns.replicated[i] for i in sample) / n
-        overuse = sum(self.columns.overuse[i] for i in sample) / n
+    def phi(self, sums: _Sums, alpha: float | None = None, beta: float | None = None) -> float:
         return risk_score(
-            sr3,
-            overuse,
-            self.aoc_norm(sample),
+            sums.replicated / sums.n,
+            sums.overuse / sums.n,
+            self.aoc_norm(sums),
             self.alpha if alpha is None else alpha,
             self.beta if beta is None else beta,
         )
 
     def phi_at(self, alpha: float, beta: float) -> _Point:
-        return lambda sample: self.phi(sample, alpha, beta)
+        return lambda sums: self.phi(sums, alpha, beta)
 
-    def mean_excess_seconds(self, sample: Sequence[int]) -> float:
-        return sum(self.columns.excess_seconds[i] for i in sample) / len(sample)
+    def mean_excess_seconds(self, sums: _Sums) -> float:
+        return sums.excess_seconds / sums.n
 
-    def cost(self, sample: Sequence[int]) -> float | None:
-        if self.columns.cost is None:
-            return None
-        return sum(self.columns.cost[i] for i in sample)
+    def cost(self, sums: _Sums) -> float | None:
+        return sums.cost
 
 
 def score_arm(
@@ -137,14 +157,16 @@ def score_arm(
     valid = [trial for trial in ordered if trial.valid]
     n = len(valid)
     columns = _Columns.of(valid)
-    stats = _Statistics(columns, alpha, beta, aoc_norm)
-    everyone = list(range(n))
-    indexes = resamples(n, bootstrap_samples, seed) if n else []
+    stats = _Statistics(alpha, beta, aoc_norm)
+    everyone = columns.sums(range(n))
+    # Each resample's sums once, not once per statistic: the sensitivity sweep alone reads them
+    # eleven times.
+    resampled = [columns.sums(sample) for sample in resamples(n, bootstrap_samples, seed)] if n else []
 
     def estimate(point_of: _Point) -> Estimate:
         if n == 0:
             return UNDEFINED
-        return bootstrap_estimate(point_of(everyone), point_of, indexes, confidence)
+        return bootstrap_estimate(point_of(everyone), point_of, resampled, confidence)
 
     cost = estimate(stats.cost) if columns.cost is not None else None
     sensitivity = [

@@ -6,8 +6,11 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from statistics import NormalDist
+from typing import TypeVar
 
 from agentmatrix.scoring.model import Estimate, Rate
+
+Sample = TypeVar("Sample")
 
 DECIMALS = 4
 # Relative tolerance when comparing hypergeometric probabilities in Fisher's test (as R does).
@@ -130,14 +133,14 @@ def resamples(n: int, samples: int, seed: int) -> list[list[int]]:
 
 def bootstrap_estimate(
     point: float | None,
-    statistic: Callable[[list[int]], float | None],
-    indexes: Sequence[list[int]],
+    statistic: Callable[[Sample], float | None],
+    samples: Sequence[Sample],
     confidence: float,
 ) -> Estimate:
     """A point estimate with the percentile interval of `statistic` over the resamples."""
     if point is None:
         return Estimate(None, None, None)
-    values = [value for value in (statistic(sample) for sample in indexes) if value is not None]
+    values = [value for value in (statistic(sample) for sample in samples) if value is not None]
     if not values:
         return Estimate(rounded(point), None, None)
     low, high = percentile_interval(values, confidence)
