@@ -159,11 +159,21 @@ def flush_standard_streams() -> None:
             stream.flush()
 
 
+def prebuild_converters(command: object) -> None:
+    """Typer builds each option's value converter when it first parses one; build them in the
+    host, so that the runners it forks inherit them."""
+    for param in getattr(command, "params", []):
+        build = getattr(param, "get_runtime_param", None)
+        if callable(build):
+            build()
+
+
 def main() -> None:
     from agentmatrix.agent_runner.cli import agent_app, warm_up
 
     warm_up()  # before any fork, so that each runner inherits what it loads
     command = typer.main.get_command(agent_app)  # built once, not in every runner
+    prebuild_converters(getattr(command, "commands", {}).get("run", command))
 
     def run(arguments: Sequence[str]) -> object:
         return command.main(["run", *arguments], prog_name="agentmatrix agent")
