@@ -19,7 +19,13 @@ import yaml
 from rich.console import Console
 
 from agentmatrix.agent_runner import local_model
-from agentmatrix.agent_runner.config import DEFAULT_SYSTEM_PROMPT, AgentConfig, EndReason, Scaffold
+from agentmatrix.agent_runner.config import (
+    DEFAULT_SYSTEM_PROMPT,
+    AgentConfig,
+    Confinement,
+    EndReason,
+    Scaffold,
+)
 from agentmatrix.agent_runner.loop import run_agent
 from agentmatrix.agent_runner.replay import DEFAULT_MODEL, ReplayServer, load_script
 from agentmatrix.cluster import kubeconfig as kubeconfig_file
@@ -109,6 +115,16 @@ def run(
     request_timeout: Annotated[float, typer.Option(min=1, help="Seconds per model request.")] = 120,
     max_retries: Annotated[int, typer.Option(min=0, help="Retries of 429/5xx/timeouts.")] = 4,
     kubectl: Annotated[str, typer.Option(help="kubectl binary (path or name on PATH).")] = "kubectl",
+    confinement: Annotated[
+        Confinement,
+        typer.Option(
+            help="bubblewrap: each command in namespaces of its own (a host); user: the runner as "
+            "root and each command as --command-uid (a container, where the container is the boundary)."
+        ),
+    ] = Confinement.BUBBLEWRAP,
+    command_uid: Annotated[
+        int, typer.Option(min=1, help="With --confinement user: the unprivileged user the commands run as.")
+    ] = 65532,
     scratch_dir: Annotated[
         Path | None,
         typer.Option(
@@ -170,6 +186,8 @@ def run(
         request_timeout=request_timeout,
         max_retries=max_retries,
         kubectl=kubectl,
+        confinement=confinement,
+        command_uid=command_uid,
         kubeconfig=kubeconfig,
         namespace=namespace,
         scratch_dir=scratch_dir or Path(tempfile.mkdtemp(prefix="agentmatrix-agent-")),

@@ -20,6 +20,11 @@ class Scaffold(enum.StrEnum):
     TOOLS = "tools"  # native OpenAI tool calls
 
 
+class Confinement(enum.StrEnum):
+    BUBBLEWRAP = "bubblewrap"  # a host: each command in its own namespaces (agent_runner.sandbox)
+    USER = "user"  # a container: the runner as root, each command as an unprivileged user
+
+
 class EndReason(enum.StrEnum):
     FINISHED = "finished"
     MAX_STEPS = "max_steps"
@@ -58,6 +63,8 @@ class AgentConfig:
     request_timeout: float = 120.0  # seconds for one model request
     max_retries: int = 4  # for 408/409/429/5xx/timeouts/connection errors, with backoff
     kubectl: str = "kubectl"  # a path, or a name looked up on PATH
+    confinement: Confinement = Confinement.BUBBLEWRAP
+    command_uid: int = 65532  # with Confinement.USER: the user the commands run as
 
     def api_key(self, environ: dict[str, str]) -> str | None:
         return environ.get(self.api_key_env) if self.api_key_env else None

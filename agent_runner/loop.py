@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentmatrix.agent_runner import scaffolds
-from agentmatrix.agent_runner.config import AgentConfig, AgentResult, EndReason, Scaffold
+from agentmatrix.agent_runner.config import AgentConfig, AgentResult, Confinement, EndReason, Scaffold
 from agentmatrix.agent_runner.endpoint import Completion, ContextTooLong, EndpointFailure, ModelClient
 from agentmatrix.agent_runner.memory import Exchange, Memory
 from agentmatrix.agent_runner.redaction import Redactor, kubeconfig_secrets
-from agentmatrix.agent_runner.sandbox import CommandOutcome, Sandbox, SandboxUnavailable
+from agentmatrix.agent_runner.sandbox import CommandOutcome, Sandbox, SandboxUnavailable, UserSandbox
 from agentmatrix.agent_runner.transcript import Transcript
 
 NOT_RUN = "Not run: only one command is run per step."
@@ -42,7 +42,12 @@ async def _run(
     config: AgentConfig, api_key: str | None, redactor: Redactor, transcript: Transcript, started: float
 ) -> AgentResult:
     try:
-        sandbox = Sandbox(config.scratch_dir, config.kubeconfig, config.namespace, config.kubectl)
+        if config.confinement is Confinement.USER:
+            sandbox: Sandbox = UserSandbox(
+                config.scratch_dir, config.kubeconfig, config.namespace, config.kubectl, config.command_uid
+            )
+        else:
+            sandbox = Sandbox(config.scratch_dir, config.kubeconfig, config.namespace, config.kubectl)
         await sandbox.check()
     except SandboxUnavailable as exc:
         return AgentResult(EndReason.SANDBOX_UNAVAILABLE, str(exc))

@@ -97,11 +97,14 @@ class Sandbox:
     """One agent's confinement: its scratch directory, kubeconfig copy and kubectl."""
 
     def __init__(self, scratch_dir: Path, kubeconfig: Path, namespace: str, kubectl: str = "kubectl") -> None:
-        self.bwrap = find_bwrap()
+        self.bwrap = self._confiner()
         self.kubectl = resolve_kubectl(kubectl)
         self.scratch = scratch_dir.resolve()
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.kubeconfig = self._install_kubeconfig(kubeconfig, namespace)
+
+    def _confiner(self) -> str:
+        return find_bwrap()
 
     def _install_kubeconfig(self, source: Path, namespace: str) -> Path:
         """Copy the agent's kubeconfig into scratch, with the namespace as its default."""
@@ -164,9 +167,8 @@ class Sandbox:
         ]
         return args
 
-    async def run(self, command: str, time_limit: float, output_cap: int) -> CommandOutcome:
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
+    async def _start(self, command: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
             *self.argv(command),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -174,6 +176,10 @@ class Sandbox:
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
             start_new_session=True,
         )
+
+    async def run(self, command: str, time_limit: float, output_cap: int) -> CommandOutcome:
+        started = time.monotonic()
+        proc = await self._start(command)
         kept = bytearray()
         total = 0
 
@@ -215,6 +221,49 @@ class Sandbox:
                 f"bubblewrap cannot create the sandbox on this host (exit {outcome.exit_code}): "
                 f"{outcome.output.strip()[:500]}"
             )
+
+
+class UserSandbox(Sandbox):
+    """The confinement inside a container, where the container is the boundary and bubblewrap
+    usually cannot make namespaces: the runner runs as root, each command as an unprivileged user
+    (`uid`, no supplementary groups) in a new session, with only PATH, HOME and KUBECONFIG in its
+    environment, the scratch directory (owned by that user) as its working directory and HOME.
+    The runner's environment, the model's key among it, and everything else of root's stay out of
+    the user's reach: another user's /proc/PID/environ and 0400 files cannot be read."""
+
+    def __init__(
+        self, scratch_dir: Path, kubeconfig: Path, namespace: str, kubectl: str = "kubectl", uid: int = 65532
+    ) -> None:
+        self.uid = uid
+        super().__init__(scratch_dir, kubeconfig, namespace, kubectl)
+        for path in (self.scratch, *self.scratch.rglob("*")):
+            os.chown(path, uid, uid, follow_symlinks=False)
+
+    def _confiner(self) -> str:
+        if os.geteuid() != 0:
+            raise SandboxUnavailable(
+                "running the agent's commands as another user needs the runner to run as root "
+                "(in the driver Pod: runAsUser 0 with the SETUID, SETGID and CHOWN capabilities)"
+            )
+        return "/bin/sh"
+
+    def argv(self, command: str) -> list[str]:
+        return ["/bin/sh", "-c", command]
+
+    async def _start(self, command: str) -> asyncio.subprocess.Process:
+        path = f"{self.kubectl.parent}:/usr/local/bin:/usr/bin:/bin"
+        return await asyncio.create_subprocess_exec(
+            *self.argv(command),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={"PATH": path, "HOME": str(self.scratch), "KUBECONFIG": str(self.kubeconfig)},
+            cwd=self.scratch,
+            user=self.uid,
+            group=self.uid,
+            extra_groups=[],
+            start_new_session=True,
+        )
 
 
 def _kill_group(pid: int) -> None:

@@ -5,7 +5,9 @@
   for the trial), so the API server applies RBAC and admission to every command exactly as for a Pod. This is
   the only mode that works where pods do not really run (kwok).
 - `pod`: a Pod `agent-driver` in the sandbox, running the runner image as the `agent`
-  ServiceAccount; the transcript and result come back through the Pod's log.
+  ServiceAccount; the transcript and result come back through the Pod's log. The container is the
+  agent's boundary: the runner runs as root and each command as an unprivileged user
+  (`--confinement user`), since bubblewrap usually cannot make namespaces inside a container.
 
 The model's API key (if any) reaches the runner only through an environment variable (process)
 or a Secret reference (pod), never through arguments, the CR or the transcript.
@@ -35,6 +37,7 @@ from agentmatrix.operator.spec import ModelSpec
 
 API_KEY_ENV = "AGENTMATRIX_MODEL_API_KEY"
 DRIVER_POD = "agent-driver"
+COMMAND_UID = 65532  # the unprivileged user the agent's commands run as in the driver Pod
 TRANSCRIPT_MARK = "=== agentmatrix transcript ==="
 RESULT_MARK = "=== agentmatrix result ==="
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -470,6 +473,10 @@ class PodDriver:
                 "agentmatrix.agent_runner",
                 "run",
                 *(_quote(a) for a in runner_arguments(launch, kubectl=None, in_pod=True)),
+                "--confinement",
+                "user",
+                "--command-uid",
+                str(COMMAND_UID),
             ]
         )
         script = (
@@ -495,6 +502,14 @@ class PodDriver:
                         "image": self.image,
                         "command": ["sh", "-c", script],
                         "env": env,
+                        # The runner as root, only to run each of the agent's commands as
+                        # COMMAND_UID, which cannot read the runner's environment (the key).
+                        "securityContext": {
+                            "runAsUser": 0,
+                            "runAsNonRoot": False,
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"], "add": ["SETUID", "SETGID", "CHOWN", "KILL"]},
+                        },
                         "volumeMounts": [
                             {"name": "inputs", "mountPath": "/inputs"},
                             {"name": "work", "mountPath": "/agent"},

@@ -353,5 +353,11 @@ def test_pod_driver_runs_the_agent_as_its_service_account(
     container = pod["spec"]["containers"][0]
     assert container["image"] == image
     assert "--replay-script" in container["command"][-1]
+    # Inside the container the runner runs as root only to run each command as an unprivileged
+    # user, which cannot read the runner's environment (the model's key).
+    assert "--confinement user --command-uid 65532" in container["command"][-1]
+    security = container["securityContext"]
+    assert security["runAsUser"] == 0 and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["SETUID", "SETGID", "CHOWN", "KILL"]}
     assert trial["endReason"] == "timeout"
     assert trial["peakEffective"] == 1  # the agent never ran: no container runs on kwok
