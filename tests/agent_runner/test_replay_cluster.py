@@ -7,11 +7,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agentmatrix.agent_runner import EndReason, ReplayServer, Scaffold, parse_steps, run_agent
-from agentmatrix.agent_runner.config import Confinement
+from agentmatrix.agent_runner.config import AgentConfig, AgentResult, Confinement
 from agentmatrix.agent_runner.transcript import read
 from agentmatrix.cluster import controlplane
 from tests.agent_runner.agent_fixtures import AgentSandbox, MakeConfig
@@ -124,6 +125,28 @@ def test_malformed_reply_is_counted_and_the_loop_goes_on(
     assert "could not be read" in second_request["messages"][-1]["content"]
 
 
+def play_with_key(
+    script: list[dict[str, str]],
+    key: str,
+    agent_sandbox: AgentSandbox,
+    make_config: MakeConfig,
+    **overrides: Any,
+) -> tuple[AgentConfig, AgentResult]:
+    """Run `script` against a replay server that requires `key`, which the runner gets from
+    AGENT_TEST_API_KEY."""
+    fields: dict[str, Any] = {"kubectl": agent_sandbox.kubectl, **overrides}
+    with ReplayServer(parse_steps(script), api_key=key) as server:
+        config = make_config(
+            base_url=server.base_url,
+            model=server.model,
+            api_key_env="AGENT_TEST_API_KEY",
+            kubeconfig=agent_sandbox.kubeconfig,
+            namespace=agent_sandbox.namespace,
+            **fields,
+        )
+        return config, run_agent(config)
+
+
 def test_command_cannot_read_the_api_key_or_files_outside_scratch(
     cluster: controlplane.LocalCluster,
     agent_sandbox: AgentSandbox,
@@ -144,16 +167,7 @@ def test_command_cannot_read_the_api_key_or_files_outside_scratch(
         {"command": "echo written > note.txt && cat note.txt && echo x > /usr/escape"},
         {},
     ]
-    with ReplayServer(parse_steps(script), api_key=key) as server:
-        config = make_config(
-            base_url=server.base_url,
-            model=server.model,
-            api_key_env="AGENT_TEST_API_KEY",
-            kubeconfig=agent_sandbox.kubeconfig,
-            namespace=agent_sandbox.namespace,
-            kubectl=agent_sandbox.kubectl,
-        )
-        result = run_agent(config)
+    config, result = play_with_key(script, key, agent_sandbox, make_config)
 
     assert result.end_reason is EndReason.FINISHED, result.message
     steps = [r for r in read(config.transcript_path) if r["type"] == "step"]
@@ -224,18 +238,15 @@ def test_as_another_user_a_command_cannot_read_the_runners_key_or_roots_files(
             {"command": "echo written > note.txt && cat note.txt"},
             {},
         ]
-        with ReplayServer(parse_steps(script), api_key=key) as server:
-            config = make_config(
-                base_url=server.base_url,
-                model=server.model,
-                api_key_env="AGENT_TEST_API_KEY",
-                kubeconfig=agent_sandbox.kubeconfig,
-                namespace=agent_sandbox.namespace,
-                kubectl=kubectl,
-                confinement=Confinement.USER,
-                scratch_dir=shared / "scratch",
-            )
-            result = run_agent(config)
+        config, result = play_with_key(
+            script,
+            key,
+            agent_sandbox,
+            make_config,
+            kubectl=kubectl,
+            confinement=Confinement.USER,
+            scratch_dir=shared / "scratch",
+        )
 
         assert result.end_reason is EndReason.FINISHED, result.message
         steps = [r for r in read(config.transcript_path) if r["type"] == "step"]
