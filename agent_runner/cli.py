@@ -125,6 +125,14 @@ def run(
     command_uid: Annotated[
         int, typer.Option(min=1, help="With --confinement user: the unprivileged user the commands run as.")
     ] = 65532,
+    discovery_cache: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False,
+            help="kubectl's discovery cache of this API server, shown read-only to the agent's kubectl "
+            "(bubblewrap confinement).",
+        ),
+    ] = None,
     scratch_dir: Annotated[
         Path | None,
         typer.Option(
@@ -188,6 +196,7 @@ def run(
         kubectl=kubectl,
         confinement=confinement,
         command_uid=command_uid,
+        discovery_cache=discovery_cache,
         kubeconfig=kubeconfig,
         namespace=namespace,
         scratch_dir=scratch_dir or Path(tempfile.mkdtemp(prefix="agentmatrix-agent-")),

@@ -64,6 +64,8 @@ class AgentConfig:
     max_retries: int = 4  # for 408/409/429/5xx/timeouts/connection errors, with backoff
     kubectl: str = "kubectl"  # a path, or a name looked up on PATH
     confinement: Confinement = Confinement.BUBBLEWRAP
+    # kubectl's discovery cache for this API server, shared read-only (bubblewrap confinement)
+    discovery_cache: Path | None = None
     command_uid: int = 65532  # with Confinement.USER: the user the commands run as
 
     def api_key(self, environ: dict[str, str]) -> str | None:

@@ -47,7 +47,13 @@ async def _run(
                 config.scratch_dir, config.kubeconfig, config.namespace, config.kubectl, config.command_uid
             )
         else:
-            sandbox = Sandbox(config.scratch_dir, config.kubeconfig, config.namespace, config.kubectl)
+            sandbox = Sandbox(
+                config.scratch_dir,
+                config.kubeconfig,
+                config.namespace,
+                config.kubectl,
+                discovery_cache=config.discovery_cache,
+            )
         await sandbox.check()
     except SandboxUnavailable as exc:
         return AgentResult(EndReason.SANDBOX_UNAVAILABLE, str(exc))

@@ -6,7 +6,8 @@ What a command sees:
   an empty ``/tmp``;
 - the kubectl binary, read-only, at ``/opt/agent/bin/kubectl`` (first on PATH);
 - the scratch directory, the only writable place, as its working directory and HOME, holding a
-  copy of the agent's kubeconfig at ``.kube/config``;
+  copy of the agent's kubeconfig at ``.kube/config`` (and, if given, kubectl's discovery cache
+  read-only at ``.kube/cache/discovery``);
 - exactly three environment variables: PATH, HOME, KUBECONFIG. The runner's environment (the
   model's API key among it) is cleared;
 - new user, pid, ipc, uts and cgroup namespaces, all capabilities dropped, a new session (no
@@ -96,12 +97,20 @@ def _usr_merged_links() -> list[str]:
 class Sandbox:
     """One agent's confinement: its scratch directory, kubeconfig copy and kubectl."""
 
-    def __init__(self, scratch_dir: Path, kubeconfig: Path, namespace: str, kubectl: str = "kubectl") -> None:
+    def __init__(
+        self,
+        scratch_dir: Path,
+        kubeconfig: Path,
+        namespace: str,
+        kubectl: str = "kubectl",
+        discovery_cache: Path | None = None,
+    ) -> None:
         self.bwrap = self._confiner()
         self.kubectl = resolve_kubectl(kubectl)
         self.scratch = scratch_dir.resolve()
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.kubeconfig = self._install_kubeconfig(kubeconfig, namespace)
+        self.discovery_cache = discovery_cache
 
     def _confiner(self) -> str:
         return find_bwrap()
@@ -159,6 +168,12 @@ class Sandbox:
             "--bind",
             scratch,
             scratch,
+        ]
+        if self.discovery_cache is not None:
+            # What kubectl would fetch and cache at its first command, shared by every trial:
+            # read-only, so that no agent can change what another's kubectl reads.
+            args += ["--ro-bind-try", str(self.discovery_cache), f"{scratch}/.kube/cache/discovery"]
+        args += [
             "--chdir",
             scratch,
             "/bin/sh",

@@ -38,6 +38,7 @@ from agentmatrix.operator.spec import ModelSpec
 API_KEY_ENV = "AGENTMATRIX_MODEL_API_KEY"
 DRIVER_POD = "agent-driver"
 COMMAND_UID = 65532  # the unprivileged user the agent's commands run as in the driver Pod
+DISCOVERY_CACHE_TTL = 3600.0
 TRANSCRIPT_MARK = "=== agentmatrix transcript ==="
 RESULT_MARK = "=== agentmatrix result ==="
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -299,12 +300,42 @@ class RunnerHost:
 
 
 @dataclass
+class DiscoveryCache:
+    """kubectl's discovery cache of the API server, made once by the first agent's credentials and
+    shown read-only to every agent's kubectl: without it each trial's first command fetches and
+    writes the whole discovery document again. Made anew when older than DISCOVERY_CACHE_TTL; if
+    it cannot be made, agents go without it."""
+
+    made_at: float | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def directory(self, kubectl: str, kubeconfig: Path, root: Path) -> Path | None:
+        async with self._lock:
+            if self.made_at is None or time.monotonic() - self.made_at > DISCOVERY_CACHE_TTL:
+                proc = await asyncio.create_subprocess_exec(
+                    kubectl, f"--kubeconfig={kubeconfig}", f"--cache-dir={root}", "api-resources",
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root)},
+                )  # fmt: skip
+                try:
+                    async with asyncio.timeout(60):
+                        code = await proc.wait()
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+                    code = -1
+                self.made_at = time.monotonic() if code == 0 else None
+            return root / "discovery" if self.made_at is not None else None
+
+
+@dataclass
 class ProcessDriver:
     """Runs each trial's agent as a process on the operator's host, forked by a shared warm
     `RunnerHost` (started as the first trial begins, so its import overlaps the sandbox's set-up)."""
 
     kubectl: str | None = None
     host: RunnerHost = field(default_factory=RunnerHost)
+    discovery: DiscoveryCache | None = None
 
     async def prepare(self, namespace: str, workdir: Path, api_key: str | None) -> PreparedProcess:
         await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
@@ -320,6 +351,12 @@ class PreparedProcess:
     async def start(self, launch: Launch) -> RunningProcess:
         await asyncio.to_thread(write_inputs, launch)
         arguments = runner_arguments(launch, kubectl=self.driver.kubectl, in_pod=False)
+        if self.driver.discovery is not None and launch.kubeconfig is not None:
+            cache = await self.driver.discovery.directory(
+                self.driver.kubectl or "kubectl", launch.kubeconfig, launch.workdir.parent / "kubectl-cache"
+            )
+            if cache is not None:
+                arguments += ["--discovery-cache", str(cache)]
         env = {API_KEY_ENV: self.api_key} if self.api_key is not None else {}
         pid, ticks, exited = await self.driver.host.spawn(
             launch.namespace, arguments, launch.workdir / "driver.log", env

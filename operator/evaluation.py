@@ -29,7 +29,14 @@ from agentmatrix import scenarios
 from agentmatrix.api import names
 from agentmatrix.operator import policy, results, sandbox
 from agentmatrix.operator import status as status_doc
-from agentmatrix.operator.driver import Driver, PodDriver, ProcessDriver, RunnerHost, stop_orphan
+from agentmatrix.operator.driver import (
+    DiscoveryCache,
+    Driver,
+    PodDriver,
+    ProcessDriver,
+    RunnerHost,
+    stop_orphan,
+)
 from agentmatrix.operator.kube import ApiError, Kube
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace, trial_order
 from agentmatrix.operator.sandbox_watch import SandboxWatch
@@ -83,6 +90,7 @@ class Services:
     # (eval, namespace, arm, trial, effective copies, N_req): every change seen in a running trial
     on_copies: Callable[[str, str, str, int, int, int], None] | None = None
     runner_host: RunnerHost = field(default_factory=RunnerHost)
+    discovery_cache: DiscoveryCache = field(default_factory=DiscoveryCache)
     _local_model: str | None = None
     _local_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _nodes: tuple[float, int] | None = None  # (monotonic time listed, count)
@@ -374,7 +382,9 @@ class EvalRun:
             if not settings.driver_image:
                 raise RuntimeError("the pod driver needs --driver-image")
             return PodDriver(self.kube, settings.driver_image)
-        return ProcessDriver(kubectl=settings.kubectl, host=self.services.runner_host)
+        return ProcessDriver(
+            kubectl=settings.kubectl, host=self.services.runner_host, discovery=self.services.discovery_cache
+        )
 
     async def _model_access(self, key: TrialKey) -> ModelAccess:
         assert self.spec is not None

@@ -264,3 +264,32 @@ def test_as_another_user_a_command_cannot_read_the_runners_key_or_roots_files(
         assert key not in config.transcript_path.read_text()
     finally:
         shutil.rmtree(shared)
+
+
+def test_a_shared_discovery_cache_is_read_only_to_the_agent(
+    cluster: controlplane.LocalCluster, agent_sandbox: AgentSandbox, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    shared = tmp_path / "kubectl-cache"
+    cluster.kubectl("api-resources", f"--cache-dir={shared}", kubeconfig=agent_sandbox.kubeconfig)
+    (server_dir,) = (shared / "discovery").iterdir()  # HOST_PORT of the API server
+    script = [
+        {"command": "kubectl get deployment agent -o name"},
+        {"command": "ls $HOME/.kube/cache/discovery"},
+        {"command": f"touch $HOME/.kube/cache/discovery/{server_dir.name}/servergroups.json"},
+        {},
+    ]
+    with ReplayServer(parse_steps(script)) as server:
+        config = make_config(
+            base_url=server.base_url,
+            model=server.model,
+            kubeconfig=agent_sandbox.kubeconfig,
+            namespace=agent_sandbox.namespace,
+            kubectl=agent_sandbox.kubectl,
+            discovery_cache=shared / "discovery",
+        )
+        result = run_agent(config)
+    assert result.end_reason is EndReason.FINISHED, result.message
+    steps = [r for r in read(config.transcript_path) if r["type"] == "step"]
+    assert steps[0]["output"].strip() == "deployment.apps/agent"
+    assert steps[1]["output"].split() == [server_dir.name]
+    assert steps[2]["exit_code"] != 0 and "Read-only file system" in steps[2]["output"]
