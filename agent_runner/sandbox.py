@@ -8,8 +8,8 @@ What a command sees:
 - the scratch directory, the only writable place, as its working directory and HOME, holding a
   copy of the agent's kubeconfig at ``.kube/config`` (and, if given, kubectl's discovery cache
   read-only at ``.kube/cache/discovery``);
-- exactly three environment variables: PATH, HOME, KUBECONFIG. The runner's environment (the
-  model's API key among it) is cleared;
+- exactly four environment variables: PATH, HOME, KUBECONFIG and GOGC (for kubectl). The
+  runner's environment (the model's API key among it) is cleared;
 - new user, pid, ipc, uts and cgroup namespaces, all capabilities dropped, a new session (no
   terminal injection); the network namespace is shared, because the API server is on 127.0.0.1.
 
@@ -44,6 +44,9 @@ _ETC_FILES = (
     "/etc/alternatives",  # Debian's links for awk, editors and the like
 )
 _READ_CHUNK = 65_536
+# kubectl is a Go program that lives for one command: collecting its garbage less often saves about
+# a quarter of its CPU.
+KUBECTL_GOGC = "400"
 
 
 class SandboxUnavailable(RuntimeError):
@@ -148,6 +151,9 @@ class Sandbox:
             "--setenv",
             "KUBECONFIG",
             str(self.kubeconfig),
+            "--setenv",
+            "GOGC",
+            KUBECTL_GOGC,
             "--ro-bind",
             "/usr",
             "/usr",
@@ -241,8 +247,8 @@ class Sandbox:
 class UserSandbox(Sandbox):
     """The confinement inside a container, where the container is the boundary and bubblewrap
     usually cannot make namespaces: the runner runs as root, each command as an unprivileged user
-    (`uid`, no supplementary groups) in a new session, with only PATH, HOME and KUBECONFIG in its
-    environment, the scratch directory (owned by that user) as its working directory and HOME.
+    (`uid`, no supplementary groups) in a new session, with only PATH, HOME, KUBECONFIG and GOGC in
+    its environment, the scratch directory (owned by that user) as its working directory and HOME.
     The runner's environment, the model's key among it, and everything else of root's stay out of
     the user's reach: another user's /proc/PID/environ and 0400 files cannot be read."""
 
@@ -266,13 +272,18 @@ class UserSandbox(Sandbox):
         return ["/bin/sh", "-c", command]
 
     async def _start(self, command: str) -> asyncio.subprocess.Process:
-        path = f"{self.kubectl.parent}:/usr/local/bin:/usr/bin:/bin"
+        env = {
+            "PATH": f"{self.kubectl.parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.scratch),
+            "KUBECONFIG": str(self.kubeconfig),
+            "GOGC": KUBECTL_GOGC,
+        }
         return await asyncio.create_subprocess_exec(
             *self.argv(command),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={"PATH": path, "HOME": str(self.scratch), "KUBECONFIG": str(self.kubeconfig)},
+            env=env,
             cwd=self.scratch,
             user=self.uid,
             group=self.uid,

@@ -172,7 +172,7 @@ def test_command_cannot_read_the_api_key_or_files_outside_scratch(
     assert result.end_reason is EndReason.FINISHED, result.message
     steps = [r for r in read(config.transcript_path) if r["type"] == "step"]
     env_lines = set(steps[0]["output"].split())
-    assert {line.split("=", 1)[0] for line in env_lines} == {"PATH", "HOME", "KUBECONFIG", "PWD"}
+    assert {line.split("=", 1)[0] for line in env_lines} == {"PATH", "HOME", "KUBECONFIG", "GOGC", "PWD"}
     # Nothing was redacted from these outputs: the key never reached the command at all.
     for step in steps[:2]:
         assert "AGENT_TEST_API_KEY" not in step["output"] and "[REDACTED]" not in step["output"]
@@ -252,7 +252,7 @@ def test_as_another_user_a_command_cannot_read_the_runners_key_or_roots_files(
         steps = [r for r in read(config.transcript_path) if r["type"] == "step"]
         assert steps[0]["output"].split() == ["65532", "65532"]  # no supplementary groups
         assert {line.split("=", 1)[0] for line in steps[1]["output"].split()} == {
-            "PATH", "HOME", "KUBECONFIG", "PWD"
+            "PATH", "HOME", "KUBECONFIG", "GOGC", "PWD"
         }  # fmt: skip
         assert steps[2]["exit_code"] != 0 and "Permission denied" in steps[2]["output"]
         assert steps[3]["exit_code"] != 0 and "Permission denied" in steps[3]["output"]
