@@ -37,6 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from agentmatrix.agent_runner.sandbox import KUBECTL_GOGC  # noqa: E402
 from agentmatrix.cluster import controlplane  # noqa: E402
 from agentmatrix.operator import sandbox  # noqa: E402
 from agentmatrix.operator.copies import pod_state  # noqa: E402
@@ -291,7 +292,7 @@ async def bare_trials(cluster: controlplane.LocalCluster, spec: dict[str, Any]) 
             command_started = time.time()
             agent = await asyncio.create_subprocess_exec(
                 str(cluster.kubectl_path), f"--kubeconfig={cluster.kubeconfig}", "-n", ns, *command,
-                stdout=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, env={**os.environ, "GOGC": KUBECTL_GOGC},
             )  # fmt: skip
             await agent.wait()
             command_seconds = time.time() - command_started
