@@ -68,6 +68,12 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> float:
+    """CPU time the whole machine has spent (all processes: user, nice, system, irq, softirq)."""
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def runner_hosts(operator_pid: int) -> list[int]:
     """The operator's runner host (it forks the agent runners; their CPU is its children's)."""
     children = Path(f"/proc/{operator_pid}/task/{operator_pid}/children").read_text().split()
@@ -158,6 +164,7 @@ def run_eval(
     time.sleep(3)  # let the operator finish starting up; its start is not the harness's time
     idle = memory_kib(operator.pid)
     cpu_before = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
+    machine_before = machine_cpu_seconds()
     peak_rss = 0
     sampling = True
 
@@ -186,6 +193,7 @@ def run_eval(
         cpu_seconds(pid) + cpu_seconds(pid, children=True) for pid in runner_hosts(operator.pid)
     )
     cpu_after = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
+    machine = machine_cpu_seconds() - machine_before
     results = work / "results"
     subprocess.run(
         [AGENTMATRIX, "results", name, "--dir", str(results), "-n", NAMESPACE, "--kubeconfig",
@@ -237,6 +245,12 @@ def run_eval(
     print(
         f"CPU time: operator {cpu:.1f} s ({cpu / n:.2f} s per trial); agent runners {drivers_cpu:.1f} s "
         f"({drivers_cpu / n:.2f} s per trial); {others}; this benchmark's status watch {watch_cpu:.1f} s"
+    )
+    listed = cpu + drivers_cpu + watch_cpu + sum(cpu_after[name] - cpu_before[name] for name in cpu_after)
+    print(
+        f"  the whole machine: {machine:.1f} s ({machine / n:.2f} s per trial), {machine - listed:.1f} s "
+        "of it in none of the above (mostly the agents' commands: bwrap and kubectl, which no listed "
+        "process reaps)"
     )
     entry = "python -m agentmatrix.operator run" if lean else "agentmatrix operator run"
     print(
@@ -320,11 +334,13 @@ def bench(
         time.sleep(5)  # the eval's last sandboxes go away
         cpu_before = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
         own_before = cpu_seconds(os.getpid()) + cpu_seconds(os.getpid(), children=True)
+        machine_before = machine_cpu_seconds()
         started = time.time()
         bare = asyncio.run(bare_trials(cluster, spec))
         wall = time.time() - started
         time.sleep(3)  # the last namespaces' deletion is part of the bare trials' work
         own = cpu_seconds(os.getpid()) + cpu_seconds(os.getpid(), children=True) - own_before
+        machine = machine_cpu_seconds() - machine_before
         cpu_after = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
     without_command = [whole - command for whole, command in bare]
     print(
@@ -334,6 +350,7 @@ def bench(
     )
     others = ", ".join(f"{name} {cpu_after[name] - cpu_before[name]:.1f} s" for name in sorted(cpu_after))
     print(f"  CPU time: the client and its kubectl runs {own:.1f} s; {others}")
+    print(f"  the whole machine: {machine:.1f} s ({machine / max(1, trials):.2f} s per trial)")
     if harness and without_command:
         ratio = statistics.mean(harness) / statistics.mean(without_command)
         print(f"harness time per trial / bare trial without its kubectl run (means): {ratio:.2f}")
