@@ -249,8 +249,8 @@ def run_eval(
     listed = cpu + drivers_cpu + watch_cpu + sum(cpu_after[name] - cpu_before[name] for name in cpu_after)
     print(
         f"  the whole machine: {machine:.1f} s ({machine / n:.2f} s per trial), {machine - listed:.1f} s "
-        "of it in none of the above (mostly the agents' commands: bwrap and kubectl, which no listed "
-        "process reaps)"
+        "of it in none of the above (mostly the agents' commands, bwrap and kubectl, whose CPU does not "
+        "reach the runners' accounts)"
     )
     entry = "python -m agentmatrix.operator run" if lean else "agentmatrix operator run"
     print(
