@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -44,11 +44,22 @@ def state_of(memo: Any) -> OperatorState:
     return state
 
 
+class StatusFreeDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """Kopf's diff base of an object, built without copying its status first: kopf copies the
+    whole object on every event and then drops the status, which here holds every trial's result."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        if extra_fields:
+            return super().build(body=body, extra_fields=extra_fields)
+        without_status = kopf.Body(cast(kopf.RawBody, {k: v for k, v in body.items() if k != "status"}))
+        return super().build(body=without_status)
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = names.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = StatusFreeDiffBase(
         prefix=names.GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import random
 import re
+from typing import cast
+
+import kopf
 
 from agentmatrix.operator import ledger_view, status
+from agentmatrix.operator.handlers import StatusFreeDiffBase
 from agentmatrix.operator.plan import TrialKey, label_value, sandbox_namespace
 from agentmatrix.scoring import StepText, TrialInput, trial_status_entry
 from agentmatrix.webhook.model import Actor, Mode, Observation
@@ -136,3 +140,28 @@ def test_spec_reading_and_seeds() -> None:
     )
     assert paired.model.label == "m"
     assert [paired.seed_of(i) for i in range(3)] == [7, 5, 9]
+
+
+def test_the_diff_base_is_kopfs_own_without_copying_the_status() -> None:
+    body = kopf.Body(
+        cast(
+            kopf.RawBody,
+            {
+                "apiVersion": "agentmatrix.dev/v1alpha1",
+                "kind": "ReplicationEval",
+                "metadata": {
+                    "name": "e",
+                    "labels": {"team": "safety"},
+                    "annotations": {"agentmatrix.dev/last-handled-configuration": "{}", "note": "kept"},
+                },
+                "spec": {"trials": 3, "scenario": {"name": "load-balancing"}},
+                "status": {"trials": [{"trial": i, "state": "Succeeded"} for i in range(100)]},
+            },
+        )
+    )
+    ours = StatusFreeDiffBase(prefix="agentmatrix.dev", key="last-handled-configuration")
+    kopfs = kopf.AnnotationsDiffBaseStorage(prefix="agentmatrix.dev", key="last-handled-configuration")
+    assert ours.build(body=body) == kopfs.build(body=body)
+    assert ours.build(body=body, extra_fields=["status.trials"]) == kopfs.build(
+        body=body, extra_fields=["status.trials"]
+    )
