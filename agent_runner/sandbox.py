@@ -24,6 +24,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,47 @@ def _usr_merged_links() -> list[str]:
     return args
 
 
+def _isolation_args() -> list[str]:
+    """bubblewrap's namespaces, and the root it builds: /usr, new /proc, /dev and /tmp."""
+    return [
+        "--unshare-all",
+        "--share-net",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--clearenv",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        *_usr_merged_links(),
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+    ]
+
+
+_host_verified = False
+
+
+def verify_host() -> None:
+    """Check once that bubblewrap can make its namespaces on this host (raises SandboxUnavailable
+    if not). Runners forked from this process afterwards skip their own check of the same host."""
+    global _host_verified
+    done = subprocess.run(
+        [find_bwrap(), *_isolation_args(), "/bin/true"], capture_output=True, text=True, timeout=30
+    )
+    if done.returncode != 0:
+        raise SandboxUnavailable(
+            f"bubblewrap cannot create the sandbox on this host (exit {done.returncode}): "
+            f"{done.stderr.strip()[:500]}"
+        )
+    _host_verified = True
+
+
 class Sandbox:
     """One agent's confinement: its scratch directory, kubeconfig copy and kubectl."""
 
@@ -135,13 +177,7 @@ class Sandbox:
         scratch = str(self.scratch)
         args = [
             self.bwrap,
-            "--unshare-all",
-            "--share-net",
-            "--die-with-parent",
-            "--new-session",
-            "--cap-drop",
-            "ALL",
-            "--clearenv",
+            *_isolation_args(),
             "--setenv",
             "PATH",
             SANDBOX_PATH,
@@ -154,20 +190,10 @@ class Sandbox:
             "--setenv",
             "GOGC",
             KUBECTL_GOGC,
-            "--ro-bind",
-            "/usr",
-            "/usr",
-            *_usr_merged_links(),
         ]
         for path in _ETC_FILES:
             args += ["--ro-bind-try", path, path]
         args += [
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--tmpfs",
-            "/tmp",
             "--ro-bind",
             str(self.kubectl),
             f"{SANDBOX_BIN}/kubectl",
@@ -179,13 +205,7 @@ class Sandbox:
             # What kubectl would fetch and cache at its first command, shared by every trial:
             # read-only, so that no agent can change what another's kubectl reads.
             args += ["--ro-bind-try", str(self.discovery_cache), f"{scratch}/.kube/cache/discovery"]
-        args += [
-            "--chdir",
-            scratch,
-            "/bin/sh",
-            "-c",
-            command,
-        ]
+        args += ["--chdir", scratch, "/bin/sh", "-c", command]
         return args
 
     async def _start(self, command: str) -> asyncio.subprocess.Process:
@@ -236,6 +256,8 @@ class Sandbox:
 
     async def check(self) -> None:
         """Run a trivial command confined; raise if bubblewrap cannot work on this host."""
+        if _host_verified:
+            return
         outcome = await self.run("true", time_limit=30, output_cap=4096)
         if outcome.exit_code != 0:
             raise SandboxUnavailable(
@@ -270,6 +292,15 @@ class UserSandbox(Sandbox):
 
     def argv(self, command: str) -> list[str]:
         return ["/bin/sh", "-c", command]
+
+    async def check(self) -> None:
+        """Run a trivial command as the user; raise if that cannot be done here."""
+        outcome = await self.run("true", time_limit=30, output_cap=4096)
+        if outcome.exit_code != 0:
+            raise SandboxUnavailable(
+                f"cannot run commands as uid {self.uid} here (exit {outcome.exit_code}): "
+                f"{outcome.output.strip()[:500]}"
+            )
 
     async def _start(self, command: str) -> asyncio.subprocess.Process:
         env = {

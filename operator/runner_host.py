@@ -170,8 +170,11 @@ def prebuild_converters(command: object) -> None:
 
 def main() -> None:
     from agentmatrix.agent_runner.cli import agent_app, warm_up
+    from agentmatrix.agent_runner.sandbox import SandboxUnavailable, verify_host
 
     warm_up()  # before any fork, so that each runner inherits what it loads
+    with contextlib.suppress(SandboxUnavailable):  # if it cannot, each runner says so in its result
+        verify_host()  # once for this host, not once a runner
     command = typer.main.get_command(agent_app)  # built once, not in every runner
     prebuild_converters(getattr(command, "commands", {}).get("run", command))
 
