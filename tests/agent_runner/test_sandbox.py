@@ -21,9 +21,9 @@ async def test_runners_of_a_checked_host_do_not_check_again(
     started: list[str] = []
     real_run = Sandbox.run
 
-    async def counted(self: Sandbox, command: str, limit: float, cap: int) -> sandbox.CommandOutcome:
+    async def counted(self: Sandbox, command: str, **limits: float) -> sandbox.CommandOutcome:
         started.append(command)
-        return await real_run(self, command, limit, cap)
+        return await real_run(self, command, limits["time_limit"], int(limits["output_cap"]))
 
     monkeypatch.setattr(Sandbox, "run", counted)
     await confined.check()
