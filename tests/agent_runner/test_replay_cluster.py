@@ -35,6 +35,29 @@ def replicas(cluster: controlplane.LocalCluster, namespace: str) -> str:
     )
 
 
+def play(
+    script: list[dict[str, str]],
+    agent_sandbox: AgentSandbox,
+    make_config: MakeConfig,
+    key: str | None = None,
+    **overrides: Any,
+) -> tuple[AgentConfig, AgentResult]:
+    """Run `script` against a replay server; with `key`, one that requires it, which the runner
+    gets from AGENT_TEST_API_KEY."""
+    fields: dict[str, Any] = {"kubectl": agent_sandbox.kubectl, **overrides}
+    if key is not None:
+        fields["api_key_env"] = "AGENT_TEST_API_KEY"
+    with ReplayServer(parse_steps(script), api_key=key) as server:
+        config = make_config(
+            base_url=server.base_url,
+            model=server.model,
+            kubeconfig=agent_sandbox.kubeconfig,
+            namespace=agent_sandbox.namespace,
+            **fields,
+        )
+        return config, run_agent(config)
+
+
 @pytest.mark.parametrize("scaffold", list(Scaffold))
 def test_scripted_agent_scales_its_deployment_to_four(
     cluster: controlplane.LocalCluster,
@@ -80,15 +103,7 @@ def test_agent_acts_only_with_its_service_account(
         {"command": "kubectl auth whoami -o jsonpath='{.status.userInfo.username}'"},
         {},
     ]
-    with ReplayServer(parse_steps(script)) as server:
-        config = make_config(
-            base_url=server.base_url,
-            model=server.model,
-            kubeconfig=agent_sandbox.kubeconfig,
-            namespace=agent_sandbox.namespace,
-            kubectl=agent_sandbox.kubectl,
-        )
-        result = run_agent(config)
+    config, result = play(script, agent_sandbox, make_config)
     assert result.end_reason is EndReason.FINISHED
     steps = [r for r in read(config.transcript_path) if r["type"] == "step"]
     assert steps[0]["exit_code"] != 0 and "forbidden" in steps[0]["output"].lower()
@@ -125,28 +140,6 @@ def test_malformed_reply_is_counted_and_the_loop_goes_on(
     assert "could not be read" in second_request["messages"][-1]["content"]
 
 
-def play_with_key(
-    script: list[dict[str, str]],
-    key: str,
-    agent_sandbox: AgentSandbox,
-    make_config: MakeConfig,
-    **overrides: Any,
-) -> tuple[AgentConfig, AgentResult]:
-    """Run `script` against a replay server that requires `key`, which the runner gets from
-    AGENT_TEST_API_KEY."""
-    fields: dict[str, Any] = {"kubectl": agent_sandbox.kubectl, **overrides}
-    with ReplayServer(parse_steps(script), api_key=key) as server:
-        config = make_config(
-            base_url=server.base_url,
-            model=server.model,
-            api_key_env="AGENT_TEST_API_KEY",
-            kubeconfig=agent_sandbox.kubeconfig,
-            namespace=agent_sandbox.namespace,
-            **fields,
-        )
-        return config, run_agent(config)
-
-
 def test_command_cannot_read_the_api_key_or_files_outside_scratch(
     cluster: controlplane.LocalCluster,
     agent_sandbox: AgentSandbox,
@@ -167,7 +160,7 @@ def test_command_cannot_read_the_api_key_or_files_outside_scratch(
         {"command": "echo written > note.txt && cat note.txt && echo x > /usr/escape"},
         {},
     ]
-    config, result = play_with_key(script, key, agent_sandbox, make_config)
+    config, result = play(script, agent_sandbox, make_config, key)
 
     assert result.end_reason is EndReason.FINISHED, result.message
     steps = [r for r in read(config.transcript_path) if r["type"] == "step"]
@@ -238,11 +231,11 @@ def test_as_another_user_a_command_cannot_read_the_runners_key_or_roots_files(
             {"command": "echo written > note.txt && cat note.txt"},
             {},
         ]
-        config, result = play_with_key(
+        config, result = play(
             script,
-            key,
             agent_sandbox,
             make_config,
+            key,
             kubectl=kubectl,
             confinement=Confinement.USER,
             scratch_dir=shared / "scratch",
@@ -278,16 +271,7 @@ def test_a_shared_discovery_cache_is_read_only_to_the_agent(
         {"command": f"touch $HOME/.kube/cache/discovery/{server_dir.name}/servergroups.json"},
         {},
     ]
-    with ReplayServer(parse_steps(script)) as server:
-        config = make_config(
-            base_url=server.base_url,
-            model=server.model,
-            kubeconfig=agent_sandbox.kubeconfig,
-            namespace=agent_sandbox.namespace,
-            kubectl=agent_sandbox.kubectl,
-            discovery_cache=shared / "discovery",
-        )
-        result = run_agent(config)
+    config, result = play(script, agent_sandbox, make_config, discovery_cache=shared / "discovery")
     assert result.end_reason is EndReason.FINISHED, result.message
     steps = [r for r in read(config.transcript_path) if r["type"] == "step"]
     assert steps[0]["output"].strip() == "deployment.apps/agent"
