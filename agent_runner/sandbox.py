@@ -28,6 +28,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agentmatrix.cluster import kubeconfig as kubeconfig_file
 
@@ -122,6 +123,7 @@ def _isolation_args() -> list[str]:
 
 
 _host_verified = False
+BUBBLEWRAP_UNABLE = "bubblewrap cannot create the sandbox on this host"
 
 
 def verify_host() -> None:
@@ -132,10 +134,7 @@ def verify_host() -> None:
         [find_bwrap(), *_isolation_args(), "/bin/true"], capture_output=True, text=True, timeout=30
     )
     if done.returncode != 0:
-        raise SandboxUnavailable(
-            f"bubblewrap cannot create the sandbox on this host (exit {done.returncode}): "
-            f"{done.stderr.strip()[:500]}"
-        )
+        raise SandboxUnavailable(f"{BUBBLEWRAP_UNABLE} (exit {done.returncode}): {done.stderr.strip()[:500]}")
     _host_verified = True
 
 
@@ -150,7 +149,7 @@ class Sandbox:
         kubectl: str = "kubectl",
         discovery_cache: Path | None = None,
     ) -> None:
-        self.bwrap = self._confiner()
+        self.confiner = self._confiner()
         self.kubectl = resolve_kubectl(kubectl)
         self.scratch = scratch_dir.resolve()
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -158,6 +157,7 @@ class Sandbox:
         self.discovery_cache = discovery_cache
 
     def _confiner(self) -> str:
+        """The program every command runs under."""
         return find_bwrap()
 
     def _install_kubeconfig(self, source: Path, namespace: str) -> Path:
@@ -176,7 +176,7 @@ class Sandbox:
     def argv(self, command: str) -> list[str]:
         scratch = str(self.scratch)
         args = [
-            self.bwrap,
+            self.confiner,
             *_isolation_args(),
             "--setenv",
             "PATH",
@@ -208,19 +208,20 @@ class Sandbox:
         args += ["--chdir", scratch, "/bin/sh", "-c", command]
         return args
 
-    async def _start(self, command: str) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(
+    def _spawn_options(self) -> dict[str, Any]:
+        """How the confining program is started (bubblewrap sets the command's own environment)."""
+        return {"env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}}
+
+    async def run(self, command: str, time_limit: float, output_cap: int) -> CommandOutcome:
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
             *self.argv(command),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
             start_new_session=True,
+            **self._spawn_options(),
         )
-
-    async def run(self, command: str, time_limit: float, output_cap: int) -> CommandOutcome:
-        started = time.monotonic()
-        proc = await self._start(command)
         kept = bytearray()
         total = 0
 
@@ -255,15 +256,20 @@ class Sandbox:
         )
 
     async def check(self) -> None:
-        """Run a trivial command confined; raise if bubblewrap cannot work on this host."""
-        if _host_verified:
+        """Run a trivial command confined; raise if this confinement cannot work here."""
+        if self._verified_by_host():
             return
         outcome = await self.run("true", time_limit=30, output_cap=4096)
         if outcome.exit_code != 0:
             raise SandboxUnavailable(
-                f"bubblewrap cannot create the sandbox on this host (exit {outcome.exit_code}): "
-                f"{outcome.output.strip()[:500]}"
+                f"{self._unable()} (exit {outcome.exit_code}): {outcome.output.strip()[:500]}"
             )
+
+    def _verified_by_host(self) -> bool:
+        return _host_verified
+
+    def _unable(self) -> str:
+        return BUBBLEWRAP_UNABLE
 
 
 class UserSandbox(Sandbox):
@@ -286,41 +292,27 @@ class UserSandbox(Sandbox):
         if os.geteuid() != 0:
             raise SandboxUnavailable(
                 "running the agent's commands as another user needs the runner to run as root "
-                "(in the driver Pod: runAsUser 0 with the SETUID, SETGID and CHOWN capabilities)"
+                "(in the driver Pod: runAsUser 0 with the SETUID, SETGID, CHOWN and KILL capabilities)"
             )
         return "/bin/sh"
 
     def argv(self, command: str) -> list[str]:
-        return ["/bin/sh", "-c", command]
+        return [self.confiner, "-c", command]
 
-    async def check(self) -> None:
-        """Run a trivial command as the user; raise if that cannot be done here."""
-        outcome = await self.run("true", time_limit=30, output_cap=4096)
-        if outcome.exit_code != 0:
-            raise SandboxUnavailable(
-                f"cannot run commands as uid {self.uid} here (exit {outcome.exit_code}): "
-                f"{outcome.output.strip()[:500]}"
-            )
-
-    async def _start(self, command: str) -> asyncio.subprocess.Process:
+    def _spawn_options(self) -> dict[str, Any]:
         env = {
             "PATH": f"{self.kubectl.parent}:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(self.scratch),
             "KUBECONFIG": str(self.kubeconfig),
             "GOGC": KUBECTL_GOGC,
         }
-        return await asyncio.create_subprocess_exec(
-            *self.argv(command),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-            cwd=self.scratch,
-            user=self.uid,
-            group=self.uid,
-            extra_groups=[],
-            start_new_session=True,
-        )
+        return {"env": env, "cwd": self.scratch, "user": self.uid, "group": self.uid, "extra_groups": []}
+
+    def _verified_by_host(self) -> bool:
+        return False  # the host's check is of bubblewrap, not of this
+
+    def _unable(self) -> str:
+        return f"cannot run commands as uid {self.uid} here"
 
 
 def _kill_group(pid: int) -> None:
