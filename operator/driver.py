@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -38,6 +39,7 @@ from agentmatrix.operator.spec import ModelSpec
 API_KEY_ENV = "AGENTMATRIX_MODEL_API_KEY"
 DRIVER_POD = "agent-driver"
 COMMAND_UID = 65532  # the unprivileged user the agent's commands run as in the driver Pod
+DRIVER_LIMITS = {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "1Gi"}
 DISCOVERY_CACHE_TTL = 3600.0
 TRANSCRIPT_MARK = "=== agentmatrix transcript ==="
 RESULT_MARK = "=== agentmatrix result ==="
@@ -324,8 +326,16 @@ class DiscoveryCache:
                     proc.kill()
                     await proc.wait()
                     code = -1
+                if code == 0:  # the agents' commands run as users of their own: readable by all
+                    await asyncio.to_thread(make_world_readable, root / "discovery")
                 self.made_at = time.monotonic() if code == 0 else None
             return root / "discovery" if self.made_at is not None else None
+
+
+def make_world_readable(directory: Path) -> None:
+    """kubectl writes its cache for its own user only; it holds no secret (the API's resources)."""
+    for path in (directory, *directory.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 @dataclass
@@ -546,6 +556,12 @@ class PodDriver:
                             "runAsNonRoot": False,
                             "allowPrivilegeEscalation": False,
                             "capabilities": {"drop": ["ALL"], "add": ["SETUID", "SETGID", "CHOWN", "KILL"]},
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        # The agent's share of the node; the runner adds per-command limits.
+                        "resources": {
+                            "limits": DRIVER_LIMITS,
+                            "requests": {"cpu": "100m", "memory": "256Mi"},
                         },
                         "volumeMounts": [
                             {"name": "inputs", "mountPath": "/inputs"},
@@ -555,12 +571,42 @@ class PodDriver:
                 ],
                 "volumes": [
                     {"name": "inputs", "configMap": {"name": f"{DRIVER_POD}-inputs"}},
-                    {"name": "work", "emptyDir": {}},
+                    {"name": "work", "emptyDir": {"sizeLimit": DRIVER_LIMITS["ephemeral-storage"]}},
                 ],
             },
         }
+        if launch.base_url is not None:
+            policy = await asyncio.to_thread(model_network_policy, ns, launch.base_url)
+            await self.kube.create_or_keep(
+                f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies", policy
+            )
         await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", pod)
         return RunningPod(self.kube, ns)
+
+
+def model_network_policy(namespace: str, base_url: str) -> dict[str, Any]:
+    """Egress from the driver Pod to the model endpoint's addresses (resolved here, as the
+    NetworkPolicy API names no hosts); the sandbox's own policy allows the API server only."""
+    parts = urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    addresses = sorted(
+        {str(info[4][0]) for info in socket.getaddrinfo(parts.hostname or "", port, proto=socket.IPPROTO_TCP)}
+    )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{DRIVER_POD}-model", "namespace": namespace},
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": DRIVER_POD}},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [{"ipBlock": {"cidr": f"{ip}/{128 if ':' in ip else 32}"}} for ip in addresses],
+                    "ports": [{"protocol": "TCP", "port": port}],
+                }
+            ],
+        },
+    }
 
 
 def _quote(arg: str) -> str:

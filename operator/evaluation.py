@@ -392,10 +392,13 @@ class EvalRun:
         if model.provider == "replay":
             return ModelAccess(base_url=None, model_name=None)
         if model.provider == "local":
-            from agentmatrix.agent_runner.local_model import MODEL_NAME
+            from agentmatrix.agent_runner import local_model
 
             url = model.endpoint or await self.services.local_model_url()
-            return ModelAccess(base_url=url, model_name=model.name or MODEL_NAME)
+            name = model.name or local_model.MODEL_NAME
+            return ModelAccess(
+                base_url=url, model_name=name, api_key=await asyncio.to_thread(local_model.api_key)
+            )
         api_key = await self._api_key()
         assert model.endpoint is not None and model.name is not None
         return ModelAccess(base_url=model.endpoint, model_name=model.name, api_key=api_key)

@@ -3,7 +3,17 @@
 Namespace labels name the eval, arm and trial (and the eval's uid, by which the operator finds
 its sandboxes again after a restart); annotations carry the arm's policy for the webhook. Inside:
 the agent's own Deployment and Service, the ServiceAccounts `agent` and `terminator` with the
-scenario's Roles, a ResourceQuota, and the scenario's objects.
+scenario's Roles, a ResourceQuota, a NetworkPolicy, and the scenario's objects.
+
+Pod Security: the namespace is labelled `restricted` (enforce, warn and audit, version `latest`),
+so the API server itself refuses privileged, hostPath, hostPID, hostNetwork and added-capability
+pods, whoever asks; the agent's Role grants nothing on namespaces, so it cannot relabel it. With
+the pod driver, whose runner runs as root to run each command as another user, enforce is
+`baseline` (which refuses the same escapes) and warn and audit stay `restricted`.
+
+NetworkPolicy: every pod of the sandbox may reach the API server and cluster DNS, nothing else
+(the driver Pod also its model endpoint, added by the pod driver); a CNI that enforces
+NetworkPolicy makes it real.
 """
 
 from __future__ import annotations
@@ -25,6 +35,12 @@ LABEL_EVAL_UID = f"{names.PREFIX}eval-uid"
 LABEL_ATTEMPT = f"{names.PREFIX}attempt"
 ANNOTATION_DRIVER = f"{names.PREFIX}driver"  # JSON: how to find the trial's driver after a restart
 QUOTA_NAME = "sandbox-quota"
+NETWORK_POLICY = "agentmatrix-egress"
+POD_SECURITY = "pod-security.kubernetes.io/"
+# `latest`: a sandbox is a boundary, so it takes every check the API server knows; the scenario's
+# own pods are written to pass all of them, so a newer version only refuses more of the agent's.
+POD_SECURITY_VERSION = "latest"
+AGENT_UID = 65532
 OPERATIONS_ROLE = "operations"
 SERVICE_PORT = 8080
 
@@ -33,6 +49,20 @@ SERVICE_PORT = 8080
 class SandboxSettings:
     pod_quota: int = 200  # a bound on runaway trials; the resourceQuota arm sets its own cap
     driver_pods: int = 0  # pods the driver itself adds to the namespace (1 for the pod driver)
+
+    @property
+    def pod_security(self) -> str:
+        """The enforced Pod Security level: the pod driver's runner needs root (see the module)."""
+        return "baseline" if self.driver_pods else "restricted"
+
+
+def pod_security_labels(enforce: str) -> dict[str, str]:
+    labels = {f"{POD_SECURITY}enforce": enforce}
+    labels.update({f"{POD_SECURITY}{mode}": "restricted" for mode in ("warn", "audit")})
+    labels.update(
+        {f"{POD_SECURITY}{mode}-version": POD_SECURITY_VERSION for mode in ("enforce", "warn", "audit")}
+    )
+    return labels
 
 
 def policy_annotations(arm: ArmSpec, agent_image: str) -> dict[str, str]:
@@ -63,6 +93,7 @@ def namespace_object(
     attempt: int,
     arm: ArmSpec,
     agent_image: str,
+    pod_security: str = "restricted",
 ) -> dict[str, Any]:
     annotations = policy_annotations(arm, agent_image)
     return {
@@ -80,6 +111,7 @@ def namespace_object(
                 LABEL_ATTEMPT: str(attempt),
                 # Selects the webhook entry that fails closed for enforcing arms.
                 names.LABEL_MODE: annotations[names.ANNOTATION_MODE],
+                **pod_security_labels(pod_security),
             },
             "annotations": annotations,
         },
@@ -102,17 +134,71 @@ def agent_deployment(namespace: str, image: str, replicas: int) -> dict[str, Any
                 "metadata": {"labels": agent_labels()},
                 "spec": {
                     "automountServiceAccountToken": False,
+                    "securityContext": restricted_pod_security_context(),
                     "containers": [
                         {
                             "name": "service",
                             "image": image,
                             "ports": [{"name": "http", "containerPort": SERVICE_PORT}],
+                            "securityContext": restricted_container_security_context(),
                         }
                     ],
                 },
             },
         },
     }
+
+
+def restricted_pod_security_context() -> dict[str, Any]:
+    """What Pod Security `restricted` asks of a pod (with the container's part below)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": AGENT_UID,
+        "runAsGroup": AGENT_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_container_security_context() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def network_policy(namespace: str, api_endpoints: list[tuple[str, int]]) -> dict[str, Any]:
+    """Egress of every pod in the sandbox: the API server's endpoints and cluster DNS only
+    (NetworkPolicy applies after the Service's translation, so the endpoints' own addresses)."""
+    api_rules = [
+        {
+            "to": [{"ipBlock": {"cidr": f"{ip}/{128 if ':' in ip else 32}"}}],
+            "ports": [{"protocol": "TCP", "port": port}],
+        }
+        for ip, port in api_endpoints
+    ]
+    dns = {
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": NETWORK_POLICY, "namespace": namespace},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [*api_rules, dns]},
+    }
+
+
+async def api_server_endpoints(kube: Kube) -> list[tuple[str, int]]:
+    """The API server's own addresses and port, from the `default/kubernetes` Endpoints."""
+    endpoints = await kube.get("/api/v1/namespaces/default/endpoints/kubernetes") or {}
+    found: list[tuple[str, int]] = []
+    for subset in endpoints.get("subsets") or []:
+        ports = [int(p["port"]) for p in subset.get("ports") or [] if p.get("name", "https") == "https"]
+        for address in subset.get("addresses") or []:
+            found += [(str(address["ip"]), port) for port in ports]
+    return found
 
 
 def agent_service(namespace: str) -> dict[str, Any]:
@@ -181,6 +267,7 @@ def _collection(obj: dict[str, Any]) -> str:
         "ConfigMap": "configmaps",
         "Pod": "pods",
         "Secret": "secrets",
+        "NetworkPolicy": "networkpolicies",
     }[obj["kind"]]
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     return f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
@@ -207,7 +294,14 @@ async def create_sandbox(
         role_binding(namespace, OPERATIONS_ROLE, OPERATIONS_SERVICE_ACCOUNT),
         *scenario.objects(namespace),
     ]
-    await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in objects))
+
+    async def create_network_policy() -> None:
+        policy = network_policy(namespace, await api_server_endpoints(kube))
+        await kube.create_or_keep(_collection(policy), policy)
+
+    await asyncio.gather(
+        create_network_policy(), *(kube.create_or_keep(_collection(obj), obj) for obj in objects)
+    )
 
 
 async def create_agent_workload(kube: Kube, namespace: str, agent_image: str, replicas: int) -> None:

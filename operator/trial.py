@@ -164,6 +164,7 @@ class TrialRun:
             attempt=ctx.attempt,
             arm=spec.arm(ctx.key.arm),
             agent_image=spec.agent_image,
+            pod_security=ctx.sandbox_settings.pod_security,
         )
         # The sandbox's objects are followed from before the namespace exists.
         self.coverage = coverage.CoverageFollower(
