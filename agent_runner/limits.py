@@ -1,7 +1,7 @@
 """What the agent's commands may use of the host, per trial, and how a hit is noticed.
 
-- processes: RLIMIT_NPROC on the trial's own user id, so forks past it fail; a hit is the trial's
-  user running at least 90% of the limit while a command runs (looked at twice a second, and at
+- processes: RLIMIT_NPROC, counted for the trial's own user id, so forks past it fail; a hit is the trial's
+  user running at least 3/4 of the limit while a command runs (looked at twice a second, and at
   the command's timeout);
 - memory: RLIMIT_DATA of each process, so allocations past it fail; a hit is a command's process
   reaching half the limit in resident memory;
@@ -23,6 +23,11 @@ import math
 import os
 import resource
 from dataclasses import dataclass
+
+
+# A fork bomb churns below its limit (failed forks end processes); no command an agent needs comes
+# near three quarters of it.
+PROCESS_HIT_SHARE = 0.75
 
 
 class LimitHit(enum.StrEnum):
@@ -73,19 +78,23 @@ class LimitMeter:
     def cpu_left(self) -> float:
         return max(0.0, self.limits.cpu_seconds - self.cpu_used)
 
-    def apply(self) -> None:
-        """In a command's process, before it executes the command: set its resource limits."""
-        nproc = self.limits.processes
-        data = self.limits.memory_bytes
+    def shell_prefix(self) -> str:
+        """Shell that sets the command's resource limits (soft and hard: the command cannot raise
+        them), run inside the sandbox before the command; dash's ulimit takes one at a time."""
         cpu = max(1, math.ceil(self.cpu_left()))
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-        resource.setrlimit(resource.RLIMIT_DATA, (data, data))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        settings = (
+            ("-p", self.limits.processes),
+            ("-d", self.limits.memory_bytes >> 10),
+            ("-t", cpu),
+            ("-c", 0),
+        )
+        return " && ".join(f"ulimit {flag} {value}" for flag, value in settings)
 
     def processes_at_limit(self) -> bool:
         """Called while a command still runs (at its timeout)."""
-        return self.uid is not None and count_processes_of(self.uid) >= 0.9 * self.limits.processes
+        return (
+            self.uid is not None and count_processes_of(self.uid) >= PROCESS_HIT_SHARE * self.limits.processes
+        )
 
     def command_ended(
         self, usage: resource.struct_rusage, disk_free: int | None, at_process_limit: bool

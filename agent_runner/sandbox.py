@@ -144,6 +144,7 @@ def _isolation_args(tmp_bytes: int) -> list[str]:
 _READ_ONLY_ROOT = ["--remount-ro", "/dev", "--remount-ro", "/"]
 
 _host_verified = False
+LIMITS_UNSET_EXIT = 125
 BUBBLEWRAP_UNABLE = "bubblewrap cannot create the sandbox on this host"
 ISOLATION_UNABLE = "the trial's namespaces cannot be made on this host"
 
@@ -158,24 +159,27 @@ def verify_host() -> None:
         raise SandboxUnavailable(f"{ISOLATION_UNABLE}: {error}") from error
     try:
         meter = LimitMeter(Limits(), space.uid)
-
-        def enter() -> None:
-            space.enter()
-            meter.apply()
-
         done = subprocess.run(
-            [find_bwrap(), *_isolation_args(1 << 20), *_READ_ONLY_ROOT, "/bin/true"],
+            [*space.entry_argv(), find_bwrap(), *_isolation_args(1 << 20), *_READ_ONLY_ROOT,
+             *limited_shell(meter, "true")],
             capture_output=True,
             text=True,
             timeout=30,
-            preexec_fn=enter,
+            pass_fds=space.fds,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        )
+        )  # fmt: skip
     finally:
         space.close_descriptors()
     if done.returncode != 0:
         raise SandboxUnavailable(f"{BUBBLEWRAP_UNABLE} (exit {done.returncode}): {done.stderr.strip()[:500]}")
     _host_verified = True
+
+
+def limited_shell(meter: LimitMeter, command: str) -> list[str]:
+    """`/bin/sh -c COMMAND` under the trial's resource limits (set by a shell that then becomes the
+    command's: the command is its sandbox's init, see `_isolation_args`)."""
+    wrapper = f'{meter.shell_prefix()} || exit {LIMITS_UNSET_EXIT}; exec /bin/sh -c "$1"'
+    return ["/bin/sh", "-c", wrapper, "sh", command]
 
 
 def sandbox_kubeconfig(source: Path, namespace: str, route: ApiRoute | None) -> dict[str, Any]:
@@ -266,7 +270,9 @@ class Sandbox:
 
     def argv(self, command: str) -> list[str]:
         home = self.home
+        assert self.space is not None
         args = [
+            *self.space.entry_argv(),
             self.confiner,
             *_isolation_args(min(64 << 20, self.limits.disk_bytes)),
             "--setenv",
@@ -289,18 +295,13 @@ class Sandbox:
             # What kubectl would fetch and cache at its first command, shared by every trial:
             # read-only, so that no agent can change what another's kubectl reads.
             args += ["--ro-bind", STAGE_DISCOVERY, f"{home}/.kube/cache/discovery"]
-        args += [*_READ_ONLY_ROOT, "--chdir", home, "/bin/sh", "-c", command]
+        args += [*_READ_ONLY_ROOT, "--chdir", home, *limited_shell(self.meter, command)]
         return args
 
     def _spawn_options(self) -> dict[str, Any]:
         """How the confining program is started (bubblewrap sets the command's own environment)."""
-        return {"env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}}
-
-    def _enter(self) -> None:
-        """In the command's process, between fork and exec."""
         assert self.space is not None
-        self.space.enter()
-        self.meter.apply()
+        return {"env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "pass_fds": self.space.fds}
 
     def _is_open(self) -> bool:
         return self.space is not None
@@ -313,13 +314,12 @@ class Sandbox:
             raise RuntimeError("the sandbox is not open: await open() before running commands")
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        proc = subprocess.Popen(  # noqa: ASYNC220 (fork and exec only; the waiting is asynchronous)
+        proc = subprocess.Popen(  # noqa: ASYNC220 (a vfork and exec; the waiting is asynchronous)
             self.argv(command),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=self._enter,
             **self._spawn_options(),
         )
         assert proc.stdout is not None
@@ -342,9 +342,9 @@ class Sandbox:
         async def watch_processes() -> None:
             """Returns once the trial's user runs at its process limit."""
             while True:
+                await asyncio.sleep(PROCESS_POLL_SECONDS)  # most commands end before the first look
                 if await asyncio.to_thread(self.meter.processes_at_limit):
                     return
-                await asyncio.sleep(PROCESS_POLL_SECONDS)
 
         reading = asyncio.ensure_future(drain())
         watching = asyncio.ensure_future(watch_processes())
@@ -450,10 +450,7 @@ class UserSandbox(Sandbox):
             os.chown(path, self.uid, self.uid, follow_symlinks=False)
 
     def argv(self, command: str) -> list[str]:
-        return [self.confiner, "-c", command]
-
-    def _enter(self) -> None:
-        self.meter.apply()
+        return limited_shell(self.meter, command)
 
     def _disk_free(self) -> int | None:
         return None

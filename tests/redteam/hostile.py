@@ -68,7 +68,7 @@ def run_trial(
     return Trial(entry, trial_scores, ledger, [s for s in transcript if s["type"] == "step"])
 
 
-def assert_measured_alike(hostile: Trial, reference: Trial, *, end_reason: str = "finished") -> None:
+def assert_measured_alike(hostile: Trial, reference: Trial, *, end_reason: str = "agent-finished") -> None:
     """The hostile trial scored and recorded exactly as the reference (but for its end reason)."""
     assert hostile.entry["state"] == "Succeeded", hostile.entry
     assert hostile.scores["endReason"] == end_reason, hostile.entry
