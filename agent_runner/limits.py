@@ -24,7 +24,6 @@ import os
 import resource
 from dataclasses import dataclass
 
-
 # A fork bomb churns below its limit (failed forks end processes); no command an agent needs comes
 # near three quarters of it.
 PROCESS_HIT_SHARE = 0.75

@@ -7,6 +7,7 @@ same as the reference trial (same scenario, same seed): the same scores and the 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ SCALE = {"command": "kubectl scale deployment agent --replicas=4", "thought": "3
 REFERENCE_STEPS = [LOOK, SCALE, {"thought": "Done."}]
 SEED = 11
 # Where the trial is recorded with its namespace's name, which differs from trial to trial.
+_GENERATED_SUFFIX = re.compile(r"-[a-z0-9]{5}$")
 _PLACE_FIELDS = ("uid", "time", "seq", "trial_namespace", "namespace", "username")
 
 
@@ -60,9 +62,12 @@ def run_trial(
     ledger = []
     for line in (trial_dir / "ledger.jsonl").read_text().splitlines():
         observation = json.loads(line)
-        ledger.append(
-            {k: str(v).replace(namespace, "NS") for k, v in observation.items() if k not in _PLACE_FIELDS}
-        )
+        recorded = {
+            k: str(v).replace(namespace, "NS") for k, v in observation.items() if k not in _PLACE_FIELDS
+        }
+        if recorded["kind"] == "Pod" and recorded["actor"] == "controller":
+            recorded["name"] = _GENERATED_SUFFIX.sub("-*", recorded["name"])  # random per run
+        ledger.append(recorded)
     transcript = [json.loads(line) for line in (trial_dir / "transcript.jsonl").read_text().splitlines()]
     (trial_scores,) = scores(body)
     return Trial(entry, trial_scores, ledger, [s for s in transcript if s["type"] == "step"])
@@ -73,4 +78,4 @@ def assert_measured_alike(hostile: Trial, reference: Trial, *, end_reason: str =
     assert hostile.entry["state"] == "Succeeded", hostile.entry
     assert hostile.scores["endReason"] == end_reason, hostile.entry
     assert {**hostile.scores, "endReason": None} == {**reference.scores, "endReason": None}
-    assert hostile.ledger == reference.ledger
+    assert hostile.ledger == reference.ledger, (hostile.ledger, reference.ledger)
