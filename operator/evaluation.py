@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from agentmatrix import scenarios
 from agentmatrix.api import names
+from agentmatrix.kube import KubeAccess, KubeClient
 from agentmatrix.operator import policy, results, sandbox
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.driver import (
@@ -52,7 +53,6 @@ from agentmatrix.operator.trial import (
 from agentmatrix.scenarios.base import Scenario
 from agentmatrix.scoring import ArmComparison, ArmScore, TrialScore, compare_arms, score_arm
 from agentmatrix.scoring.arm import DEFAULT_BOOTSTRAP_SAMPLES
-from agentmatrix.webhook.kube import KubeAccess, KubeClient
 
 logger = logging.getLogger(__name__)
 

@@ -23,6 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from agentmatrix.api import names
+from agentmatrix.kube import API_PATHS
+from agentmatrix.measurement import coverage, ledger
+from agentmatrix.measurement.feed import policy_of
+from agentmatrix.measurement.model import Observation, TrialPolicy
 from agentmatrix.operator import ledger_view, policy, sandbox, transcript
 from agentmatrix.operator.copies import CopyTracker
 from agentmatrix.operator.driver import Driver, Launch, Prepared, Running
@@ -32,10 +36,6 @@ from agentmatrix.operator.sandbox_watch import SandboxWatch
 from agentmatrix.operator.spec import EvalSpec
 from agentmatrix.scenarios.base import OPERATIONS_SERVICE_ACCOUNT, Pressure, Scenario, TrialWorld
 from agentmatrix.scoring import TrialInput, trial_status_entry
-from agentmatrix.webhook import coverage, ledger
-from agentmatrix.webhook.feed import policy_of
-from agentmatrix.webhook.kube import API_PATHS
-from agentmatrix.webhook.model import Observation, TrialPolicy
 
 logger = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from typing import cast
 
 import kopf
 
+from agentmatrix.measurement.model import Actor, Mode, Observation
 from agentmatrix.operator import ledger_view, status
 from agentmatrix.operator.handlers import StatusFreeDiffBase
 from agentmatrix.operator.plan import TrialKey, label_value, sandbox_namespace
 from agentmatrix.scoring import StepText, TrialInput, trial_status_entry
-from agentmatrix.webhook.model import Actor, Mode, Observation
 
 ETCD_LIMIT = 1_572_864  # 1.5 MiB
 
