@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agentmatrix.kube import KubeAccess, KubeClient
+from agentmatrix.kube import Kube, KubeAccess
 from agentmatrix.measurement.admission_config import VALIDATE_PATH
 from agentmatrix.measurement.counting import MalformedObject
 from agentmatrix.measurement.feed import ClusterFeed
@@ -58,7 +58,7 @@ class Webhook:
         self.peers = SharedAdmissions(settings.ledger, self.state)
         self.feed: ClusterFeed | None = None
         if settings.watch:
-            self.feed = ClusterFeed(KubeClient(KubeAccess.load(settings.kubeconfig)), self.state)
+            self.feed = ClusterFeed(Kube(KubeAccess.load(settings.kubeconfig)), self.state)
         self.admitter = Admitter(
             self.state,
             namespace_lookup=self.feed.namespace_policy if self.feed else None,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentmatrix.api import names
-from agentmatrix.kube import EventHandler, KubeClient, ListHandler, collection_path
+from agentmatrix.kube import EventHandler, Kube, ListHandler, collection_path
 from agentmatrix.measurement.counting import WORKLOADS, Footprint, MalformedObject, footprint
 from agentmatrix.measurement.model import TrialPolicy, WorkloadKey
 from agentmatrix.measurement.state import ClusterState
@@ -41,7 +41,7 @@ def policy_of(namespace: dict[str, Any]) -> TrialPolicy | None:
 
 
 class ClusterFeed:
-    def __init__(self, client: KubeClient, state: ClusterState) -> None:
+    def __init__(self, client: Kube, state: ClusterState) -> None:
         self.client = client
         self.state = state
         self._tasks: list[asyncio.Task[None]] = []
