@@ -171,9 +171,9 @@ def can_i(cluster: controlplane.LocalCluster, user: str, *args: str) -> bool:
         (OPERATOR, ("delete", "customresourcedefinitions")),
         (OPERATOR, ("delete", "nodes")),
         (OPERATOR, ("create", "pods", "--subresource=exec", "-n", "default")),
-        (CERTS_JOB, ("get", "secrets", "agentmatrix-operator-token", "-n", SYSTEM)),
-        (CERTS_JOB, ("delete", "secrets", "agentmatrix-webhook-client-ca", "-n", SYSTEM)),
-        (CERTS_JOB, ("delete", "secrets", "agentmatrix-webhook-tls", "-n", SYSTEM)),
+        (CERTS_JOB, ("get", "secrets/agentmatrix-operator-token", "-n", SYSTEM)),
+        (CERTS_JOB, ("delete", "secrets/agentmatrix-webhook-client-ca", "-n", SYSTEM)),
+        (CERTS_JOB, ("delete", "secrets/agentmatrix-webhook-tls", "-n", SYSTEM)),
     ],
 )
 def test_service_accounts_cannot_do_what_they_do_not_need(
@@ -193,8 +193,8 @@ def test_service_accounts_cannot_do_what_they_do_not_need(
         (OPERATOR, ("create", "roles", "-n", "default")),
         (OPERATOR, ("create", "serviceaccounts", "--subresource=token", "-n", "default")),
         (CERTS_JOB, ("create", "secrets", "-n", SYSTEM)),
-        (CERTS_JOB, ("get", "secrets", "agentmatrix-webhook-client-ca", "-n", SYSTEM)),
-        (CERTS_JOB, ("delete", "secrets", "agentmatrix-apiserver-webhook-client", "-n", SYSTEM)),
+        (CERTS_JOB, ("get", "secrets/agentmatrix-webhook-client-ca", "-n", SYSTEM)),
+        (CERTS_JOB, ("delete", "secrets/agentmatrix-apiserver-webhook-client", "-n", SYSTEM)),
     ],
 )
 def test_service_accounts_can_do_their_jobs(

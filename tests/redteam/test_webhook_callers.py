@@ -9,6 +9,7 @@ import asyncio
 import json
 import ssl
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,19 @@ def everything(ledger: Path) -> list[Observation]:
     return read_observations(ledger)
 
 
+def settled(ledgers: list[Path], quiet: float = 3.0) -> dict[Path, list[Observation]]:
+    """The ledgers once the cluster's own follow-up requests (the ReplicaSet a scale updates, its
+    pods) have all been recorded: nothing new for `quiet` seconds."""
+    last: dict[Path, list[Observation]] = {}
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < quiet:
+        now = {ledger: everything(ledger) for ledger in ledgers}
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+        time.sleep(0.2)
+    return last
+
+
 def scaled_to(ledger: Path, namespace: str, replicas: int) -> bool:
     return any(
         o.subresource == "scale" and o.replicas_after == replicas
@@ -95,7 +109,7 @@ async def test_forged_reviews_from_the_host_are_refused_counted_and_change_no_le
     namespace, agent = trial
     cluster.kubectl("scale", "deployment", "agent", "--replicas=3", kubeconfig=agent)
     wait_for(lambda: scaled_to(webhook.ledger, namespace, 3), "the webhook to record the agent's scale")
-    ledgers = {hook.ledger: everything(hook.ledger) for hook in (webhook, neighbour)}
+    ledgers = await asyncio.to_thread(settled, [webhook.ledger, neighbour.ledger])
     refused_before = {
         reason: webhook.refusals(reason) for reason in ("no_certificate", "untrusted_certificate")
     }
@@ -125,6 +139,7 @@ async def test_forged_reviews_from_the_host_are_refused_counted_and_change_no_le
             await post_review(session, forged)
 
     assert {hook.ledger: everything(hook.ledger) for hook in (webhook, neighbour)} == ledgers
+    assert not [o for o in everything(webhook.ledger) if o.uid.startswith("forged-")]
     assert webhook.refusals("no_certificate") - refused_before["no_certificate"] == 2
     assert webhook.refusals("untrusted_certificate") - refused_before["untrusted_certificate"] == 1
     assert neighbour.refusals("no_certificate") >= 1
