@@ -19,8 +19,8 @@ import pytest
 
 from agentmatrix.api import names
 from agentmatrix.cluster.controlplane import LocalCluster
-from agentmatrix.webhook.ledger import read_observations
-from agentmatrix.webhook.model import Observation
+from agentmatrix.measurement.ledger import read_observations
+from agentmatrix.measurement.model import Observation
 from agentmatrix.webhook.review import request_body
 from tests.conftest import create_sandbox_namespace
 from tests.webhook.trial import agent_deployment, setup_trial, wait_for, wait_until_observed

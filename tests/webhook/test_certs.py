@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from agentmatrix.cluster import controlplane
-from agentmatrix.webhook import config
-from agentmatrix.webhook.model import Mode
+from agentmatrix.measurement import admission_config
+from agentmatrix.measurement.model import Mode
 
 pytestmark = pytest.mark.cluster
 
@@ -26,8 +26,8 @@ def test_certs_creates_the_serving_and_client_secrets_once_and_injects_the_ca(
 ) -> None:
     ns = sandbox_namespace
     name = f"certs-test-{uuid.uuid4().hex[:6]}"
-    hook = config.webhook_configuration(
-        Mode.OBSERVE, config.ClientTarget(service_namespace=ns, service_name="hook"), name=name
+    hook = admission_config.webhook_configuration(
+        Mode.OBSERVE, admission_config.ClientTarget(service_namespace=ns, service_name="hook"), name=name
     )
     # Never let this configuration select a real request.
     for entry in hook["webhooks"]:

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from agentmatrix.cluster import pki
-from agentmatrix.webhook.ledger import read_observations
+from agentmatrix.measurement.ledger import read_observations
 from agentmatrix.webhook.review import request_body
 from tests.webhook.webhook_builders import workload
 from tests.webhook.webhook_process import AGENTMATRIX, RunningWebhook, post_review, running_webhook
