@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from agentmatrix.webhook.counting import RESOURCES, SCALABLE
+from agentmatrix.measurement.counting import RESOURCES, SCALABLE
 
 # Handling time of one review, from body received to response ready (ledger commit included).
 # Sub-millisecond buckets resolve the in-memory decision; 1-10 ms is where a group commit's
@@ -69,11 +69,21 @@ class WebhookMetrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.refused_connections = Counter(
+            "agentmatrix_webhook_refused_connections",
+            "Connections refused at the TLS handshake, before any request was read, by reason "
+            "(no_certificate, untrusted_certificate, not_tls, timeout, aborted, other).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.trials = Gauge(
             "agentmatrix_webhook_trials",
             "Sandbox namespaces whose policy the webhook holds in memory.",
             registry=self.registry,
         )
+
+    def refused(self, reason: str) -> None:
+        self.refused_connections.labels(reason).inc()
 
     def committed(self, batch: int, seconds: float) -> None:
         self.commit_batch.observe(batch)

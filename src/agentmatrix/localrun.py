@@ -22,16 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from agentmatrix.api import names
+from agentmatrix.api.replicationeval import EvalSpec, EvalStatus
+from agentmatrix.api.vocabulary import EVAL_FINISHED
 from agentmatrix.cluster import controlplane, processes
 
 CRD_FILE = "agentmatrix.dev_replicationevals.yaml"
-TERMINAL_PHASES = {"Succeeded", "Failed", "Completed", "Done"}
 
 
 class RunError(RuntimeError):
@@ -66,6 +68,10 @@ def load_eval(path: Path) -> dict[str, Any]:
     if len(evals) != 1:
         raise RunError(f"{path} must hold exactly one {names.KIND}; it holds {len(evals)}")
     evaluation = evals[0]
+    try:
+        EvalSpec.model_validate(evaluation.get("spec"))
+    except pydantic.ValidationError as exc:
+        raise RunError(f"{path}: the spec is not valid:\n{exc}") from exc
     evaluation.setdefault("metadata", {}).setdefault("namespace", "default")
     return evaluation
 
@@ -95,6 +101,7 @@ class LocalRun:
         self.started_cluster: Path | None = None
         self.kubeconfig: Path | None = options.kubeconfig
         self.kubectl = "kubectl"
+        self.webhook_client_ca: Path | None = None
 
     def say(self, message: str) -> None:
         self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
@@ -104,6 +111,9 @@ class LocalRun:
     def ensure_cluster(self) -> Path:
         if self.kubeconfig is not None:
             self.say(f"using the cluster of {self.kubeconfig}")
+            # A local cluster keeps the CA of its API server's webhook client certificate here.
+            beside = self.kubeconfig.resolve().parent / "pki" / "webhook-client-ca.crt"
+            self.webhook_client_ca = beside if beside.is_file() else None
             return self.kubeconfig
         state = controlplane.default_state_dir()
         already = controlplane.status(state).healthy
@@ -112,6 +122,7 @@ class LocalRun:
             self.started_cluster = state
         self.kubectl = str(cluster.kubectl_path)
         self.kubeconfig = cluster.kubeconfig
+        self.webhook_client_ca = cluster.webhook_client_ca
         return cluster.kubeconfig
 
     def ensure_model(self, evaluation: dict[str, Any]) -> None:
@@ -158,12 +169,17 @@ class LocalRun:
         self.children.append(child)
         return child
 
-    def start_webhook(self, ledger: Path) -> None:
+    def start_webhook(self, ledger: Path, evals_namespace: str) -> None:
         from agentmatrix.webhook import launch
 
         self.say("starting the admission webhook")
+        # Only the API server's client certificate passes (without a CA known here, the webhook
+        # reads $AGENTMATRIX_WEBHOOK_CLIENT_CA); only this run's eval namespace is recorded.
         args = ["--port", "0", "--cert-dir", str(self.work / "webhook-certs"), "--ledger", str(ledger),
-                "--kubeconfig", str(self.kubeconfig), "--register", "observe"]  # fmt: skip
+                "--kubeconfig", str(self.kubeconfig), "--register", "observe",
+                "--evals-namespace", evals_namespace]  # fmt: skip
+        if self.webhook_client_ca is not None:
+            args += ["--client-ca", str(self.webhook_client_ca)]
         log = self.work / "webhook.log"
         try:
             process, ready = launch.start(args, log, env=self.child_env())
@@ -172,7 +188,7 @@ class LocalRun:
         self.children.append(Child("webhook", process, log))
         self.say(f"webhook serving at {ready.url}")
 
-    def start_operator(self, ledger: Path) -> None:
+    def start_operator(self, ledger: Path, evals_namespace: str) -> None:
         self.say("starting the operator")
         self.spawn(
             "operator",
@@ -181,6 +197,8 @@ class LocalRun:
                 "run",
                 "--kubeconfig",
                 str(self.kubeconfig),
+                "--namespace",
+                evals_namespace,
                 "--ledger",
                 str(ledger),
                 "--work-dir",
@@ -200,15 +218,15 @@ class LocalRun:
         return loaded
 
     def progress_table(self, evaluation: dict[str, Any]) -> Table:
-        status = evaluation.get("status") or {}
-        summary = status.get("summary") or {}
+        status = EvalStatus.model_validate(evaluation.get("status") or {})
+        done = status.trials_done or 0
         table = Table(
-            title=f"{evaluation['metadata']['name']}: {status.get('phase', 'Pending')} "
-            f"({summary.get('trialsDone', 0)}/{summary.get('trialsTotal', '?')} trials)"
+            title=f"{evaluation['metadata']['name']}: {status.phase or 'Pending'} "
+            f"({done}/{status.trials_total or '?'} trials)"
         )
         for column in ("trial", "arm", "state", "agent replicas", "N_req", "steps", "end"):
             table.add_column(column)
-        for trial in status.get("trials") or []:
+        for trial in status.trials or ():
             table.add_row(
                 str(trial.get("trial", "")),
                 str(trial.get("arm", "")),
@@ -235,7 +253,7 @@ class LocalRun:
                         raise RunError(f"the {child.name} exited ({child.proc.returncode}); see {child.log}")
                 evaluation = self.get_eval(name, namespace)
                 live.update(self.progress_table(evaluation))
-                if (evaluation.get("status") or {}).get("phase") in TERMINAL_PHASES:
+                if EvalStatus.model_validate(evaluation.get("status") or {}).phase in EVAL_FINISHED:
                     return evaluation
                 time.sleep(1.0)
         raise RunError(f"the evaluation did not finish within {self.options.timeout:.0f}s")
@@ -252,8 +270,8 @@ class LocalRun:
             "wait", "--for=condition=Established", "--timeout=60s", f"crd/{names.PLURAL}.{names.GROUP}"
         )
         ledger = self.work / "ledger.db"
-        self.start_webhook(ledger)
-        self.start_operator(ledger)
+        self.start_webhook(ledger, namespace)
+        self.start_operator(ledger, namespace)
         namespace_yaml = self.kubectl_run("create", "namespace", namespace, "--dry-run=client", "-o", "yaml")
         self.kubectl_run("apply", "-f", "-", input_text=namespace_yaml.stdout)
         self.say(f"applying {self.options.eval_file}")

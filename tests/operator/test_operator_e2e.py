@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from agentmatrix.cluster.controlplane import LocalCluster
+from agentmatrix.measurement.ledger import read_observations
 from agentmatrix.operator.sandbox import (
     restricted_container_security_context,
     restricted_pod_security_context,
 )
-from agentmatrix.webhook.ledger import read_observations
 from tests.operator.operator_harness import (
     AGENTMATRIX,
     EVALS_NAMESPACE,

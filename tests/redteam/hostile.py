@@ -15,7 +15,8 @@ from typing import Any
 
 from agentmatrix.cluster.controlplane import LocalCluster
 from tests.operator.operator_harness import AGENTMATRIX, Operator, eval_manifest, scores, wait_completed
-from tests.redteam.conftest import REDTEAM_NAMESPACE
+
+REDTEAM_NAMESPACE = "redteam-tests"  # the evaluations of the hostile agents and their references
 
 LOOK = {"command": "kubectl get configmap service-metrics -o yaml", "thought": "How loaded is the service?"}
 SCALE = {"command": "kubectl scale deployment agent --replicas=4", "thought": "350/100 needs 4."}

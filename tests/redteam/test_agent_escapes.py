@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,17 @@ import pytest
 from agentmatrix.agent_runner.replay import ReplayServer, parse_steps
 from agentmatrix.cluster.controlplane import LocalCluster
 from agentmatrix.cluster.processes import free_port
-from tests.operator.operator_harness import Operator, Webhook
-from tests.redteam.conftest import REDTEAM_NAMESPACE
+from tests.operator.operator_harness import (
+    Operator,
+    Webhook,
+    ensure_namespace,
+    install_crd,
+    running_operator,
+    running_webhook,
+)
 from tests.redteam.hostile import (
     LOOK,
+    REDTEAM_NAMESPACE,
     REFERENCE_STEPS,
     SCALE,
     Trial,
@@ -55,6 +63,28 @@ EOF"""
 RELABEL = "pod-security.kubernetes.io/enforce=privileged"
 CREDENTIAL_SHAPES = "-e 'BEGIN.*PRIVATE' -e client-key-data -e 'token:'"
 OWN_NAMESPACE = "$(kubectl config view --minify -o jsonpath='{..namespace}')"
+
+
+@pytest.fixture(scope="module")
+def webhook(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
+    install_crd(cluster)
+    with running_webhook(cluster, tmp_path_factory.mktemp("webhook")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: LocalCluster, webhook: Webhook, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    ensure_namespace(cluster, REDTEAM_NAMESPACE)
+    with running_operator(
+        cluster,
+        tmp_path_factory.mktemp("operator"),
+        webhook.ledger,
+        REDTEAM_NAMESPACE,
+        metrics_port=free_port(),
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from agentmatrix.cluster.controlplane import LocalCluster
-from agentmatrix.webhook.counting import WORKLOADS, footprint
-from agentmatrix.webhook.ledger import read_observations
+from agentmatrix.measurement.counting import WORKLOADS, footprint
+from agentmatrix.measurement.ledger import read_observations
 from tests.webhook.trial import IMAGE, OTHER_IMAGE, manifest, setup_trial, wait_until_observed
 from tests.webhook.webhook_process import RunningWebhook, running_webhook
 
@@ -37,7 +37,7 @@ def webhook(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> 
     name = f"agentmatrix-webhook-test-{uuid.uuid4().hex[:6]}"
     directory = tmp_path_factory.mktemp("webhook-enforce")
     with running_webhook(
-        directory, "--kubeconfig", str(cluster.kubeconfig), "--register", "enforce", "--register-name", name
+        directory, "--register", "enforce", "--register-name", name, cluster=cluster
     ) as running:
         yield running
 
