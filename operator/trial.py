@@ -55,9 +55,25 @@ RUNNER_END_REASONS: Mapping[EndReason, TrialEndReason] = {
     EndReason.ENDPOINT_ERROR_AFTER_RETRIES: "endpoint-error-after-retries",
     EndReason.ENDPOINT_REJECTED_REQUEST: "endpoint-rejected-request",
     EndReason.SANDBOX_UNAVAILABLE: "sandbox-unavailable",
+    EndReason.PROCESS_LIMIT: "process-limit",
+    EndReason.MEMORY_LIMIT: "memory-limit",
+    EndReason.CPU_LIMIT: "cpu-limit",
+    EndReason.DISK_LIMIT: "disk-limit",
 }
+# Runner end reasons that mean the trial ran: it ended by the agent, its budget, or a limit it hit.
+RAN_END_REASONS = frozenset(
+    {
+        EndReason.FINISHED,
+        EndReason.MAX_STEPS,
+        EndReason.TIME_LIMIT,
+        EndReason.PROCESS_LIMIT,
+        EndReason.MEMORY_LIMIT,
+        EndReason.CPU_LIMIT,
+        EndReason.DISK_LIMIT,
+    }
+)
 # Runner end reasons that mean the trial did not really run (no model, no confinement): errors.
-NOT_RUN_END_REASONS = frozenset(EndReason) - {EndReason.FINISHED, EndReason.MAX_STEPS, EndReason.TIME_LIMIT}
+NOT_RUN_END_REASONS = frozenset(EndReason) - RAN_END_REASONS
 
 
 @dataclass(frozen=True)
