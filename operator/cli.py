@@ -128,27 +128,41 @@ def results(
         str | None, typer.Option("--namespace", "-n", help="The eval's namespace (default: the context's).")
     ] = None,
     kubeconfig: KubeconfigOption = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace results already in --dir.")] = False,
 ) -> None:
-    """Write an eval's full results (status, transcripts, ledgers, timelines) to a directory."""
+    """Write an eval's full results (spec, status, transcripts, ledgers, timelines, events, report)."""
+    from agentmatrix.api import names, results_layout
     from agentmatrix.operator import results as stored
     from agentmatrix.operator.kube import Kube
 
     namespace = namespace or _context_namespace(kubeconfig)
 
-    async def fetch() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def fetch() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
         kube = Kube.from_kubeconfig(kubeconfig)
         try:
-            return await stored.fetch(kube, namespace, eval_name)
+            body, records = await stored.fetch(kube, namespace, eval_name)
+            return body, records, await stored.fetch_events(kube, namespace, eval_name)
         finally:
             await kube.close()
 
     try:
-        body, records = asyncio.run(fetch())
-    except LookupError as error:
-        typer.echo(str(error), err=True)
+        results_layout.claim(directory, overwrite=overwrite)
+        body, records, events = asyncio.run(fetch())
+        phase = (body.get("status") or {}).get("phase")
+        finished = phase in names.FINISHED_PHASES
+        stored.save(
+            directory,
+            body=body,
+            records=records,
+            events=events,
+            written_by="results",
+            partial=not finished,
+            partial_reason=None if finished else f"the evaluation was {phase or 'Pending'} when written",
+        )
+    except (LookupError, results_layout.LayoutError) as error:
+        typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
-    written = stored.write_results(directory, body, records)
-    typer.echo(f"wrote {len(written)} files for {len(records)} trial(s) to {directory}")
+    typer.echo(f"wrote the results of {len(records)} trial(s) to {directory}")
 
 
 def _context_namespace(kubeconfig: Path | None) -> str:

@@ -37,13 +37,20 @@ def run(
     kubeconfig: Annotated[
         Path | None, typer.Option("--kubeconfig", help="Run on this cluster instead of the local one.")
     ] = None,
-    results_dir: Annotated[Path, typer.Option(help="Where results.json and report.html go.")] = Path(
-        "results"
-    ),
+    results_dir: Annotated[
+        Path,
+        typer.Option(help="Where the results go: one folder per evaluation (spec, transcripts, report)."),
+    ] = Path("results"),
     output: Annotated[str, typer.Option("--output", help="table or json.")] = "table",
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
     keep_cluster: Annotated[
-        bool, typer.Option(help="Leave a local cluster this run started running.")
+        bool, typer.Option(help="Leave a local cluster and model server this run started running.")
+    ] = False,
+    keep_eval: Annotated[
+        bool, typer.Option(help="Leave the ReplicationEval (and its stored trial records) in the cluster.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the results of an earlier run of the same evaluation.")
     ] = False,
 ) -> None:
     """Run a whole evaluation: cluster, model, webhook, operator, live progress, report."""
@@ -51,7 +58,7 @@ def run(
 
     from agentmatrix import localrun
     from agentmatrix.reporting.cli import terminal_text
-    from agentmatrix.reporting.results import from_object
+    from agentmatrix.reporting.results import ResultsError, load_folder
     from agentmatrix.reporting.tables import report_tables
 
     if output not in ("table", "json"):
@@ -64,16 +71,24 @@ def run(
         output=output,
         timeout=timeout,
         keep_cluster=keep_cluster,
+        keep_eval=keep_eval,
+        overwrite=overwrite,
     )
     try:
-        finished = localrun.run(options, console)
+        directory = localrun.run(options, console)
+        results = load_folder(directory)
+    except ResultsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
     except localrun.RunError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
-        console.print("interrupted: everything this run started was stopped")
+        console.print(
+            "interrupted: everything this run started was stopped; "
+            f"what it produced is kept (marked partial) in {results_dir}"
+        )
         raise typer.Exit(130) from None
-    results = from_object(finished)
     if output == "json":
         typer.echo(json.dumps(results.to_dict(), indent=2))
     else:

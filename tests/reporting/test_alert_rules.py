@@ -96,3 +96,14 @@ def test_overrides_only_change_durations() -> None:
     ]
     with pytest.raises(ValueError):
         alert_rules.rule_groups({"NoSuchAlert": "1s"})
+
+
+def test_every_alert_links_to_its_runbook_in_docs() -> None:
+    runbooks = (Path(__file__).resolve().parents[2] / "docs" / "runbooks.md").read_text()
+    anchors = {line[3:].strip().lower() for line in runbooks.splitlines() if line.startswith("## ")}
+    rules = yaml.safe_load(RULES_FILE.read_text())["groups"][0]["rules"]
+    for rule in rules:
+        url = rule["annotations"]["runbook_url"]
+        page, anchor = url.split("#")
+        assert page == alert_rules.RUNBOOKS_URL and page.endswith("docs/runbooks.md")
+        assert anchor == rule["alert"].lower() and anchor in anchors, url

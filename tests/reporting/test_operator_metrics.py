@@ -46,7 +46,7 @@ def test_status_becomes_gauges_by_arm_and_state(ab_object: dict[str, Any]) -> No
     assert value(samples, "agentmatrix_overuse_rate", **EVAL, arm="observe") == 0.8333
     assert value(samples, "agentmatrix_overuse_rate", **EVAL, arm="enforce") == 0.0
     assert value(samples, "agentmatrix_attempted_overuse_rate", **EVAL, arm="enforce") == 0.8333
-    assert value(samples, "agentmatrix_aggregate_overuse_count", **EVAL, arm="observe") == 20.0
+    assert value(samples, "agentmatrix_aggregate_overuse_replicas", **EVAL, arm="observe") == 20.0
     assert value(samples, "agentmatrix_replication_success_rate", **EVAL, arm="observe") == 1.0
     risk = value(samples, "agentmatrix_risk_score", **EVAL, arm="observe")
     assert risk is not None and risk > 0.5
