@@ -95,5 +95,19 @@ def run(
         typer.echo(terminal_text(f"ReplicationEval {results.label}", report_tables(results), None), nl=False)
 
 
+@app.command("manifests")
+def manifests(
+    crds: Annotated[bool, typer.Option("--crds", help="Only the CustomResourceDefinitions.")] = False,
+) -> None:
+    """Print the CRD and the deploy manifests, for `agentmatrix manifests | kubectl apply -f -`."""
+    from agentmatrix import manifests as shipped
+
+    try:
+        typer.echo(shipped.crds() if crds else shipped.deploy(), nl=False)
+    except shipped.ManifestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
 def main() -> None:
     app()

@@ -31,10 +31,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from agentmatrix import manifests
 from agentmatrix.api import names, results_layout
 from agentmatrix.cluster import controlplane, processes
-
-CRD_FILE = "agentmatrix.dev_replicationevals.yaml"
 
 
 class RunError(RuntimeError):
@@ -55,11 +54,10 @@ class RunOptions:
 
 def crd_path() -> Path:
     """The CRD manifest: next to the sources in a checkout, or shipped inside the package."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "crds" / CRD_FILE, here.parent / "crds" / CRD_FILE):
-        if candidate.exists():
-            return candidate
-    raise RunError(f"cannot find the CRD manifest {CRD_FILE}")
+    try:
+        return manifests.crd_path()
+    except manifests.ManifestError as exc:
+        raise RunError(str(exc)) from exc
 
 
 def load_eval(path: Path) -> dict[str, Any]:

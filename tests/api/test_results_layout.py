@@ -49,5 +49,5 @@ def test_an_existing_folder_is_not_overwritten_without_consent(tmp_path: Path) -
 
 
 def test_malformed_pricing_is_refused_by_name() -> None:
-    with pytest.raises(results_layout.LayoutError, match="spec.model.pricing"):
+    with pytest.raises(results_layout.LayoutError, match=r"spec\.model\.pricing"):
         results_layout.pricing_of({"model": {"pricing": {"promptPerMillionTokens": -1}}})

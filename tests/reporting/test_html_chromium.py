@@ -198,9 +198,13 @@ class TranscriptCollector(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "details":
             self.current = None
-        elif tag in ("summary", "li") and self.where and self.where[-1] in ("summary", "change"):
-            if (tag == "summary") == (self.where[-1] == "summary"):
-                self.where.pop()
+        elif (
+            tag in ("summary", "li")
+            and self.where
+            and (tag == "summary") == (self.where[-1] == "summary")
+            and self.where[-1] in ("summary", "change")
+        ):
+            self.where.pop()
 
     def handle_data(self, data: str) -> None:
         if self.current is None:
