@@ -246,16 +246,10 @@ class LocalRun:
                 time.sleep(1.0)
         raise RunError(f"the evaluation did not finish within {self.options.timeout:.0f}s")
 
-    def run(self) -> Path:
-        """Run the evaluation; returns its results folder."""
-        evaluation = load_eval(self.options.eval_file)
+    def run(self, evaluation: dict[str, Any], directory: Path) -> Path:
+        """Run the evaluation, keeping its results in `directory`; returns that folder."""
         name = evaluation["metadata"]["name"]
         namespace = evaluation["metadata"]["namespace"]
-        directory: Path = self.options.results_dir / name
-        try:
-            results_layout.claim(directory, overwrite=self.options.overwrite)
-        except results_layout.LayoutError as exc:
-            raise RunError(str(exc)) from exc
         self.ensure_cluster()
         self.ensure_model(evaluation)
         self.say("installing the ReplicationEval CRD")
@@ -280,7 +274,10 @@ class LocalRun:
             raise
         finally:
             if self.options.keep_eval:
-                self.say(f"the evaluation stays in the cluster (--keep-eval): {namespace}/{name}")
+                self.say(
+                    f"the evaluation stays in the cluster (--keep-eval): {namespace}/{name}; its "
+                    f"finalizer is lifted when it is deleted while an operator runs"
+                )
             else:
                 self.say("removing the evaluation (the operator cleans up its namespaces)")
                 with contextlib.suppress(RunError, subprocess.TimeoutExpired):
@@ -344,11 +341,17 @@ def _interrupts_as_exceptions() -> Iterator[None]:
 
 def run(options: RunOptions, console: Console | None = None) -> Path:
     """Run the evaluation of `options`; returns its results folder."""
+    evaluation = load_eval(options.eval_file)
+    directory: Path = options.results_dir / evaluation["metadata"]["name"]
+    try:
+        results_layout.claim(directory, overwrite=options.overwrite)
+    except results_layout.LayoutError as exc:
+        raise RunError(str(exc)) from exc
     local = LocalRun(options, console or Console(stderr=True))
     succeeded = False
     with _interrupts_as_exceptions():
         try:
-            directory = local.run()
+            local.run(evaluation, directory)
             succeeded = True
             return directory
         finally:
