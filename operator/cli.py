@@ -1,4 +1,4 @@
-"""Sub-commands of this part: `agentmatrix operator run` and `agentmatrix results EVAL`."""
+"""Sub-commands of this part: `agentmatrix operator run`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -71,12 +71,12 @@ def run(
     import kopf
     from prometheus_client import start_http_server
 
+    from agentmatrix.kube import KubeAccess
+    from agentmatrix.measurement import ledger
     from agentmatrix.operator import handlers
     from agentmatrix.operator.evaluation import OperatorSettings, Services
     from agentmatrix.operator.kube import Kube
     from agentmatrix.operator.metrics import OperatorMetrics
-    from agentmatrix.webhook import ledger
-    from agentmatrix.webhook.kube import KubeAccess
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -121,51 +121,7 @@ def run(
     asyncio.run(main())
 
 
-def results(
-    eval_name: Annotated[str, typer.Argument(metavar="EVAL", help="The ReplicationEval's name.")],
-    directory: Annotated[Path, typer.Option("--dir", help="Where to write the results.")],
-    namespace: Annotated[
-        str | None, typer.Option("--namespace", "-n", help="The eval's namespace (default: the context's).")
-    ] = None,
-    kubeconfig: KubeconfigOption = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace results already in --dir.")] = False,
-) -> None:
-    """Write an eval's full results (spec, status, transcripts, ledgers, timelines, events, report)."""
-    from agentmatrix.api import names, results_layout
-    from agentmatrix.operator import results as stored
-    from agentmatrix.operator.kube import Kube
-
-    namespace = namespace or _context_namespace(kubeconfig)
-
-    async def fetch() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-        kube = Kube.from_kubeconfig(kubeconfig)
-        try:
-            body, records = await stored.fetch(kube, namespace, eval_name)
-            return body, records, await stored.fetch_events(kube, namespace, eval_name)
-        finally:
-            await kube.close()
-
-    try:
-        results_layout.claim(directory, overwrite=overwrite)
-        body, records, events = asyncio.run(fetch())
-        phase = (body.get("status") or {}).get("phase")
-        finished = phase in names.FINISHED_PHASES
-        stored.save(
-            directory,
-            body=body,
-            records=records,
-            events=events,
-            written_by="results",
-            partial=not finished,
-            partial_reason=None if finished else f"the evaluation was {phase or 'Pending'} when written",
-        )
-    except (LookupError, results_layout.LayoutError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from error
-    typer.echo(f"wrote the results of {len(records)} trial(s) to {directory}")
-
-
-def _context_namespace(kubeconfig: Path | None) -> str:
+def context_namespace(kubeconfig: Path | None) -> str:
     from kubernetes import config
 
     try:
@@ -178,4 +134,3 @@ def _context_namespace(kubeconfig: Path | None) -> str:
 def register(app: typer.Typer) -> None:
     """Add this part's commands to the top-level `agentmatrix` app."""
     app.add_typer(operator_app, name="operator")
-    app.command("results")(results)

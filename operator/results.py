@@ -13,10 +13,10 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from agentmatrix.api import names, results_layout
+from agentmatrix.api.vocabulary import TRIAL_FINISHED
 from agentmatrix.operator.kube import Kube
 from agentmatrix.operator.plan import TrialKey, dns_label, label_value
 from agentmatrix.operator.sandbox import LABEL_EVAL_UID
@@ -104,7 +104,7 @@ async def stored_entries(kube: Kube, namespace: str, eval_uid: str) -> list[dict
     entries = []
     for configmap in found:
         entry = unpack_record(configmap).get("entry")
-        if isinstance(entry, dict) and entry.get("state") in ("Succeeded", "Failed"):
+        if isinstance(entry, dict) and entry.get("state") in TRIAL_FINISHED:
             entries.append(entry)
     return entries
 
@@ -152,31 +152,3 @@ async def fetch_events(kube: Kube, namespace: str, eval_name: str) -> list[dict[
         )
     events.sort(key=lambda event: str(event["time"] or ""))
     return events
-
-
-def save(
-    directory: Path,
-    *,
-    body: dict[str, Any],
-    records: list[dict[str, Any]],
-    events: list[dict[str, Any]],
-    written_by: Literal["run", "results"],
-    partial: bool,
-    partial_reason: str | None = None,
-) -> results_layout.ResultsDocument:
-    """The evaluation's results folder (agentmatrix.api.results_layout) and its report.html."""
-    from agentmatrix.reporting.html import render_html
-    from agentmatrix.reporting.results import load_folder
-
-    document = results_layout.write(
-        directory,
-        body=body,
-        records=records,
-        events=events,
-        written_by=written_by,
-        partial=partial,
-        partial_reason=partial_reason,
-    )
-    report = directory / results_layout.REPORT_FILE
-    report.write_text(render_html(load_folder(directory)), encoding="utf-8")
-    return document

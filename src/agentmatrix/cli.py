@@ -95,6 +95,41 @@ def run(
         typer.echo(terminal_text(f"ReplicationEval {results.label}", report_tables(results), None), nl=False)
 
 
+@app.command("results")
+def results(
+    eval_name: Annotated[str, typer.Argument(metavar="EVAL", help="The ReplicationEval's name.")],
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write the results.")],
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="The eval's namespace (default: the context's).")
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option("--kubeconfig", help="Kubeconfig (default: $KUBECONFIG, then ~/.kube/config)."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace results already in --dir.")] = False,
+) -> None:
+    """Write an eval's results folder: spec, status, every trial's transcript, ledger and replica
+    timeline, the events and the report (partial while the eval runs)."""
+    from agentmatrix import localrun
+    from agentmatrix.api import results_layout
+    from agentmatrix.operator.cli import context_namespace
+
+    try:
+        results_layout.claim(directory, overwrite=overwrite)
+        document = localrun.keep_results(
+            kubeconfig,
+            namespace or context_namespace(kubeconfig),
+            eval_name,
+            directory,
+            written_by="results",
+            partial_reason=None,
+        )
+    except (LookupError, results_layout.LayoutError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"wrote the results of {len(document.trials)} trial(s) to {directory}")
+
+
 @app.command("manifests")
 def manifests(
     crds: Annotated[bool, typer.Option("--crds", help="Only the CustomResourceDefinitions.")] = False,

@@ -24,8 +24,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import pydantic
 import yaml
 from rich.console import Console
 from rich.live import Live
@@ -33,6 +34,8 @@ from rich.table import Table
 
 from agentmatrix import manifests
 from agentmatrix.api import names, results_layout
+from agentmatrix.api.replicationeval import EvalSpec, EvalStatus
+from agentmatrix.api.vocabulary import EVAL_FINISHED
 from agentmatrix.cluster import controlplane, processes
 
 
@@ -69,6 +72,10 @@ def load_eval(path: Path) -> dict[str, Any]:
     if len(evals) != 1:
         raise RunError(f"{path} must hold exactly one {names.KIND}; it holds {len(evals)}")
     evaluation = evals[0]
+    try:
+        EvalSpec.model_validate(evaluation.get("spec"))
+    except pydantic.ValidationError as exc:
+        raise RunError(f"{path}: the spec is not valid:\n{exc}") from exc
     evaluation.setdefault("metadata", {}).setdefault("namespace", "default")
     return evaluation
 
@@ -206,15 +213,15 @@ class LocalRun:
         return loaded
 
     def progress_table(self, evaluation: dict[str, Any]) -> Table:
-        status = evaluation.get("status") or {}
-        summary = status.get("summary") or {}
+        status = EvalStatus.model_validate(evaluation.get("status") or {})
+        done = status.trials_done or 0
         table = Table(
-            title=f"{evaluation['metadata']['name']}: {status.get('phase', 'Pending')} "
-            f"({summary.get('trialsDone', 0)}/{summary.get('trialsTotal', '?')} trials)"
+            title=f"{evaluation['metadata']['name']}: {status.phase or 'Pending'} "
+            f"({done}/{status.trials_total or '?'} trials)"
         )
         for column in ("trial", "arm", "state", "agent replicas", "N_req", "steps", "end"):
             table.add_column(column)
-        for trial in status.get("trials") or []:
+        for trial in status.trials or ():
             table.add_row(
                 str(trial.get("trial", "")),
                 str(trial.get("arm", "")),
@@ -241,7 +248,7 @@ class LocalRun:
                         raise RunError(f"the {child.name} exited ({child.proc.returncode}); see {child.log}")
                 evaluation = self.get_eval(name, namespace)
                 live.update(self.progress_table(evaluation))
-                if (evaluation.get("status") or {}).get("phase") in names.FINISHED_PHASES:
+                if EvalStatus.model_validate(evaluation.get("status") or {}).phase in EVAL_FINISHED:
                     return evaluation
                 time.sleep(1.0)
         raise RunError(f"the evaluation did not finish within {self.options.timeout:.0f}s")
@@ -288,29 +295,11 @@ class LocalRun:
 
     def save_results(self, directory: Path, name: str, namespace: str, partial_reason: str | None) -> None:
         """Everything the cluster holds of the evaluation, written as its results folder."""
-        from agentmatrix.operator import results as stored
-        from agentmatrix.operator.kube import Kube
-
-        async def fetch() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-            kube = Kube.from_kubeconfig(self.kubeconfig)
-            try:
-                body, records = await stored.fetch(kube, namespace, name)
-                return body, records, await stored.fetch_events(kube, namespace, name)
-            finally:
-                await kube.close()
-
-        body, records, events = asyncio.run(fetch())
-        stored.save(
-            directory,
-            body=body,
-            records=records,
-            events=events,
-            written_by="run",
-            partial=partial_reason is not None,
-            partial_reason=partial_reason,
+        document = keep_results(
+            self.kubeconfig, namespace, name, directory, written_by="run", partial_reason=partial_reason
         )
         what = "partial results" if partial_reason else "results"
-        self.say(f"{what} of {len(records)} trial(s) written to {directory}")
+        self.say(f"{what} of {len(document.trials)} trial(s) written to {directory}")
 
     def close(self, succeeded: bool) -> None:
         for child in reversed(self.children):
@@ -327,6 +316,49 @@ class LocalRun:
             shutil.rmtree(self.work, ignore_errors=True)
         else:
             self.say(f"the webhook's and the operator's logs are kept in {self.work}")
+
+
+def keep_results(
+    kubeconfig: Path | None,
+    namespace: str,
+    name: str,
+    directory: Path,
+    *,
+    written_by: Literal["run", "results"],
+    partial_reason: str | None,
+) -> results_layout.ResultsDocument:
+    """The evaluation's results folder (agentmatrix.api.results_layout) and its report.html, from
+    the ReplicationEval, the trial records the operator stored and the events. `partial_reason`
+    None: partial exactly when the evaluation has not finished."""
+    from agentmatrix.operator import results as stored
+    from agentmatrix.operator.kube import Kube
+    from agentmatrix.reporting.html import render_html
+    from agentmatrix.reporting.results import load_folder
+
+    async def fetch() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+        kube = Kube.from_kubeconfig(kubeconfig)
+        try:
+            body, records = await stored.fetch(kube, namespace, name)
+            return body, records, await stored.fetch_events(kube, namespace, name)
+        finally:
+            await kube.close()
+
+    body, records, events = asyncio.run(fetch())
+    phase = (body.get("status") or {}).get("phase")
+    if partial_reason is None and phase not in EVAL_FINISHED:
+        partial_reason = f"the evaluation was {phase or 'Pending'} when its results were written"
+    document = results_layout.write(
+        directory,
+        body=body,
+        records=records,
+        events=events,
+        written_by=written_by,
+        partial=partial_reason is not None,
+        partial_reason=partial_reason,
+    )
+    report = directory / results_layout.REPORT_FILE
+    report.write_text(render_html(load_folder(directory)), encoding="utf-8")
+    return document
 
 
 @contextlib.contextmanager

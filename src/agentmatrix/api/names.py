@@ -40,7 +40,3 @@ SYSTEM_NAMESPACE = "agentmatrix-system"
 
 def service_account_username(namespace: str, name: str) -> str:
     return f"system:serviceaccount:{namespace}:{name}"
-
-
-# A ReplicationEval's status.phase once it will not change any more.
-FINISHED_PHASES = frozenset({"Completed", "Failed"})

@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import agentmatrix
+from agentmatrix.api.replicationeval import ModelPricing
 
 LAYOUT_VERSION: Final = 1
 RESULTS_FILE = "results.json"
@@ -62,20 +63,6 @@ class TokenUsage(_Model):
     @property
     def total(self) -> int:
         return self.promptTokens + self.completionTokens
-
-
-class Pricing(_Model):
-    """spec.model.pricing: price per million tokens, in whatever currency the spec uses."""
-
-    promptPerMillionTokens: float = Field(ge=0)
-    completionPerMillionTokens: float = Field(ge=0)
-
-    def cost(self, usage: TokenUsage) -> float:
-        return round(
-            (usage.promptTokens * self.promptPerMillionTokens
-             + usage.completionTokens * self.completionPerMillionTokens) / 1e6,
-            6,
-        )  # fmt: skip
 
 
 class TrialFiles(_Model):
@@ -182,15 +169,19 @@ def usage_of_entry(entry: Mapping[str, Any]) -> TokenUsage | None:
         return None
 
 
-def pricing_of(spec: Mapping[str, Any]) -> Pricing | None:
+def pricing_of(spec: Mapping[str, Any]) -> ModelPricing | None:
     model = spec.get("model")
     pricing = model.get("pricing") if isinstance(model, Mapping) else None
     if not isinstance(pricing, Mapping):
         return None
     try:
-        return Pricing.model_validate(dict(pricing))
+        return ModelPricing.model_validate(dict(pricing))
     except ValidationError as error:
         raise LayoutError(f"spec.model.pricing cannot be read: {error}") from error
+
+
+def cost(pricing: ModelPricing, usage: TokenUsage) -> float:
+    return pricing.cost(usage.promptTokens, usage.completionTokens)
 
 
 def trial_key(entry: Mapping[str, Any]) -> tuple[str, int]:
@@ -270,7 +261,7 @@ def write(
 
 
 def _write_trial(
-    directory: Path, record: Mapping[str, Any], pricing: Pricing | None, model: str | None
+    directory: Path, record: Mapping[str, Any], pricing: ModelPricing | None, model: str | None
 ) -> TrialIndex:
     entry: Mapping[str, Any] = record.get("entry") or {}
     arm, trial = trial_key(entry)
@@ -314,13 +305,13 @@ def _write_trial(
         steps=len(steps) or int(entry.get("steps") or 0),
         commands=sum(1 for line in steps if line.get("command")),
         usage=usage,
-        cost=pricing.cost(usage) if pricing else None,
+        cost=cost(pricing, usage) if pricing else None,
         transcriptTruncated="transcriptTruncated" in record,
         files=files,
     )
 
 
-def _arm_costs(trials: Sequence[TrialIndex], pricing: Pricing | None) -> list[ArmCost]:
+def _arm_costs(trials: Sequence[TrialIndex], pricing: ModelPricing | None) -> list[ArmCost]:
     arms: dict[str, list[TrialIndex]] = {}
     for trial in trials:
         arms.setdefault(trial.arm, []).append(trial)
@@ -329,14 +320,14 @@ def _arm_costs(trials: Sequence[TrialIndex], pricing: Pricing | None) -> list[Ar
         usage = TokenUsage(promptTokens=0, completionTokens=0)
         for trial in members:
             usage = add_usage(usage, trial.usage)
-        cost = pricing.cost(usage) if pricing else None
+        arm_cost = cost(pricing, usage) if pricing else None
         out.append(
             ArmCost(
                 arm=arm,
                 trials=len(members),
                 usage=usage,
-                cost=cost,
-                costPerTrial=round(cost / len(members), 6) if cost is not None else None,
+                cost=arm_cost,
+                costPerTrial=round(arm_cost / len(members), 6) if arm_cost is not None else None,
             )
         )
     return out

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agentmatrix.api import names, results_layout
+from agentmatrix.api.replicationeval import ModelPricing
 from agentmatrix.api.results_layout import RESULTS_FILE, ArmCost, LayoutError, TokenUsage
 from agentmatrix.scoring import ArmComparison, ArmScore, Timeline, TrialScore, compare_arms, score_arm
 
@@ -125,14 +126,14 @@ def from_object(obj: Mapping[str, Any]) -> EvalResults:
     )
 
 
-def _pricing(spec: Mapping[str, Any]) -> results_layout.Pricing | None:
+def _pricing(spec: Mapping[str, Any]) -> ModelPricing | None:
     try:
         return results_layout.pricing_of(spec)
     except LayoutError as error:
         raise ResultsError(str(error)) from error
 
 
-def _arm_costs(records: list[TrialRecord], pricing: results_layout.Pricing | None) -> list[ArmCost]:
+def _arm_costs(records: list[TrialRecord], pricing: ModelPricing | None) -> list[ArmCost]:
     by_arm: dict[str, list[TokenUsage]] = {}
     for record in records:
         if record.usage is not None:
@@ -142,7 +143,7 @@ def _arm_costs(records: list[TrialRecord], pricing: results_layout.Pricing | Non
         total = TokenUsage(promptTokens=0, completionTokens=0)
         for usage in usages:
             total = results_layout.add_usage(total, usage)
-        cost = pricing.cost(total) if pricing else None
+        cost = results_layout.cost(pricing, total) if pricing else None
         per_trial = round(cost / len(usages), 6) if cost is not None else None
         costs.append(ArmCost(arm=arm, trials=len(usages), usage=total, cost=cost, costPerTrial=per_trial))
     return costs
@@ -160,7 +161,7 @@ def _comparable(arm: ArmScore) -> bool:
 
 
 def _trial_records(
-    entries: list[Mapping[str, Any]], pricing: results_layout.Pricing | None
+    entries: list[Mapping[str, Any]], pricing: ModelPricing | None
 ) -> tuple[list[TrialRecord], int]:
     records: list[TrialRecord] = []
     unscored = 0
@@ -181,7 +182,7 @@ def _trial_records(
                 state=entry.get("state"),
                 namespace=entry.get("namespace"),
                 usage=usage,
-                cost=pricing.cost(usage) if pricing and usage else None,
+                cost=results_layout.cost(pricing, usage) if pricing and usage else None,
             )
         )
     return records, unscored
