@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import ArmSpec
@@ -191,14 +194,25 @@ def network_policy(namespace: str, api_endpoints: list[tuple[str, int]]) -> dict
 
 
 async def api_server_endpoints(kube: Kube) -> list[tuple[str, int]]:
-    """The API server's own addresses and port, from the `default/kubernetes` Endpoints."""
-    endpoints = await kube.get("/api/v1/namespaces/default/endpoints/kubernetes") or {}
+    """The API server's own addresses and port: the `kubernetes` Service's EndpointSlices, or,
+    where no controller keeps them (a local control plane), the address the operator talks to."""
+    slices = await kube.list(
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+        label_selector="kubernetes.io/service-name=kubernetes",
+    )
     found: list[tuple[str, int]] = []
-    for subset in endpoints.get("subsets") or []:
-        ports = [int(p["port"]) for p in subset.get("ports") or [] if p.get("name", "https") == "https"]
-        for address in subset.get("addresses") or []:
-            found += [(str(address["ip"]), port) for port in ports]
-    return found
+    for endpoint_slice in slices:
+        ports = [
+            int(p["port"]) for p in endpoint_slice.get("ports") or [] if p.get("name", "https") == "https"
+        ]
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            found += [(str(address), port) for address in endpoint.get("addresses") or [] for port in ports]
+    if found:
+        return found
+    server = urlsplit(kube.access.server)
+    with contextlib.suppress(ValueError):
+        return [(str(ipaddress.ip_address(server.hostname or "")), server.port or 443)]
+    return []
 
 
 def agent_service(namespace: str) -> dict[str, Any]:
