@@ -71,11 +71,10 @@ def run(
     import kopf
     from prometheus_client import start_http_server
 
-    from agentmatrix.kube import KubeAccess
+    from agentmatrix.kube import Kube, KubeAccess
     from agentmatrix.measurement import ledger
     from agentmatrix.operator import handlers
     from agentmatrix.operator.evaluation import OperatorSettings, Services
-    from agentmatrix.operator.kube import Kube
     from agentmatrix.operator.metrics import OperatorMetrics
 
     logging.basicConfig(

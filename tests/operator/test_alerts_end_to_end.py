@@ -45,8 +45,10 @@ GREEDY_AND_SLOW = {
 def test_prometheus_fires_overuse_from_the_live_operator_and_scrapes_the_webhook(
     cluster: LocalCluster, operator: Operator, webhook: Webhook, tmp_path: Path
 ) -> None:
-    assert webhook.ca is not None
-    host_port = webhook.url.removeprefix("https://")
+    # The webhook's HTTPS port answers only the API server's client certificate; Prometheus
+    # scrapes its plain-HTTP probe port, which serves no reviews.
+    assert webhook.probes is not None
+    host_port = webhook.probes.removeprefix("http://")
     scrape_configs: list[dict[str, Any]] = [
         {
             "job_name": "agentmatrix-operator",
@@ -54,8 +56,6 @@ def test_prometheus_fires_overuse_from_the_live_operator_and_scrapes_the_webhook
         },
         {
             "job_name": "agentmatrix-webhook",
-            "scheme": "https",
-            "tls_config": {"ca_file": str(webhook.ca)},
             "static_configs": [{"targets": [host_port]}],
         },
     ]
@@ -89,7 +89,7 @@ def test_prometheus_fires_overuse_from_the_live_operator_and_scrapes_the_webhook
     # What the two processes serve passes promtool's lint, carries the trial's tokens, and names
     # every metric the Grafana dashboard shows.
     scraped = {"operator": operator.metrics()}
-    with urllib.request.urlopen(f"{webhook.url}/metrics", context=webhook.ssl_context(), timeout=10) as page:
+    with urllib.request.urlopen(f"{webhook.probes}/metrics", timeout=10) as page:
         scraped["webhook"] = page.read().decode()
     for who, text in scraped.items():
         linted = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True)
