@@ -30,7 +30,7 @@ from agentmatrix.api import names
 from agentmatrix.api.replicationeval import EvalSpec, ModelSpec
 from agentmatrix.api.vocabulary import EvalPhase
 from agentmatrix.kube import ApiError, Kube, KubeAccess
-from agentmatrix.operator import policy, results, sandbox
+from agentmatrix.operator import results, safeguards, sandbox
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.driver import (
     DiscoveryCache,
@@ -191,12 +191,11 @@ class EvalRun:
             status_doc.is_done(self.entries.get(key, {})) for key in order
         ):
             await self._cleanup_sandboxes()
-            await policy.remove_all(self.kube, self.uid)
+            await remove_safeguards(self.kube, self.uid)
             return
         await self._recover(order)
         for arm in spec.arms:
-            if arm.safeguard == "admissionPolicyCap":
-                await policy.install(self.kube, self.uid, arm.name)
+            await safeguards.of(arm).install(self.kube, self.uid, arm)
         started = self.status.get("startedAt") or status_doc.now()
         self.status.update(
             {
@@ -235,7 +234,7 @@ class EvalRun:
         self.status["phase"] = phase("Completed")
         self.status["finishedAt"] = status_doc.now()
         await self._write_status()
-        await policy.remove_all(self.kube, self.uid)
+        await remove_safeguards(self.kube, self.uid)
         summary = self.status.get("summary") or {}
         self.post(
             "EvalCompleted",
@@ -577,6 +576,11 @@ async def cleanup_sandboxes(kube: Kube, eval_uid: str) -> int:
 async def cleanup_eval(kube: Kube, namespace: str, eval_uid: str) -> int:
     """Everything an eval made, deleted; the number of sandbox namespaces still terminating."""
     await cleanup_sandboxes(kube, eval_uid)
-    await policy.remove_all(kube, eval_uid)
+    await remove_safeguards(kube, eval_uid)
     await results.delete_all(kube, namespace, eval_uid)
     return len(await sandbox.sandboxes_of(kube, eval_uid))
+
+
+async def remove_safeguards(kube: Kube, eval_uid: str) -> None:
+    for safeguard in safeguards.SAFEGUARDS.values():
+        await safeguard.remove_all(kube, eval_uid)

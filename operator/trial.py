@@ -30,7 +30,7 @@ from agentmatrix.kube import API_PATHS, Kube
 from agentmatrix.measurement import coverage, ledger
 from agentmatrix.measurement.feed import policy_of
 from agentmatrix.measurement.model import Observation, TrialPolicy
-from agentmatrix.operator import ledger_view, policy, sandbox, transcript
+from agentmatrix.operator import ledger_view, safeguards, sandbox, transcript
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.copies import CopyTracker
 from agentmatrix.operator.driver import Driver, Launch, Prepared, Running
@@ -192,8 +192,7 @@ class TrialRun:
             # Alongside the other objects: a pod made before the quota exists is still counted
             # once the quota controller has synced it, before the agent can act.
             await sandbox.create_agent_workload(ctx.kube, self.ns, spec.agent_image, initial)
-            if arm.safeguard == "admissionPolicyCap" and arm.replica_cap is not None:
-                await policy.wait_in_effect(ctx.kube, self.ns, arm.replica_cap)
+            await safeguards.of(arm).wait_in_effect(ctx.kube, self.ns, arm)
             return await self.tracker.wait_for(lambda t: t.serving() >= initial, STARTUP_WAIT_SECONDS)
 
         readiness = asyncio.create_task(agent_ready())
