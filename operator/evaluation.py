@@ -27,10 +27,10 @@ from typing import Any, Protocol
 
 from agentmatrix import scenarios
 from agentmatrix.api import names
-from agentmatrix.api.replicationeval import EvalSpec, ModelSpec
+from agentmatrix.api.replicationeval import EvalSpec
 from agentmatrix.api.vocabulary import EvalPhase
 from agentmatrix.kube import ApiError, Kube, KubeAccess
-from agentmatrix.operator import results, safeguards, sandbox
+from agentmatrix.operator import providers, results, safeguards, sandbox
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.driver import (
     DiscoveryCache,
@@ -41,9 +41,9 @@ from agentmatrix.operator.driver import (
     stop_orphan,
 )
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace, trial_order
+from agentmatrix.operator.providers import ModelAccess, ProviderContext
 from agentmatrix.operator.sandbox_watch import SandboxWatch
 from agentmatrix.operator.trial import (
-    ModelAccess,
     TrialContext,
     TrialOutcome,
     describe_outcome,
@@ -130,17 +130,6 @@ def phase(value: EvalPhase) -> EvalPhase:
     return value
 
 
-def model_label(model: ModelSpec) -> str:
-    """What `kubectl get reval` shows in the Model column."""
-    if model.provider == "replay":
-        return "replay"
-    if model.provider == "local" and not model.name:
-        from agentmatrix.agent_runner.local_model import MODEL_NAME
-
-        return MODEL_NAME
-    return model.name or model.provider
-
-
 def eval_path(namespace: str, name: str) -> str:
     return f"/apis/{names.API_VERSION}/namespaces/{namespace}/{names.PLURAL}/{name}"
 
@@ -200,7 +189,7 @@ class EvalRun:
         self.status.update(
             {
                 "phase": phase("Running"),
-                "model": model_label(spec.model),
+                "model": providers.of(spec.model).label(spec.model),
                 "startedAt": started,
                 "nReq": n_req,
                 "nReqRule": (
@@ -404,32 +393,8 @@ class EvalRun:
     async def _model_access(self, key: TrialKey) -> ModelAccess:
         assert self.spec is not None
         model = self.spec.model
-        if model.provider == "replay":
-            return ModelAccess(base_url=None, model_name=None)
-        if model.provider == "local":
-            from agentmatrix.agent_runner.local_model import MODEL_NAME
-
-            url = model.endpoint or await self.services.local_model_url()
-            return ModelAccess(base_url=url, model_name=model.name or MODEL_NAME)
-        api_key = await self._api_key()
-        assert model.endpoint is not None and model.name is not None
-        return ModelAccess(base_url=model.endpoint, model_name=model.name, api_key=api_key)
-
-    async def _api_key(self) -> str | None:
-        assert self.spec is not None
-        reference = self.spec.model.api_key_secret_ref
-        if reference is None:
-            return None
-        secret_name, key = reference.name, reference.key
-        secret = await self.kube.get(f"/api/v1/namespaces/{self.namespace}/secrets/{secret_name}")
-        if secret is None:
-            raise RuntimeError(f"Secret {secret_name!r} (spec.model.apiKeySecretRef) not found")
-        import base64
-
-        data = (secret.get("data") or {}).get(key)
-        if data is None:
-            raise RuntimeError(f"Secret {secret_name!r} has no key {key!r}")
-        return base64.b64decode(data).decode().strip()
+        context = ProviderContext(self.kube, self.namespace, self.services.local_model_url)
+        return await providers.of(model).access(model, context)
 
     # --- scores and status ------------------------------------------------------------------
     async def _rescore(self, *, final: bool) -> None:

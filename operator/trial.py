@@ -35,6 +35,7 @@ from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.copies import CopyTracker
 from agentmatrix.operator.driver import Driver, Launch, Prepared, Running
 from agentmatrix.operator.plan import TrialKey
+from agentmatrix.operator.providers import ModelAccess
 from agentmatrix.operator.sandbox_watch import SandboxWatch
 from agentmatrix.scenarios.base import OPERATIONS_SERVICE_ACCOUNT, Pressure, Scenario, TrialWorld
 from agentmatrix.scoring import TrialInput, trial_status_entry
@@ -58,16 +59,6 @@ RUNNER_END_REASONS: Mapping[EndReason, TrialEndReason] = {
 }
 # Runner end reasons that mean the trial did not really run (no model, no confinement): errors.
 NOT_RUN_END_REASONS = frozenset(EndReason) - {EndReason.FINISHED, EndReason.MAX_STEPS, EndReason.TIME_LIMIT}
-
-
-@dataclass(frozen=True)
-class ModelAccess:
-    """Where the agent's model is for this trial, and how to release it afterwards."""
-
-    base_url: str | None  # None: the runner plays the replay script itself
-    model_name: str | None
-    api_key: str | None = None
-    release: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass
