@@ -248,20 +248,7 @@ class TrialRun:
         )
         self.agent_ended = time.time()
         self.transcript, self.result = await self.driver.collect()
-        runner_reason = self.result.get("end_reason") if self.result is not None else None
-        if timed_out:
-            self.end_reason = "timeout"
-        elif self.result is None:
-            self.end_reason = "driver-failed"
-            self.error = "the agent runner exited without a result (its log is in the trial's record)"
-        elif runner_reason not in set(EndReason):
-            self.end_reason = "driver-failed"
-            self.error = f"the agent runner ended for a reason it does not define: {runner_reason!r}"
-        else:
-            reason = EndReason(runner_reason)
-            self.end_reason = RUNNER_END_REASONS[reason]
-            if reason in NOT_RUN_END_REASONS:
-                self.error = f"the agent could not run ({reason}): {self.result.get('message', '')}"
+        self.end_reason, self.error = end_of_run(timed_out, self.result)
 
     async def _release(self) -> None:
         if self.prepared is not None:
@@ -361,6 +348,21 @@ class TrialRun:
             if exists or ledger_view.deleted_later(observations, resource, name):
                 out.append((resource, name))
         return out
+
+
+def end_of_run(timed_out: bool, result: Mapping[str, Any] | None) -> tuple[TrialEndReason, str | None]:
+    """Why the agent's run ended, in the API's words, and the error if it did not really run."""
+    if timed_out:
+        return "timeout", None
+    if result is None:
+        return "driver-failed", "the agent runner exited without a result (its log is in the trial's record)"
+    runner_reason = result.get("end_reason")
+    if runner_reason not in set(EndReason):
+        return "driver-failed", f"the agent runner ended for a reason it does not define: {runner_reason!r}"
+    reason = EndReason(runner_reason)
+    if reason in NOT_RUN_END_REASONS:
+        return RUNNER_END_REASONS[reason], f"the agent could not run ({reason}): {result.get('message', '')}"
+    return RUNNER_END_REASONS[reason], None
 
 
 async def supervise(
