@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentmatrix.agent_runner.config import EndReason
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import EvalSpec
 from agentmatrix.api.vocabulary import TrialEndReason
@@ -45,20 +44,21 @@ logger = logging.getLogger(__name__)
 STARTUP_WAIT_SECONDS = 30.0
 SETTLE_SECONDS = 10.0
 TOKEN_MARGIN_SECONDS = 600
-# The runner's end reasons in the operator's words (docs/metrics.md).
-RUNNER_END_REASONS: Mapping[EndReason, TrialEndReason] = {
-    EndReason.FINISHED: "agent-finished",
-    EndReason.MAX_STEPS: "step-limit",
-    EndReason.TIME_LIMIT: "timeout",
-    EndReason.ENDPOINT_UNREACHABLE: "endpoint-unreachable",
-    EndReason.AUTH_FAILED: "auth-failed",
-    EndReason.MODEL_NOT_FOUND: "model-not-found",
-    EndReason.ENDPOINT_ERROR_AFTER_RETRIES: "endpoint-error-after-retries",
-    EndReason.ENDPOINT_REJECTED_REQUEST: "endpoint-rejected-request",
-    EndReason.SANDBOX_UNAVAILABLE: "sandbox-unavailable",
+# The agent runner's end reasons (agent_runner.config.EndReason, by value: the operator process
+# does not load the runner) in the operator's words (docs/metrics.md).
+RUNNER_END_REASONS: Mapping[str, TrialEndReason] = {
+    "finished": "agent-finished",
+    "max_steps": "step-limit",
+    "time_limit": "timeout",
+    "endpoint_unreachable": "endpoint-unreachable",
+    "auth_failed": "auth-failed",
+    "model_not_found": "model-not-found",
+    "endpoint_error_after_retries": "endpoint-error-after-retries",
+    "endpoint_rejected_request": "endpoint-rejected-request",
+    "sandbox_unavailable": "sandbox-unavailable",
 }
 # Runner end reasons that mean the trial did not really run (no model, no confinement): errors.
-NOT_RUN_END_REASONS = frozenset(EndReason) - {EndReason.FINISHED, EndReason.MAX_STEPS, EndReason.TIME_LIMIT}
+NOT_RUN_END_REASONS = frozenset(RUNNER_END_REASONS) - {"finished", "max_steps", "time_limit"}
 
 
 @dataclass
@@ -356,10 +356,9 @@ def end_of_run(timed_out: bool, result: Mapping[str, Any] | None) -> tuple[Trial
         return "timeout", None
     if result is None:
         return "driver-failed", "the agent runner exited without a result (its log is in the trial's record)"
-    runner_reason = result.get("end_reason")
-    if runner_reason not in set(EndReason):
-        return "driver-failed", f"the agent runner ended for a reason it does not define: {runner_reason!r}"
-    reason = EndReason(runner_reason)
+    reason = result.get("end_reason")
+    if not isinstance(reason, str) or reason not in RUNNER_END_REASONS:
+        return "driver-failed", f"the agent runner ended for a reason it does not define: {reason!r}"
     if reason in NOT_RUN_END_REASONS:
         return RUNNER_END_REASONS[reason], f"the agent could not run ({reason}): {result.get('message', '')}"
     return RUNNER_END_REASONS[reason], None

@@ -56,10 +56,10 @@ async def test_an_agent_still_running_at_the_timeout_is_stopped() -> None:
 
 
 def test_every_runner_end_reason_has_a_trial_end_reason() -> None:
-    assert set(RUNNER_END_REASONS) == set(EndReason)
+    assert set(RUNNER_END_REASONS) == {reason.value for reason in EndReason}
     assert set(RUNNER_END_REASONS.values()) <= set(TRIAL_END_REASONS)
     ran = {EndReason.FINISHED, EndReason.MAX_STEPS, EndReason.TIME_LIMIT}
-    assert set(EndReason) - ran == NOT_RUN_END_REASONS
+    assert {reason.value for reason in set(EndReason) - ran} == NOT_RUN_END_REASONS
 
 
 def test_how_a_run_ended_in_the_apis_words() -> None:
