@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentmatrix.api import names
+from agentmatrix.api import names, results_layout
 from agentmatrix.api.replicationeval import EvalSpec
 from agentmatrix.api.vocabulary import TrialEndReason
 from agentmatrix.kube import API_PATHS, Kube
@@ -304,6 +304,7 @@ class TrialRun:
             "createdWorkloads": len(created),
             "terminatorActions": view.terminator_actions,
             "steps": len(steps),
+            "usage": results_layout.transcript_usage(self.transcript).model_dump(),
             "harness": {
                 "setupSeconds": round((self.agent_started or end) - self.started, 3),
                 "toFirstCommandSeconds": round(first_command - self.started, 3) if first_command else None,
@@ -331,7 +332,7 @@ class TrialRun:
             "result": self.result,
             "driverLog": await asyncio.to_thread(_tail, self.workdir / "driver.log"),
             "ledger": ledger_view.as_records(observations),
-            "transcript": transcript.for_record(self.transcript),
+            "transcript": self.transcript,
         }
         return TrialOutcome(entry=entry, record=record, error=self.error)
 
