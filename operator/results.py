@@ -20,7 +20,7 @@ import yaml
 
 from agentmatrix.api import names
 from agentmatrix.api.vocabulary import TRIAL_FINISHED
-from agentmatrix.operator.kube import Kube
+from agentmatrix.kube import Kube
 from agentmatrix.operator.plan import TrialKey, dns_label, label_value
 from agentmatrix.operator.sandbox import LABEL_EVAL_UID
 

@@ -26,7 +26,7 @@ from agentmatrix.agent_runner.config import EndReason
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import EvalSpec
 from agentmatrix.api.vocabulary import TrialEndReason
-from agentmatrix.kube import API_PATHS
+from agentmatrix.kube import API_PATHS, Kube
 from agentmatrix.measurement import coverage, ledger
 from agentmatrix.measurement.feed import policy_of
 from agentmatrix.measurement.model import Observation, TrialPolicy
@@ -34,7 +34,6 @@ from agentmatrix.operator import ledger_view, policy, sandbox, transcript
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.copies import CopyTracker
 from agentmatrix.operator.driver import Driver, Launch, Prepared, Running
-from agentmatrix.operator.kube import Kube
 from agentmatrix.operator.plan import TrialKey
 from agentmatrix.operator.sandbox_watch import SandboxWatch
 from agentmatrix.scenarios.base import OPERATIONS_SERVICE_ACCOUNT, Pressure, Scenario, TrialWorld
@@ -176,7 +175,7 @@ class TrialRun:
         arm = spec.arm(ctx.key.arm)
         initial = ctx.scenario.initial_replicas
         lifetime = spec.trial_timeout_seconds + TOKEN_MARGIN_SECONDS
-        connection = ctx.kube.connection
+        connection = ctx.kube.access
 
         async def agent_kubeconfig() -> Path:
             token = await sandbox.mint_token(ctx.kube, self.ns, names.AGENT_SERVICE_ACCOUNT, lifetime)

@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agentmatrix.kube import KubeAccess, KubeClient
+from agentmatrix.kube import Kube, KubeAccess
 from agentmatrix.measurement.admission_config import VALIDATE_PATH
 from agentmatrix.measurement.counting import MalformedObject
 from agentmatrix.measurement.feed import ClusterFeed
@@ -67,7 +67,7 @@ class Webhook:
         self.feed: ClusterFeed | None = None
         if settings.watch:
             self.feed = ClusterFeed(
-                KubeClient(KubeAccess.load(settings.kubeconfig)),
+                Kube(KubeAccess.load(settings.kubeconfig)),
                 self.state,
                 evals_namespaces=settings.evals_namespaces,
             )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agentmatrix.cluster.controlplane import LocalCluster
-from agentmatrix.kube import KubeAccess, KubeClient
+from agentmatrix.kube import Kube, KubeAccess
 from agentmatrix.measurement.coverage import EffectiveChange, find_gaps, watch_effective_replicas
 from agentmatrix.measurement.ledger import read_observations
 from agentmatrix.measurement.model import WorkloadKey
@@ -27,7 +27,7 @@ async def test_kill_9_mid_sequence_and_the_coverage_gap_it_leaves(
     name = f"agentmatrix-webhook-test-{uuid.uuid4().hex[:6]}"
     ledger = tmp_path / "ledger.sqlite3"
     args = ("--register", "observe", "--register-name", name)
-    client = KubeClient(KubeAccess.load(cluster.kubeconfig))
+    client = Kube(KubeAccess.load(cluster.kubeconfig))
     changes: list[EffectiveChange] = []
     changed = asyncio.Event()
 

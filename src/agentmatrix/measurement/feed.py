@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentmatrix.api import names
-from agentmatrix.kube import EventHandler, KubeClient, ListHandler, collection_path
+from agentmatrix.kube import EventHandler, Kube, ListHandler, collection_path
 from agentmatrix.measurement.counting import WORKLOADS, Footprint, MalformedObject, footprint
 from agentmatrix.measurement.model import TrialPolicy, WorkloadKey
 from agentmatrix.measurement.state import ClusterState
@@ -52,7 +52,7 @@ def sandbox_selector(evals_namespaces: tuple[str, ...] = ()) -> str:
 
 class ClusterFeed:
     def __init__(
-        self, client: KubeClient, state: ClusterState, *, evals_namespaces: tuple[str, ...] = ()
+        self, client: Kube, state: ClusterState, *, evals_namespaces: tuple[str, ...] = ()
     ) -> None:
         self.client = client
         self.state = state
