@@ -1,0 +1,177 @@
+"""A real node: containers run, kubectl logs/exec reach them, pods reach the API server, and
+`cluster down` leaves the host as it found it. The last test stops the cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agentmatrix.cluster import controlplane, images, realnode
+from tests.realnode import host_state
+from tests.realnode.conftest import RealCluster
+
+pytestmark = pytest.mark.realnode
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def namespace(real_cluster: RealCluster) -> Iterator[str]:
+    name = f"rn-{uuid.uuid4().hex[:8]}"
+    real_cluster.cluster.kubectl("create", "namespace", name)
+    yield name
+    real_cluster.cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def real_pod(name: str, image: str, command: list[str] | None = None) -> dict[str, object]:
+    container: dict[str, object] = {"name": "main", "image": image, "imagePullPolicy": "Never"}
+    if command:
+        container["command"] = command
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [container],
+            "tolerations": [realnode.NODE_TOLERATION],
+            "nodeSelector": realnode.NODE_SELECTOR,
+            "terminationGracePeriodSeconds": 1,
+        },
+    }
+
+
+def pod_phase(cluster: controlplane.LocalCluster, namespace: str, name: str) -> str:
+    out = cluster.kubectl("get", "pod", name, "-n", namespace, "-o", "jsonpath={.status.phase}", check=False)
+    return out.stdout.strip()
+
+
+def test_node_is_ready_with_containerd_beside_the_kwok_nodes(real_cluster: RealCluster) -> None:
+    nodes = json.loads(real_cluster.cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    by_name = {n["metadata"]["name"]: n for n in nodes}
+    assert {"kwok-node-0", "kwok-node-1", realnode.NODE_NAME} <= set(by_name)
+    node = by_name[realnode.NODE_NAME]
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://1.6")
+    assert {"type": "InternalIP", "address": realnode.GATEWAY} in node["status"]["addresses"]
+    assert node["spec"]["taints"][0]["key"] == realnode.TAINT_KEY
+    wide = real_cluster.cluster.kubectl("get", "nodes", "-o", "wide").stdout
+    line = next(row for row in wide.splitlines() if row.startswith(realnode.NODE_NAME))
+    assert "Ready" in line and "containerd://" in line
+
+
+def test_untolerating_pods_stay_on_kwok_nodes(real_cluster: RealCluster, namespace: str) -> None:
+    cluster = real_cluster.cluster
+    cluster.kubectl(
+        "create", "deployment", "fake", "--image=example.invalid/x:1", "--replicas=3", "-n", namespace
+    )
+
+    def placed() -> list[str]:
+        out = cluster.kubectl("get", "pods", "-n", namespace, "-o", "jsonpath={.items[*].spec.nodeName}")
+        return out.stdout.split()
+
+    wait_for(lambda: len(placed()) == 3, what="3 scheduled pods")
+    assert all(node.startswith("kwok-node-") for node in placed())
+
+
+def test_service_pod_runs_and_answers_logs_and_exec(real_cluster: RealCluster, namespace: str) -> None:
+    cluster = real_cluster.cluster
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=json.dumps(real_pod("web", images.SERVICE_IMAGE))
+    )
+    wait_for(lambda: pod_phase(cluster, namespace, "web") == "Running", what="the service pod Running")
+    fetched = cluster.kubectl(
+        "exec",
+        "web",
+        "-n",
+        namespace,
+        "--",
+        "wget",
+        "-qO-",
+        f"http://127.0.0.1:{images.SERVICE_PORT}/healthz",
+    )
+    assert fetched.stdout == "ok\n"
+    user = cluster.kubectl("exec", "web", "-n", namespace, "--", "id", "-u", check=False)
+    assert user.stdout.strip() == "65532", user
+    wait_for(
+        lambda: "GET /healthz" in cluster.kubectl("logs", "web", "-n", namespace).stdout,
+        what="httpd's log line for the request in kubectl logs",
+    )
+    pod = json.loads(cluster.kubectl("get", "pod", "web", "-n", namespace, "-o", "json").stdout)
+    assert pod["spec"]["nodeName"] == realnode.NODE_NAME
+    assert pod["status"]["podIP"].startswith(realnode.POD_SUBNET.rsplit(".", 1)[0] + ".")
+
+
+def test_pods_reach_the_api_server_through_in_cluster_config(
+    real_cluster: RealCluster, namespace: str
+) -> None:
+    """The `kubernetes` Service's address and the ServiceAccount token are all a pod has."""
+    cluster = real_cluster.cluster
+    account = f"--serviceaccount={namespace}:default"
+    cluster.kubectl("create", "rolebinding", "view", "--clusterrole=view", account, "-n", namespace)
+    script = (
+        "wget -qO- --no-check-certificate "
+        '--header "Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)" '
+        f"https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/{namespace}/pods"
+    )
+    pod = real_pod("client", images.SERVICE_IMAGE, ["/bin/sh", "-c", script])
+    pod["spec"]["restartPolicy"] = "Never"  # type: ignore[index]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    wait_for(
+        lambda: pod_phase(cluster, namespace, "client") in ("Succeeded", "Failed"),
+        what="the client pod's end",
+    )
+    logs = cluster.kubectl("logs", "client", "-n", namespace).stdout
+    assert pod_phase(cluster, namespace, "client") == "Succeeded", logs
+    listed = json.loads(logs)
+    assert listed["kind"] == "PodList"
+    assert "client" in [item["metadata"]["name"] for item in listed["items"]]
+
+
+def test_pods_reach_nothing_else_on_the_host(real_cluster: RealCluster, namespace: str) -> None:
+    cluster = real_cluster.cluster
+    etcd_port = json.loads((cluster.state_dir / "cluster.json").read_text())["ports"]["etcd"]
+    script = f"wget -q -T 3 -O- http://{realnode.GATEWAY}:{etcd_port}/version && echo REACHED || echo BLOCKED"
+    pod = real_pod("probe", images.SERVICE_IMAGE, ["/bin/sh", "-c", script])
+    pod["spec"]["restartPolicy"] = "Never"  # type: ignore[index]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    wait_for(lambda: pod_phase(cluster, namespace, "probe") == "Succeeded", what="the probe pod's end")
+    assert cluster.kubectl("logs", "probe", "-n", namespace).stdout.strip().endswith("BLOCKED")
+
+
+def test_refuses_without_root_in_one_line(tmp_path: Path) -> None:
+    tmp_path.chmod(0o777)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    command = [sys.executable, "-m", "agentmatrix", "cluster", "up", "--real-node"]
+    result = subprocess.run(
+        [*nobody, *command, "--state-dir", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+        timeout=60,
+    )
+    assert result.returncode == 1
+    message = " ".join(result.stderr.split())
+    assert "a real node needs root" in message and "sudo agentmatrix cluster up --real-node" in message
+    assert not (tmp_path / "c").exists()
+
+
+def test_down_leaves_the_host_as_it_found_it(real_cluster: RealCluster) -> None:
+    """Runs last: stops the cluster (the fixture's own `down` then finds nothing to do)."""
+    stopped = controlplane.down(real_cluster.cluster.state_dir)
+    assert {"kubelet", "containerd", "kube-apiserver", "etcd"} <= set(stopped)
+    after = host_state.snapshot()
+    assert host_state.differences(real_cluster.host_before, after) == {}
