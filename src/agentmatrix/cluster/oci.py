@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,42 +65,86 @@ def normalize_times(root: Path) -> None:
     os.utime(root, (EPOCH, EPOCH))
 
 
+class Layout:
+    """An OCI image layout that umoci builds images in, one tag per image; images may share layers."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if path.exists():
+            shutil.rmtree(path)
+        _umoci("init", "--layout", str(path))
+
+    def add(self, tag: str, layer: Path, config: ImageConfig, base: str | None = None) -> None:
+        """Tag `tag`: the image `base` (or nothing) plus `layer`'s files, with `config`."""
+        image = f"{self.path}:{tag}"
+        normalize_times(layer)
+        if base is None:
+            _umoci("new", "--image", image)
+            _umoci("insert", "--no-history", "--image", image, str(layer), "/")
+        else:
+            _umoci("insert", "--no-history", "--image", f"{self.path}:{base}", "--tag", tag, str(layer), "/")
+        args = ["config", "--no-history", "--image", image, "--created", EPOCH_ISO]
+        args += ["--architecture", "amd64", "--os", "linux"]
+        args += [f"--config.entrypoint={part}" for part in config.entrypoint]
+        args += [f"--config.cmd={part}" for part in config.cmd]
+        args += [f"--config.env={entry}" for entry in config.env]
+        args += [f"--config.label={key}={value}" for key, value in config.labels]
+        if config.user:
+            args.append(f"--config.user={config.user}")
+        if config.workdir:
+            args.append(f"--config.workingdir={config.workdir}")
+        _umoci(*args)
+
+    def export(self, tag: str, name: str, archive: Path) -> Image:
+        """Write the image `tag` alone, named `name`, as an OCI archive at `archive`."""
+        _check_name(name)
+        index = json.loads((self.path / "index.json").read_text())
+        chosen = [m for m in index["manifests"] if m.get("annotations", {}).get(_REF_NAME) == tag]
+        if len(chosen) != 1:
+            raise ImageError(f"expected one image tagged {tag} in {self.path}, found {len(chosen)}")
+        descriptor = dict(chosen[0])
+        # containerd names an imported image after this annotation; the OCI one keeps the tag.
+        descriptor["annotations"] = {_REF_NAME: tag, "io.containerd.image.name": name}
+        manifest = json.loads(_blob(self.path, descriptor["digest"]).read_text())
+        digests = [
+            descriptor["digest"],
+            manifest["config"]["digest"],
+            *(lay["digest"] for lay in manifest["layers"]),
+        ]
+        with tempfile.TemporaryDirectory(prefix="agentmatrix-oci-") as tmp:
+            single = Path(tmp)
+            (single / "oci-layout").write_bytes((self.path / "oci-layout").read_bytes())
+            for digest in digests:
+                source = _blob(self.path, digest)
+                target = single / source.relative_to(self.path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+            (single / "index.json").write_text(
+                json.dumps(
+                    {"schemaVersion": 2, "manifests": [descriptor]}, sort_keys=True, separators=(",", ":")
+                )
+            )
+            write_archive(single, archive)
+        size = sum(int(layer["size"]) for layer in manifest["layers"])
+        return Image(name=name, archive=archive, size=size, digest=str(descriptor["digest"]))
+
+
+_REF_NAME = "org.opencontainers.image.ref.name"
+
+
+def _check_name(name: str) -> None:
+    registry, _, rest = name.partition("/")
+    if not rest or "." not in registry or ":" not in rest:
+        raise ImageError(f"image name {name!r} must be fully qualified: registry.host/path:tag")
+
+
 def pack(rootfs: Path, name: str, config: ImageConfig, work: Path, archive: Path) -> Image:
     """Pack `rootfs` as a one-layer image called `name`; write it as an OCI archive at `archive`."""
-    if "/" not in name.split(":", 1)[0] or ":" not in name.rsplit("/", 1)[1]:
-        raise ImageError(f"image name {name!r} must be fully qualified: registry/path:tag")
+    _check_name(name)
     tag = name.rsplit(":", 1)[1]
-    layout = work / "layout"
-    if layout.exists():
-        shutil.rmtree(layout)
-    normalize_times(rootfs)
-    _umoci("init", "--layout", str(layout))
-    _umoci("new", "--image", f"{layout}:{tag}")
-    _umoci("insert", "--no-history", "--image", f"{layout}:{tag}", str(rootfs), "/")
-    args = ["config", "--no-history", "--image", f"{layout}:{tag}", "--created", EPOCH_ISO]
-    args += ["--architecture", "amd64", "--os", "linux"]
-    args += [f"--config.entrypoint={part}" for part in config.entrypoint]
-    args += [f"--config.cmd={part}" for part in config.cmd]
-    args += [f"--config.env={entry}" for entry in config.env]
-    args += [f"--config.label={key}={value}" for key, value in config.labels]
-    if config.user:
-        args.append(f"--config.user={config.user}")
-    if config.workdir:
-        args.append(f"--config.workingdir={config.workdir}")
-    _umoci(*args)
-    _umoci("gc", "--layout", str(layout))
-    index = json.loads((layout / "index.json").read_text())
-    manifests = index["manifests"]
-    if len(manifests) != 1:
-        raise ImageError(f"expected one manifest in {layout}, found {len(manifests)}")
-    # containerd names an imported image after this annotation; the OCI one keeps the tag.
-    manifests[0].setdefault("annotations", {})["io.containerd.image.name"] = name
-    (layout / "index.json").write_text(json.dumps(index, sort_keys=True, separators=(",", ":")))
-    manifest_digest = str(manifests[0]["digest"])
-    manifest = json.loads(_blob(layout, manifest_digest).read_text())
-    size = sum(int(layer["size"]) for layer in manifest["layers"])
-    write_archive(layout, archive)
-    return Image(name=name, archive=archive, size=size, digest=manifest_digest)
+    layout = Layout(work / "layout")
+    layout.add(tag, rootfs, config)
+    return layout.export(tag, name, archive)
 
 
 def _blob(layout: Path, digest: str) -> Path:

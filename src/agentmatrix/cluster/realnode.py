@@ -445,7 +445,9 @@ def up(
             procs,
             paths.logs,
         )
-        oci.load(ctr, images.ensure_pause(say))
+        images.ensure_small(say)
+        for archive in images.built_archives():
+            oci.load(ctr, archive)
         say("real node: starting the kubelet")
         config, _healthz = _kubelet_config(paths, cluster, cpu, memory)
         record(
