@@ -29,6 +29,10 @@ SERVICE_IMAGE = names.DEFAULT_AGENT_IMAGE
 SERVICE_PORT = 8080
 BUSYBOX = Path("/bin/busybox")
 LOCK_FILE = "requirements.lock"
+# How the images install the package; the Dockerfile's two `pip install`s use the same options.
+LOCK_INSTALL = ("--no-deps", "--require-hashes", "--only-binary=:all:", "-r")
+PROJECT_INSTALL = ("--no-deps", "--no-index", "--find-links")
+PROJECT_REQUIREMENT = f"agentmatrix=={__version__}"
 
 Progress = Callable[[str], None]
 
@@ -207,10 +211,9 @@ def _install_python(rootfs: Path, root: Path, work: Path, progress: Progress) ->
     progress("python images: building the agentmatrix wheel")
     _checked([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels), str(root)])
     progress(f"python images: installing {LOCK_FILE} and agentmatrix=={__version__}")
-    target = ["--target", str(rootfs / SITE), "--no-compile", "--only-binary=:all:"]
-    _checked([*pip, "install", *target, "--no-deps", "--require-hashes", "-r", str(root / LOCK_FILE)])
-    _checked([*pip, "install", *target, "--no-deps", "--no-index", "--find-links", str(wheels),
-              f"agentmatrix=={__version__}"])  # fmt: skip
+    target = ["--target", str(rootfs / SITE), "--no-compile"]
+    _checked([*pip, "install", *target, *LOCK_INSTALL, str(root / LOCK_FILE)])
+    _checked([*pip, "install", *target, *PROJECT_INSTALL, str(wheels), PROJECT_REQUIREMENT])
     shutil.rmtree(rootfs / SITE / "bin", ignore_errors=True)  # console scripts pointing at the host
     (rootfs / "usr/local/bin/agentmatrix").write_text(
         "#!/usr/bin/python3.11\nimport sys\nfrom agentmatrix.cli import main\nsys.exit(main())\n"
@@ -222,7 +225,6 @@ def _install_python(rootfs: Path, root: Path, work: Path, progress: Progress) ->
             _copy_host_file(library, rootfs)
     # Byte-code compiled now, stamped with source hashes rather than times: reproducible, and the
     # read-only, unprivileged container never has to write it.
-    oci.normalize_times(rootfs)
     compile_all = [str(DEBIAN_PYTHON), "-I", "-m", "compileall", "-q", "-j0"]
     compile_all += ["--invalidation-mode", "unchecked-hash", "-s", str(rootfs), "-p", "/"]
     _checked([*compile_all, str(rootfs / STDLIB.relative_to("/")), str(rootfs / SITE)])

@@ -1,15 +1,13 @@
 """OCI images from a root filesystem directory, with no registry and no container builder.
 
-umoci packs a directory as one layer of an OCI image layout; the layout is then written as a
-reproducible tar archive (sorted entries, fixed times and owners) that `ctr images import`
-loads and any registry tool can push. Files get one fixed modification time, so the same
-inputs give the same digests.
+A directory becomes one layer (a tar with sorted entries, fixed times and owners), which umoci
+adds to an OCI image layout and compresses; each image is then written as an OCI archive that
+`ctr images import` loads and any registry tool can push. The same inputs give the same digests.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -57,14 +55,6 @@ def _umoci(*args: str) -> None:
         raise ImageError(f"umoci {' '.join(args[:2])} failed: {result.stderr.strip()}")
 
 
-def normalize_times(root: Path) -> None:
-    """Give every file under `root` the fixed time, so that layers do not depend on when they were made."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in (*filenames, *dirnames):
-            os.utime(Path(dirpath) / name, (EPOCH, EPOCH), follow_symlinks=False)
-    os.utime(root, (EPOCH, EPOCH))
-
-
 class Layout:
     """An OCI image layout that umoci builds images in, one tag per image; images may share layers."""
 
@@ -77,12 +67,15 @@ class Layout:
     def add(self, tag: str, layer: Path, config: ImageConfig, base: str | None = None) -> None:
         """Tag `tag`: the image `base` (or nothing) plus `layer`'s files, with `config`."""
         image = f"{self.path}:{tag}"
-        normalize_times(layer)
         if base is None:
             _umoci("new", "--image", image)
-            _umoci("insert", "--no-history", "--image", image, str(layer), "/")
-        else:
-            _umoci("insert", "--no-history", "--image", f"{self.path}:{base}", "--tag", tag, str(layer), "/")
+        layer_tar = self.path.parent / f"{tag}.layer.tar"
+        write_layer(layer, layer_tar)
+        try:
+            source = image if base is None else f"{self.path}:{base}"
+            _umoci("raw", "add-layer", "--no-history", "--image", source, "--tag", tag, str(layer_tar))
+        finally:
+            layer_tar.unlink()
         args = ["config", "--no-history", "--image", image, "--created", EPOCH_ISO]
         args += ["--architecture", "amd64", "--os", "linux"]
         args += [f"--config.entrypoint={part}" for part in config.entrypoint]
@@ -150,6 +143,22 @@ def pack(rootfs: Path, name: str, config: ImageConfig, work: Path, archive: Path
 def _blob(layout: Path, digest: str) -> Path:
     algorithm, value = digest.split(":", 1)
     return layout / "blobs" / algorithm / value
+
+
+def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mtime, info.uid, info.gid, info.uname, info.gname = EPOCH, 0, 0, "", ""
+    info.pax_headers = {}
+    return info
+
+
+def write_layer(rootfs: Path, layer: Path) -> None:
+    """An uncompressed layer of `rootfs`'s files: sorted, root-owned, all at the fixed time, and
+    closed with tar's end-of-archive blocks (which every reader, GNU tar included, expects)."""
+    with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in _sorted_tree(rootfs):
+            tar.add(
+                str(path), arcname=path.relative_to(rootfs).as_posix(), recursive=False, filter=_normalized
+            )
 
 
 def write_archive(layout: Path, archive: Path) -> None:
