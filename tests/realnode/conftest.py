@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agentmatrix.cluster import controlplane
+from agentmatrix.cluster import binaries, controlplane, images
 from tests.realnode import host_state
 
 
@@ -21,6 +21,8 @@ class RealCluster:
 
 @pytest.fixture(scope="package")
 def real_cluster() -> Iterator[RealCluster]:
+    """Builds this checkout's images first, so that the node loads them at start."""
+    images.build_all(lambda _message: None, binaries.find().kubectl)
     before = host_state.snapshot()
     state = Path(tempfile.mkdtemp(prefix="agentmatrix-realnode-"))
     try:

@@ -107,7 +107,7 @@ def test_service_pod_runs_and_answers_logs_and_exec(real_cluster: RealCluster, n
     user = cluster.kubectl("exec", "web", "-n", namespace, "--", "id", "-u", check=False)
     assert user.stdout.strip() == "65532", user
     wait_for(
-        lambda: "GET /healthz" in cluster.kubectl("logs", "web", "-n", namespace).stdout,
+        lambda: "response:200" in cluster.kubectl("logs", "web", "-n", namespace).stdout,
         what="httpd's log line for the request in kubectl logs",
     )
     pod = json.loads(cluster.kubectl("get", "pod", "web", "-n", namespace, "-o", "json").stdout)
@@ -115,41 +115,54 @@ def test_service_pod_runs_and_answers_logs_and_exec(real_cluster: RealCluster, n
     assert pod["status"]["podIP"].startswith(realnode.POD_SUBNET.rsplit(".", 1)[0] + ".")
 
 
+def run_to_end(cluster: controlplane.LocalCluster, namespace: str, pod: dict[str, object]) -> str:
+    """Apply a run-once pod, wait for its end, and return its log (asserting it succeeded)."""
+    pod["spec"]["restartPolicy"] = "Never"  # type: ignore[index]
+    name = str(pod["metadata"]["name"])  # type: ignore[index]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    wait_for(lambda: pod_phase(cluster, namespace, name) in ("Succeeded", "Failed"), what=f"{name}'s end")
+    logs = cluster.kubectl("logs", name, "-n", namespace).stdout
+    assert pod_phase(cluster, namespace, name) == "Succeeded", logs
+    return logs
+
+
 def test_pods_reach_the_api_server_through_in_cluster_config(
     real_cluster: RealCluster, namespace: str
 ) -> None:
-    """The `kubernetes` Service's address and the ServiceAccount token are all a pod has."""
-    cluster = real_cluster.cluster
-    account = f"--serviceaccount={namespace}:default"
-    cluster.kubectl("create", "rolebinding", "view", "--clusterrole=view", account, "-n", namespace)
+    """kubectl in the runner image, with nothing but the `kubernetes` Service's environment and the
+    ServiceAccount's projected token and CA (it verifies the API server's certificate)."""
+    script = "kubectl auth whoami -o jsonpath='{.status.userInfo.username}'"
+    pod = real_pod("whoami", images.RUNNER_IMAGE, ["sh", "-c", script])
+    logs = run_to_end(real_cluster.cluster, namespace, pod)
+    assert logs == f"system:serviceaccount:{namespace}:default"
+
+
+def test_runner_image_holds_exactly_the_locked_packages(real_cluster: RealCluster, namespace: str) -> None:
     script = (
-        "wget -qO- --no-check-certificate "
-        '--header "Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)" '
-        f"https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/{namespace}/pods"
+        "import importlib.metadata as m; "
+        "print('\\n'.join(sorted(d.metadata['Name'].lower().replace('_', '-') + '==' + d.version "
+        "for d in m.distributions())))"
     )
-    pod = real_pod("client", images.SERVICE_IMAGE, ["/bin/sh", "-c", script])
-    pod["spec"]["restartPolicy"] = "Never"  # type: ignore[index]
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
-    wait_for(
-        lambda: pod_phase(cluster, namespace, "client") in ("Succeeded", "Failed"),
-        what="the client pod's end",
-    )
-    logs = cluster.kubectl("logs", "client", "-n", namespace).stdout
-    assert pod_phase(cluster, namespace, "client") == "Succeeded", logs
-    listed = json.loads(logs)
-    assert listed["kind"] == "PodList"
-    assert "client" in [item["metadata"]["name"] for item in listed["items"]]
+    pod = real_pod("packages", images.AGENTMATRIX_IMAGE, ["python", "-c", script])
+    installed = set(run_to_end(real_cluster.cluster, namespace, pod).split())
+    lock = (Path(__file__).resolve().parents[2] / images.LOCK_FILE).read_text().splitlines()
+    locked = {line.split(" ")[0].replace("_", "-") for line in lock if line and not line.startswith("#")}
+    assert installed == locked | {images.PROJECT_REQUIREMENT}
 
 
 def test_pods_reach_nothing_else_on_the_host(real_cluster: RealCluster, namespace: str) -> None:
     cluster = real_cluster.cluster
-    etcd_port = json.loads((cluster.state_dir / "cluster.json").read_text())["ports"]["etcd"]
-    script = f"wget -q -T 3 -O- http://{realnode.GATEWAY}:{etcd_port}/version && echo REACHED || echo BLOCKED"
-    pod = real_pod("probe", images.SERVICE_IMAGE, ["/bin/sh", "-c", script])
-    pod["spec"]["restartPolicy"] = "Never"  # type: ignore[index]
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
-    wait_for(lambda: pod_phase(cluster, namespace, "probe") == "Succeeded", what="the probe pod's end")
-    assert cluster.kubectl("logs", "probe", "-n", namespace).stdout.strip().endswith("BLOCKED")
+    ports = json.loads((cluster.state_dir / "cluster.json").read_text())["ports"]
+
+    def probe(address: str, port: int) -> str:
+        connect = f"nc -w 3 {address} {port} </dev/null 2>/dev/null"
+        return f"if {connect}; then echo {port}:open; else echo {port}:closed; fi"
+
+    checks = [probe(realnode.GATEWAY, ports["apiserver"]), probe(realnode.GATEWAY, ports["etcd"])]
+    checks.append(probe(realnode.KUBERNETES_SERVICE_IP, 443))
+    pod = real_pod("probe", images.SERVICE_IMAGE, ["/bin/sh", "-c", "; ".join(checks)])
+    logs = run_to_end(cluster, namespace, pod)
+    assert logs.split() == [f"{ports['apiserver']}:open", f"{ports['etcd']}:closed", "443:open"]
 
 
 def test_refuses_without_root_in_one_line(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ short name up as `docker.io/...`).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -103,7 +104,7 @@ def build_service(progress: Progress) -> oci.Image:
         (rootfs / "www").mkdir()
         (rootfs / "tmp").mkdir(mode=0o1777)
         shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
-        for applet in ("sh", "ls", "cat", "ps", "wget", "sleep"):
+        for applet in ("sh", "ls", "cat", "ps", "id", "wget", "nc", "sleep"):
             (rootfs / "bin" / applet).symlink_to("busybox")
         (rootfs / "www" / "index.html").write_text("agent service: ok\n")
         (rootfs / "www" / "healthz").write_text("ok\n")
@@ -210,9 +211,9 @@ def _install_python(rootfs: Path, root: Path, work: Path, progress: Progress) ->
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     progress("python images: building the agentmatrix wheel")
     _checked([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels), str(root)])
-    progress(f"python images: installing {LOCK_FILE} and agentmatrix=={__version__}")
+    progress(f"python images: installing {LOCK_FILE} and {PROJECT_REQUIREMENT}")
+    shutil.copytree(_locked_site(root, pip, progress), rootfs / SITE, symlinks=True)
     target = ["--target", str(rootfs / SITE), "--no-compile"]
-    _checked([*pip, "install", *target, *LOCK_INSTALL, str(root / LOCK_FILE)])
     _checked([*pip, "install", *target, *PROJECT_INSTALL, str(wheels), PROJECT_REQUIREMENT])
     shutil.rmtree(rootfs / SITE / "bin", ignore_errors=True)  # console scripts pointing at the host
     (rootfs / "usr/local/bin/agentmatrix").write_text(
@@ -228,6 +229,23 @@ def _install_python(rootfs: Path, root: Path, work: Path, progress: Progress) ->
     compile_all = [str(DEBIAN_PYTHON), "-I", "-m", "compileall", "-q", "-j0"]
     compile_all += ["--invalidation-mode", "unchecked-hash", "-s", str(rootfs), "-p", "/"]
     _checked([*compile_all, str(rootfs / STDLIB.relative_to("/")), str(rootfs / SITE)])
+
+
+def _locked_site(root: Path, pip: list[str], progress: Progress) -> Path:
+    """The packages of the lock file installed in a directory, kept in the cache per lock content."""
+    lock = root / LOCK_FILE
+    site = archive_dir() / "python-site" / hashlib.sha256(lock.read_bytes()).hexdigest()[:16]
+    if site.is_dir():
+        return site
+    progress(f"python images: installing {LOCK_FILE} (cached for the next build)")
+    partial = site.with_name(site.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    _checked([*pip, "install", "--target", str(partial), "--no-compile", *LOCK_INSTALL, str(lock)])
+    for stale in site.parent.iterdir():
+        if stale != partial:
+            shutil.rmtree(stale)
+    partial.rename(site)
+    return site
 
 
 def _checked(cmd: list[str]) -> None:
