@@ -71,12 +71,11 @@ def run(
     import kopf
     from prometheus_client import start_http_server
 
+    from agentmatrix.kube import Kube, KubeAccess
+    from agentmatrix.measurement import ledger
     from agentmatrix.operator import handlers
     from agentmatrix.operator.evaluation import OperatorSettings, Services
-    from agentmatrix.operator.kube import Kube
     from agentmatrix.operator.metrics import OperatorMetrics
-    from agentmatrix.webhook import ledger
-    from agentmatrix.webhook.kube import KubeAccess
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -130,8 +129,8 @@ def results(
     kubeconfig: KubeconfigOption = None,
 ) -> None:
     """Write an eval's full results (status, transcripts, ledgers, timelines) to a directory."""
+    from agentmatrix.kube import Kube
     from agentmatrix.operator import results as stored
-    from agentmatrix.operator.kube import Kube
 
     namespace = namespace or _context_namespace(kubeconfig)
 

@@ -30,10 +30,10 @@ from typing import Any, Protocol
 
 import yaml
 
+from agentmatrix.api.replicationeval import ModelSpec
 from agentmatrix.cluster import processes
+from agentmatrix.kube import Kube
 from agentmatrix.operator import runner_host
-from agentmatrix.operator.kube import Kube
-from agentmatrix.operator.spec import ModelSpec
 
 API_KEY_ENV = "AGENTMATRIX_MODEL_API_KEY"
 DRIVER_POD = "agent-driver"
@@ -153,7 +153,7 @@ def runner_arguments(launch: Launch, *, kubectl: str | None, in_pod: bool) -> li
 def replay_script(launch: Launch) -> str:
     steps = [
         {k: v for k, v in (("command", step.command), ("thought", step.thought)) if v}
-        for step in launch.model.replay
+        for step in (launch.model.replay.steps if launch.model.replay else ())
     ]
     return yaml.safe_dump(steps, sort_keys=False)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from agentmatrix.cluster.controlplane import LocalCluster
-from agentmatrix.webhook.coverage import EffectiveChange, find_gaps, watch_effective_replicas
-from agentmatrix.webhook.kube import KubeAccess, KubeClient
-from agentmatrix.webhook.ledger import read_observations
-from agentmatrix.webhook.model import WorkloadKey
+from agentmatrix.kube import Kube, KubeAccess
+from agentmatrix.measurement.coverage import EffectiveChange, find_gaps, watch_effective_replicas
+from agentmatrix.measurement.ledger import read_observations
+from agentmatrix.measurement.model import WorkloadKey
 from tests.webhook.trial import setup_trial, wait_until_observed
 from tests.webhook.webhook_process import running_webhook
 
@@ -27,7 +27,7 @@ async def test_kill_9_mid_sequence_and_the_coverage_gap_it_leaves(
     name = f"agentmatrix-webhook-test-{uuid.uuid4().hex[:6]}"
     ledger = tmp_path / "ledger.sqlite3"
     args = ("--kubeconfig", str(cluster.kubeconfig), "--register", "observe", "--register-name", name)
-    client = KubeClient(KubeAccess.load(cluster.kubeconfig))
+    client = Kube(KubeAccess.load(cluster.kubeconfig))
     changes: list[EffectiveChange] = []
     changed = asyncio.Event()
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from agentmatrix.api import names
-from agentmatrix.webhook.counting import WORKLOADS, Footprint, MalformedObject, footprint
-from agentmatrix.webhook.kube import EventHandler, KubeClient, ListHandler, collection_path
-from agentmatrix.webhook.model import TrialPolicy, WorkloadKey
-from agentmatrix.webhook.state import ClusterState
+from agentmatrix.kube import EventHandler, Kube, ListHandler, collection_path
+from agentmatrix.measurement.counting import WORKLOADS, Footprint, MalformedObject, footprint
+from agentmatrix.measurement.model import TrialPolicy, WorkloadKey
+from agentmatrix.measurement.state import ClusterState
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def policy_of(namespace: dict[str, Any]) -> TrialPolicy | None:
 
 
 class ClusterFeed:
-    def __init__(self, client: KubeClient, state: ClusterState) -> None:
+    def __init__(self, client: Kube, state: ClusterState) -> None:
         self.client = client
         self.state = state
         self._tasks: list[asyncio.Task[None]] = []
