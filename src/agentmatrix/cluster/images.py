@@ -140,6 +140,7 @@ STDLIB_UNUSED = (
     "pydoc_data",
     "__pycache__",
 )
+SOURCE_UNUSED = (".git", ".venv", "build", "tests", "bench", "results", "*.egg-info", "__pycache__")
 PYTHON_ENV = ("PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONUNBUFFERED=1", "HOME=/tmp", "LANG=C.UTF-8")
 
 
@@ -210,7 +211,10 @@ def _install_python(rootfs: Path, root: Path, work: Path, progress: Progress) ->
     wheels = work / "wheels"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     progress("python images: building the agentmatrix wheel")
-    _checked([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels), str(root)])
+    # Built from a copy: setuptools leaves build/ and *.egg-info where it builds.
+    source = work / "source"
+    shutil.copytree(root, source, ignore=shutil.ignore_patterns(*SOURCE_UNUSED))
+    _checked([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels), str(source)])
     progress(f"python images: installing {LOCK_FILE} and {PROJECT_REQUIREMENT}")
     shutil.copytree(_locked_site(root, pip, progress), rootfs / SITE, symlinks=True)
     target = ["--target", str(rootfs / SITE), "--no-compile"]
