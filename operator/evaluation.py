@@ -93,7 +93,7 @@ class Services:
     discovery_cache: DiscoveryCache = field(default_factory=DiscoveryCache)
     _local_model: str | None = None
     _local_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _nodes: tuple[float, int] | None = None  # (monotonic time listed, count)
+    _nodes: tuple[float, int, bool] | None = None  # (monotonic time listed, count, a real node?)
     _sandbox_watch: SandboxWatch | None = None
 
     @property
@@ -103,12 +103,24 @@ class Services:
             self._sandbox_watch = SandboxWatch(Kube(self.kube_access))
         return self._sandbox_watch
 
-    async def node_count(self) -> int:
+    async def _list_nodes(self) -> tuple[float, int, bool]:
         """The cluster's nodes, listed at most every NODE_COUNT_TTL_SECONDS (not once a trial)."""
         now = time.monotonic()
         if self._nodes is None or now - self._nodes[0] > NODE_COUNT_TTL_SECONDS:
-            self._nodes = (now, len(await self.kube.list("/api/v1/nodes")))
-        return self._nodes[1]
+            nodes = await self.kube.list("/api/v1/nodes")
+            real = any(
+                (n.get("metadata", {}).get("labels") or {}).get(names.LABEL_NODE_KIND) == names.NODE_KIND_REAL
+                for n in nodes
+            )
+            self._nodes = (now, len(nodes), real)
+        return self._nodes
+
+    async def node_count(self) -> int:
+        return (await self._list_nodes())[1]
+
+    async def has_real_node(self) -> bool:
+        """Whether a node runs containers (`cluster up --real-node`): the agent's workload goes there."""
+        return (await self._list_nodes())[2]
 
     async def close(self) -> None:
         await self.runner_host.close()
@@ -345,7 +357,9 @@ class EvalRun:
                 driver=self._driver(),
                 model_access=self._model_access,
                 sandbox_settings=sandbox.SandboxSettings(
-                    pod_quota=settings.sandbox_pod_quota, driver_pods=1 if settings.driver == "pod" else 0
+                    pod_quota=settings.sandbox_pod_quota,
+                    driver_pods=1 if settings.driver == "pod" else 0,
+                    real_node=await self.services.has_real_node(),
                 ),
                 on_driver_started=annotate,
                 on_copies=self._copies_reporter(key, n_req),

@@ -183,7 +183,7 @@ def test_refuses_without_root_in_one_line(tmp_path: Path) -> None:
 
 
 def test_down_leaves_the_host_as_it_found_it(real_cluster: RealCluster) -> None:
-    """Runs last: stops the cluster (the fixture's own `down` then finds nothing to do)."""
+    """Runs after every other real-node test (see conftest): stops the cluster, then compares."""
     stopped = controlplane.down(real_cluster.cluster.state_dir)
     assert {"kubelet", "containerd", "kube-apiserver", "etcd"} <= set(stopped)
     after = host_state.snapshot()

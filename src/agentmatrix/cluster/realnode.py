@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentmatrix.api import names
 from agentmatrix.cluster import binaries, controlplane, hostchanges, images, kubeconfig, oci, pki, processes
 from agentmatrix.cluster.controlplane import ClusterError, LocalCluster
 
@@ -32,8 +33,8 @@ BRIDGE = "agentmatrix0"
 POD_SUBNET = "10.244.254.0/24"
 GATEWAY = "10.244.254.1"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
-TAINT_KEY = "agentmatrix.dev/real-node"
-NODE_LABEL = "agentmatrix.dev/node"  # "real" on this node
+TAINT_KEY = names.TAINT_REAL_NODE
+NODE_LABEL = names.LABEL_NODE_KIND  # names.NODE_KIND_REAL on this node
 CGROUP_ROOT = "agentmatrix-node"
 STATE_ENTRY = "node"  # the node's directory inside the cluster's state directory
 CHAIN_INPUT = "AGENTMATRIX-NODE-IN"
@@ -64,7 +65,7 @@ PREREQUISITES = {
 Progress = Callable[[str], None]
 
 NODE_TOLERATION: dict[str, str] = {"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
-NODE_SELECTOR: dict[str, str] = {NODE_LABEL: "real"}
+NODE_SELECTOR: dict[str, str] = {NODE_LABEL: names.NODE_KIND_REAL}
 
 
 def node_dir(state_dir: Path) -> Path:
@@ -461,7 +462,7 @@ def up(
                     f"--cert-dir={paths.root / 'pki'}",
                     f"--hostname-override={NODE_NAME}",
                     f"--node-ip={GATEWAY}",
-                    f"--node-labels={NODE_LABEL}=real",
+                    f"--node-labels={NODE_LABEL}={names.NODE_KIND_REAL}",
                     "--v=1",
                 ],
                 paths.logs,
