@@ -22,6 +22,10 @@ CONDITIONS = {
     "self-signed-certificate.yaml": '{{- if eq .Values.certificates "self-signed" }}',
     "cert-manager-certificate.yaml": '{{- if eq .Values.certificates "cert-manager" }}',
 }
+CLIENT_AUTH_LINE = "{name: AGENTMATRIX_WEBHOOK_CLIENT_AUTH, value: required}"
+CLIENT_AUTH_TEMPLATE = (
+    "{name: AGENTMATRIX_WEBHOOK_CLIENT_AUTH, value: {{ .Values.webhook.clientAuth | quote }}}"
+)
 CERT_MANAGER_ANNOTATION = (
     '{{- if eq .Values.certificates "cert-manager" }}\n'
     "  annotations:\n"
@@ -41,7 +45,11 @@ def escape_braces(text: str) -> str:
 
 
 def template(name: str, text: str) -> str:
-    text = escape_braces(text).replace(IMAGE_LINE, IMAGE_TEMPLATE)
+    text = (
+        escape_braces(text)
+        .replace(IMAGE_LINE, IMAGE_TEMPLATE)
+        .replace(CLIENT_AUTH_LINE, CLIENT_AUTH_TEMPLATE)
+    )
     if name == "webhook-configuration.yaml":
         text = text.replace("metadata:\n", "metadata:\n" + CERT_MANAGER_ANNOTATION, 1)
     condition = CONDITIONS.get(name)

@@ -101,6 +101,7 @@ class LocalRun:
         self.started_cluster: Path | None = None
         self.kubeconfig: Path | None = options.kubeconfig
         self.kubectl = "kubectl"
+        self.webhook_client_ca: Path | None = None
 
     def say(self, message: str) -> None:
         self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
@@ -110,6 +111,9 @@ class LocalRun:
     def ensure_cluster(self) -> Path:
         if self.kubeconfig is not None:
             self.say(f"using the cluster of {self.kubeconfig}")
+            # A local cluster keeps the CA of its API server's webhook client certificate here.
+            beside = self.kubeconfig.resolve().parent / "pki" / "webhook-client-ca.crt"
+            self.webhook_client_ca = beside if beside.is_file() else None
             return self.kubeconfig
         state = controlplane.default_state_dir()
         already = controlplane.status(state).healthy
@@ -118,6 +122,7 @@ class LocalRun:
             self.started_cluster = state
         self.kubectl = str(cluster.kubectl_path)
         self.kubeconfig = cluster.kubeconfig
+        self.webhook_client_ca = cluster.webhook_client_ca
         return cluster.kubeconfig
 
     def ensure_model(self, evaluation: dict[str, Any]) -> None:
@@ -164,12 +169,17 @@ class LocalRun:
         self.children.append(child)
         return child
 
-    def start_webhook(self, ledger: Path) -> None:
+    def start_webhook(self, ledger: Path, evals_namespace: str) -> None:
         from agentmatrix.webhook import launch
 
         self.say("starting the admission webhook")
+        # Only the API server's client certificate passes (without a CA known here, the webhook
+        # reads $AGENTMATRIX_WEBHOOK_CLIENT_CA); only this run's eval namespace is recorded.
         args = ["--port", "0", "--cert-dir", str(self.work / "webhook-certs"), "--ledger", str(ledger),
-                "--kubeconfig", str(self.kubeconfig), "--register", "observe"]  # fmt: skip
+                "--kubeconfig", str(self.kubeconfig), "--register", "observe",
+                "--evals-namespace", evals_namespace]  # fmt: skip
+        if self.webhook_client_ca is not None:
+            args += ["--client-ca", str(self.webhook_client_ca)]
         log = self.work / "webhook.log"
         try:
             process, ready = launch.start(args, log, env=self.child_env())
@@ -178,7 +188,7 @@ class LocalRun:
         self.children.append(Child("webhook", process, log))
         self.say(f"webhook serving at {ready.url}")
 
-    def start_operator(self, ledger: Path) -> None:
+    def start_operator(self, ledger: Path, evals_namespace: str) -> None:
         self.say("starting the operator")
         self.spawn(
             "operator",
@@ -187,6 +197,8 @@ class LocalRun:
                 "run",
                 "--kubeconfig",
                 str(self.kubeconfig),
+                "--namespace",
+                evals_namespace,
                 "--ledger",
                 str(ledger),
                 "--work-dir",
@@ -258,8 +270,8 @@ class LocalRun:
             "wait", "--for=condition=Established", "--timeout=60s", f"crd/{names.PLURAL}.{names.GROUP}"
         )
         ledger = self.work / "ledger.db"
-        self.start_webhook(ledger)
-        self.start_operator(ledger)
+        self.start_webhook(ledger, namespace)
+        self.start_operator(ledger, namespace)
         namespace_yaml = self.kubectl_run("create", "namespace", namespace, "--dry-run=client", "-o", "yaml")
         self.kubectl_run("apply", "-f", "-", input_text=namespace_yaml.stdout)
         self.say(f"applying {self.options.eval_file}")

@@ -40,8 +40,10 @@ GREEDY_AND_SLOW = {
 def test_prometheus_fires_overuse_from_the_live_operator_and_scrapes_the_webhook(
     cluster: LocalCluster, operator: Operator, webhook: Webhook, tmp_path: Path
 ) -> None:
-    assert webhook.ca is not None
-    host_port = webhook.url.removeprefix("https://")
+    # The webhook's HTTPS port answers only the API server's client certificate; Prometheus
+    # scrapes its plain-HTTP probe port, which serves no reviews.
+    assert webhook.probes is not None
+    host_port = webhook.probes.removeprefix("http://")
     scrape_configs: list[dict[str, Any]] = [
         {
             "job_name": "agentmatrix-operator",
@@ -49,8 +51,6 @@ def test_prometheus_fires_overuse_from_the_live_operator_and_scrapes_the_webhook
         },
         {
             "job_name": "agentmatrix-webhook",
-            "scheme": "https",
-            "tls_config": {"ca_file": str(webhook.ca)},
             "static_configs": [{"targets": [host_port]}],
         },
     ]
