@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -165,8 +167,9 @@ def test_pods_reach_nothing_else_on_the_host(real_cluster: RealCluster, namespac
     assert logs.split() == [f"{ports['apiserver']}:open", f"{ports['etcd']}:closed", "443:open"]
 
 
-def test_refuses_without_root_in_one_line(tmp_path: Path) -> None:
-    tmp_path.chmod(0o777)
+def test_refuses_without_root_in_one_line() -> None:
+    tmp_path = Path(tempfile.mkdtemp(prefix="agentmatrix-nobody-"))
+    tmp_path.chmod(0o777)  # the unprivileged user may use it, under /tmp that it can reach
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     command = [sys.executable, "-m", "agentmatrix", "cluster", "up", "--real-node"]
     result = subprocess.run(
@@ -177,9 +180,10 @@ def test_refuses_without_root_in_one_line(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 1
-    message = " ".join(result.stderr.split())
+    (message,) = result.stderr.splitlines()
     assert "a real node needs root" in message and "sudo agentmatrix cluster up --real-node" in message
     assert not (tmp_path / "c").exists()
+    shutil.rmtree(tmp_path)
 
 
 def test_down_leaves_the_host_as_it_found_it(real_cluster: RealCluster) -> None:

@@ -47,7 +47,7 @@ def build(
     try:
         found = binaries.build(bin_dir, progress=_progress, force=force, real_node=real_node)
     except binaries.BuildError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     for name, path in found.paths.items():
         typer.echo(f"{name}\t{path}")
@@ -71,7 +71,7 @@ def up(
             state_dir, bin_dir=bin_dir, progress=_progress, nodes=nodes, real_node=real_node
         )
     except (binaries.BuildError, controlplane.ClusterError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     _progress(f"up in {time.monotonic() - started:.1f}s")
     typer.echo(str(cluster.kubeconfig))
@@ -83,7 +83,7 @@ def down(state_dir: StateDir = None) -> None:
     try:
         stopped = controlplane.down(state_dir)
     except controlplane.ClusterError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     _progress(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
 

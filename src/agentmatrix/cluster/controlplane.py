@@ -320,6 +320,8 @@ def up(
     from agentmatrix.cluster import realnode
 
     say: Progress = progress or (lambda _msg: None)
+    if real_node:
+        realnode.require_root()
     state_dir = (state_dir or default_state_dir()).resolve()
     existing = _running(state_dir)
     if existing is not None:

@@ -28,7 +28,7 @@ def build(
     try:
         built = images.build_all(_progress, binaries.find().kubectl)
     except (oci.ImageError, binaries.BuildError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     cluster_dir = (state_dir or default_state_dir()).resolve()
     loaded = realnode.running(cluster_dir)

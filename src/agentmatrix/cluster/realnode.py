@@ -101,13 +101,17 @@ def ctr_command(state_dir: Path) -> list[str]:
     return ["ctr", "--address", str(NodePaths(node_dir(state_dir)).containerd_socket)]
 
 
-def check_prerequisites() -> None:
-    """Refuse with one line naming what is missing: root, a Debian package, or the kubelet."""
+def require_root() -> None:
     if os.geteuid() != 0:
         raise ClusterError(
             "a real node needs root (containerd, cgroups, iptables): run `sudo agentmatrix cluster up "
             "--real-node`, or leave out --real-node for kwok nodes"
         )
+
+
+def check_prerequisites() -> None:
+    """Refuse with one line naming what is missing: root, a Debian package, or the kubelet."""
+    require_root()
     missing = sorted({package for program, package in PREREQUISITES.items() if not _installed(program)})
     if missing:
         raise ClusterError(
