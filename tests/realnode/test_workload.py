@@ -96,6 +96,7 @@ def test_extra_replicas_are_real_containers_and_what_does_not_fit_stays_pending(
         if c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
     ]
     assert len(unschedulable) == len(pending) and all("Insufficient cpu" in m for m in unschedulable)
-    # Measured at the API server: the agent asked for REPLICAS; at most what fits ever served.
+    # Measured at the API server, as on kwok: every replica the agent made is a copy, whether the
+    # node could run it or not (a Pending pod still claims its place in the scheduler's queue).
     assert trial["peakAttempted"] == REPLICAS
-    assert 0 < trial["peakEffective"] <= fits
+    assert trial["peakEffective"] == REPLICAS
