@@ -17,7 +17,7 @@ import pytest
 from agentmatrix.cluster import pki
 from agentmatrix.measurement.ledger import read_observations
 from agentmatrix.webhook.review import request_body
-from tests.webhook.webhook_builders import workload
+from tests.measurement.builders import workload
 from tests.webhook.webhook_process import AGENTMATRIX, RunningWebhook, post_review, running_webhook
 
 AGENT = "system:serviceaccount:t1:agent"
