@@ -31,10 +31,11 @@ from agentmatrix.api import names
 from agentmatrix.api.replicationeval import ArmSpec
 from agentmatrix.cluster import kubeconfig as kubeconfig_file
 from agentmatrix.kube import Kube
+from agentmatrix.measurement.model import Mode
+from agentmatrix.operator import safeguards
 from agentmatrix.operator.plan import TrialKey, label_value
 from agentmatrix.scenarios.base import AGENT_SERVICE, OPERATIONS_SERVICE_ACCOUNT, Scenario
 
-LABEL_EVAL_UID = f"{names.PREFIX}eval-uid"
 LABEL_ATTEMPT = f"{names.PREFIX}attempt"
 ANNOTATION_DRIVER = f"{names.PREFIX}driver"  # JSON: how to find the trial's driver after a restart
 QUOTA_NAME = "sandbox-quota"
@@ -43,7 +44,6 @@ POD_SECURITY = "pod-security.kubernetes.io/"
 # `latest`: a sandbox is a boundary, so it takes every check the API server knows; the scenario's
 # own pods are written to pass all of them, so a newer version only refuses more of the agent's.
 POD_SECURITY_VERSION = "latest"
-AGENT_UID = 65532
 OPERATIONS_ROLE = "operations"
 SERVICE_PORT = 8080
 
@@ -52,11 +52,18 @@ SERVICE_PORT = 8080
 class SandboxSettings:
     pod_quota: int = 200  # a bound on runaway trials; the resourceQuota arm sets its own cap
     driver_pods: int = 0  # pods the driver itself adds to the namespace (1 for the pod driver)
+    real_node: bool = False  # the cluster has a node that runs containers: the workload runs there
 
     @property
     def pod_security(self) -> str:
         """The enforced Pod Security level: the pod driver's runner needs root (see the module)."""
         return "baseline" if self.driver_pods else "restricted"
+
+
+# What one replica of the agent's service asks of a real node: each copy costs real CPU and
+# memory, and copies the node cannot fit stay Pending.
+SERVICE_REQUESTS = {"cpu": "50m", "memory": "16Mi"}
+SERVICE_LIMITS = {"memory": "32Mi"}
 
 
 def pod_security_labels(enforce: str) -> dict[str, str]:
@@ -69,21 +76,23 @@ def pod_security_labels(enforce: str) -> dict[str, str]:
 
 
 def policy_annotations(arm: ArmSpec, agent_image: str) -> dict[str, str]:
-    """The webhook reads these. The admissionPolicyCap and resourceQuota arms leave the webhook
-    observing: their cap is enforced by the in-tree policy or the quota alone."""
-    enforce = arm.safeguard == "webhookCap"
+    """The webhook reads these: the arm's safeguard says whether it enforces, and which cap."""
+    safeguard = safeguards.of(arm)
+    mode = safeguard.mode(arm)
+    enforce = mode is Mode.ENFORCE
     annotations = {
         names.ANNOTATION_AGENT_IMAGE: agent_image,
-        names.ANNOTATION_MODE: "enforce" if enforce else "observe",
+        names.ANNOTATION_MODE: mode.value,
         names.ANNOTATION_BAN_NEW_WORKLOADS: "true" if enforce and arm.ban_new_workloads else "false",
     }
-    if arm.replica_cap is not None and arm.safeguard in ("webhookCap", "admissionPolicyCap"):
-        annotations[names.ANNOTATION_REPLICA_CAP] = str(arm.replica_cap)
+    cap = safeguard.webhook_cap(arm)
+    if cap is not None:
+        annotations[names.ANNOTATION_REPLICA_CAP] = str(cap)
     return annotations
 
 
 def eval_selector(eval_uid: str) -> str:
-    return f"{names.LABEL_SANDBOX}=true,{LABEL_EVAL_UID}={eval_uid}"
+    return f"{names.LABEL_SANDBOX}=true,{names.LABEL_EVAL_UID}={eval_uid}"
 
 
 def namespace_object(
@@ -110,7 +119,7 @@ def namespace_object(
                 names.LABEL_EVAL_NAMESPACE: eval_namespace,
                 names.LABEL_ARM: key.arm,
                 names.LABEL_TRIAL: str(key.index),
-                LABEL_EVAL_UID: eval_uid,
+                names.LABEL_EVAL_UID: eval_uid,
                 LABEL_ATTEMPT: str(attempt),
                 # Selects the webhook entry that fails closed for enforcing arms.
                 names.LABEL_MODE: annotations[names.ANNOTATION_MODE],
@@ -125,7 +134,28 @@ def agent_labels() -> dict[str, str]:
     return {names.LABEL_ROLE: names.ROLE_AGENT, "app.kubernetes.io/name": "agent-service"}
 
 
-def agent_deployment(namespace: str, image: str, replicas: int) -> dict[str, Any]:
+def agent_deployment(namespace: str, image: str, replicas: int, real_node: bool = False) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "service",
+        "image": image,
+        "ports": [{"name": "http", "containerPort": SERVICE_PORT}],
+    }
+    # Pod Security `restricted`, as on every sandbox (the image's own user is non-root).
+    container["securityContext"] = restricted_container_security_context()
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": restricted_pod_security_context(),
+        "containers": [container],
+    }
+    if real_node:
+        container["resources"] = {"requests": SERVICE_REQUESTS, "limits": SERVICE_LIMITS}
+        container["readinessProbe"] = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 2}
+        container["securityContext"]["readOnlyRootFilesystem"] = True
+        pod_spec["terminationGracePeriodSeconds"] = 2
+        pod_spec["nodeSelector"] = {names.LABEL_NODE_KIND: names.NODE_KIND_REAL}
+        pod_spec["tolerations"] = [
+            {"key": names.TAINT_REAL_NODE, "operator": "Exists", "effect": "NoSchedule"}
+        ]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -133,33 +163,14 @@ def agent_deployment(namespace: str, image: str, replicas: int) -> dict[str, Any
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": agent_labels()},
-            "template": {
-                "metadata": {"labels": agent_labels()},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "securityContext": restricted_pod_security_context(),
-                    "containers": [
-                        {
-                            "name": "service",
-                            "image": image,
-                            "ports": [{"name": "http", "containerPort": SERVICE_PORT}],
-                            "securityContext": restricted_container_security_context(),
-                        }
-                    ],
-                },
-            },
+            "template": {"metadata": {"labels": agent_labels()}, "spec": pod_spec},
         },
     }
 
 
 def restricted_pod_security_context() -> dict[str, Any]:
     """What Pod Security `restricted` asks of a pod (with the container's part below)."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": AGENT_UID,
-        "runAsGroup": AGENT_UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def restricted_container_security_context() -> dict[str, Any]:
@@ -256,9 +267,7 @@ def role_binding(namespace: str, name: str, account: str) -> dict[str, Any]:
 
 
 def resource_quota(namespace: str, arm: ArmSpec, settings: SandboxSettings) -> dict[str, Any]:
-    pods = settings.pod_quota
-    if arm.safeguard == "resourceQuota" and arm.replica_cap is not None:
-        pods = arm.replica_cap + settings.driver_pods
+    pods = safeguards.of(arm).pod_quota(arm, settings.pod_quota, settings.driver_pods)
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
@@ -318,9 +327,12 @@ async def create_sandbox(
     )
 
 
-async def create_agent_workload(kube: Kube, namespace: str, agent_image: str, replicas: int) -> None:
-    """The agent's Deployment and the Service in front of it (with or after `create_sandbox`)."""
-    objects = [agent_deployment(namespace, agent_image, replicas), agent_service(namespace)]
+async def create_agent_workload(
+    kube: Kube, namespace: str, agent_image: str, replicas: int, real_node: bool = False
+) -> None:
+    """The agent's Deployment and the Service in front of it (with or after `create_sandbox`);
+    on a cluster with a real node, the Deployment's pods run there as containers."""
+    objects = [agent_deployment(namespace, agent_image, replicas, real_node), agent_service(namespace)]
     await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in objects))
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentmatrix.agent_runner.config import EndReason
 from agentmatrix.api import names, results_layout
 from agentmatrix.api.replicationeval import EvalSpec
 from agentmatrix.api.vocabulary import TrialEndReason
@@ -30,11 +29,12 @@ from agentmatrix.kube import API_PATHS, Kube
 from agentmatrix.measurement import coverage, ledger
 from agentmatrix.measurement.feed import policy_of
 from agentmatrix.measurement.model import Observation, TrialPolicy
-from agentmatrix.operator import ledger_view, policy, sandbox, transcript
+from agentmatrix.operator import ledger_view, safeguards, sandbox, transcript
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.copies import CopyTracker
 from agentmatrix.operator.driver import Driver, Launch, Prepared, Running
 from agentmatrix.operator.plan import TrialKey
+from agentmatrix.operator.providers import ModelAccess
 from agentmatrix.operator.sandbox_watch import SandboxWatch
 from agentmatrix.scenarios.base import OPERATIONS_SERVICE_ACCOUNT, Pressure, Scenario, TrialWorld
 from agentmatrix.scoring import TrialInput, trial_status_entry
@@ -44,46 +44,29 @@ logger = logging.getLogger(__name__)
 STARTUP_WAIT_SECONDS = 30.0
 SETTLE_SECONDS = 10.0
 TOKEN_MARGIN_SECONDS = 600
-# The runner's end reasons in the operator's words (docs/metrics.md).
-RUNNER_END_REASONS: Mapping[EndReason, TrialEndReason] = {
-    EndReason.FINISHED: "agent-finished",
-    EndReason.MAX_STEPS: "step-limit",
-    EndReason.TIME_LIMIT: "timeout",
-    EndReason.ENDPOINT_UNREACHABLE: "endpoint-unreachable",
-    EndReason.AUTH_FAILED: "auth-failed",
-    EndReason.MODEL_NOT_FOUND: "model-not-found",
-    EndReason.ENDPOINT_ERROR_AFTER_RETRIES: "endpoint-error-after-retries",
-    EndReason.ENDPOINT_REJECTED_REQUEST: "endpoint-rejected-request",
-    EndReason.SANDBOX_UNAVAILABLE: "sandbox-unavailable",
-    EndReason.PROCESS_LIMIT: "process-limit",
-    EndReason.MEMORY_LIMIT: "memory-limit",
-    EndReason.CPU_LIMIT: "cpu-limit",
-    EndReason.DISK_LIMIT: "disk-limit",
+# The agent runner's end reasons (agent_runner.config.EndReason, by value: the operator process
+# does not load the runner) in the operator's words (docs/metrics.md).
+RUNNER_END_REASONS: Mapping[str, TrialEndReason] = {
+    "finished": "agent-finished",
+    "max_steps": "step-limit",
+    "time_limit": "timeout",
+    "process_limit": "process-limit",
+    "memory_limit": "memory-limit",
+    "cpu_limit": "cpu-limit",
+    "disk_limit": "disk-limit",
+    "endpoint_unreachable": "endpoint-unreachable",
+    "auth_failed": "auth-failed",
+    "model_not_found": "model-not-found",
+    "endpoint_error_after_retries": "endpoint-error-after-retries",
+    "endpoint_rejected_request": "endpoint-rejected-request",
+    "sandbox_unavailable": "sandbox-unavailable",
 }
 # Runner end reasons that mean the trial ran: it ended by the agent, its budget, or a limit it hit.
 RAN_END_REASONS = frozenset(
-    {
-        EndReason.FINISHED,
-        EndReason.MAX_STEPS,
-        EndReason.TIME_LIMIT,
-        EndReason.PROCESS_LIMIT,
-        EndReason.MEMORY_LIMIT,
-        EndReason.CPU_LIMIT,
-        EndReason.DISK_LIMIT,
-    }
+    {"finished", "max_steps", "time_limit", "process_limit", "memory_limit", "cpu_limit", "disk_limit"}
 )
 # Runner end reasons that mean the trial did not really run (no model, no confinement): errors.
-NOT_RUN_END_REASONS = frozenset(EndReason) - RAN_END_REASONS
-
-
-@dataclass(frozen=True)
-class ModelAccess:
-    """Where the agent's model is for this trial, and how to release it afterwards."""
-
-    base_url: str | None  # None: the runner plays the replay script itself
-    model_name: str | None
-    api_key: str | None = None
-    release: Callable[[], Awaitable[None]] | None = None
+NOT_RUN_END_REASONS = frozenset(RUNNER_END_REASONS) - RAN_END_REASONS
 
 
 @dataclass
@@ -208,9 +191,10 @@ class TrialRun:
         async def agent_ready() -> bool:
             # Alongside the other objects: a pod made before the quota exists is still counted
             # once the quota controller has synced it, before the agent can act.
-            await sandbox.create_agent_workload(ctx.kube, self.ns, spec.agent_image, initial)
-            if arm.safeguard == "admissionPolicyCap" and arm.replica_cap is not None:
-                await policy.wait_in_effect(ctx.kube, self.ns, arm.replica_cap)
+            await sandbox.create_agent_workload(
+                ctx.kube, self.ns, spec.agent_image, initial, ctx.sandbox_settings.real_node
+            )
+            await safeguards.of(arm).wait_in_effect(ctx.kube, self.ns, arm)
             return await self.tracker.wait_for(lambda t: t.serving() >= initial, STARTUP_WAIT_SECONDS)
 
         readiness = asyncio.create_task(agent_ready())
@@ -275,20 +259,7 @@ class TrialRun:
         )
         self.agent_ended = time.time()
         self.transcript, self.result = await self.driver.collect()
-        runner_reason = self.result.get("end_reason") if self.result is not None else None
-        if timed_out:
-            self.end_reason = "timeout"
-        elif self.result is None:
-            self.end_reason = "driver-failed"
-            self.error = "the agent runner exited without a result (its log is in the trial's record)"
-        elif runner_reason not in set(EndReason):
-            self.end_reason = "driver-failed"
-            self.error = f"the agent runner ended for a reason it does not define: {runner_reason!r}"
-        else:
-            reason = EndReason(runner_reason)
-            self.end_reason = RUNNER_END_REASONS[reason]
-            if reason in NOT_RUN_END_REASONS:
-                self.error = f"the agent could not run ({reason}): {self.result.get('message', '')}"
+        self.end_reason, self.error = end_of_run(timed_out, self.result)
 
     async def _release(self) -> None:
         if self.prepared is not None:
@@ -389,6 +360,20 @@ class TrialRun:
             if exists or ledger_view.deleted_later(observations, resource, name):
                 out.append((resource, name))
         return out
+
+
+def end_of_run(timed_out: bool, result: Mapping[str, Any] | None) -> tuple[TrialEndReason, str | None]:
+    """Why the agent's run ended, in the API's words, and the error if it did not really run."""
+    if timed_out:
+        return "timeout", None
+    if result is None:
+        return "driver-failed", "the agent runner exited without a result (its log is in the trial's record)"
+    reason = result.get("end_reason")
+    if not isinstance(reason, str) or reason not in RUNNER_END_REASONS:
+        return "driver-failed", f"the agent runner ended for a reason it does not define: {reason!r}"
+    if reason in NOT_RUN_END_REASONS:
+        return RUNNER_END_REASONS[reason], f"the agent could not run ({reason}): {result.get('message', '')}"
+    return RUNNER_END_REASONS[reason], None
 
 
 async def supervise(

@@ -18,6 +18,7 @@ LABEL_EVAL = f"{PREFIX}eval"
 LABEL_EVAL_NAMESPACE = f"{PREFIX}eval-namespace"
 LABEL_ARM = f"{PREFIX}arm"
 LABEL_TRIAL = f"{PREFIX}trial"
+LABEL_EVAL_UID = f"{PREFIX}eval-uid"  # sandboxes, results and policies of one eval
 # "enforce" on sandboxes of enforcing arms: selects the webhook entry that fails closed.
 LABEL_MODE = f"{PREFIX}mode"
 LABEL_ROLE = f"{PREFIX}role"  # "agent" on the agent's own Deployment and its pod template
@@ -33,6 +34,12 @@ ANNOTATION_BAN_NEW_WORKLOADS = f"{PREFIX}ban-new-workloads"
 AGENT_SERVICE_ACCOUNT = "agent"
 AGENT_DEPLOYMENT = "agent"
 DEFAULT_AGENT_IMAGE = "agentmatrix.dev/agent-service:v1"
+
+# A node that runs containers (`agentmatrix cluster up --real-node`) carries this label with the
+# value "real" and a NoSchedule taint, so only pods that ask for it run there.
+LABEL_NODE_KIND = f"{PREFIX}node"
+NODE_KIND_REAL = "real"
+TAINT_REAL_NODE = f"{PREFIX}real-node"
 
 # agentmatrix's own namespace (operator, webhook); never a sandbox.
 SYSTEM_NAMESPACE = "agentmatrix-system"
