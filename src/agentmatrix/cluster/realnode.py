@@ -474,8 +474,11 @@ def up(
         )
         controlplane._wait(f"node {NODE_NAME} Ready", lambda: _node_ready(cluster), 120, procs, paths.logs)
         _publish_api_endpoint(cluster, api_port)
-    except BaseException:
-        down(cluster.state_dir)
+    except BaseException as exc:
+        try:
+            down(cluster.state_dir)
+        except ClusterError as cleanup:
+            exc.add_note(f"and undoing the node's changes failed: {cleanup}")
         raise
     say(f"real node {NODE_NAME} Ready (containerd, runc, pods on {POD_SUBNET})")
 
