@@ -567,9 +567,12 @@ class ClusterStatus:
 
 
 def status(state_dir: Path | None = None) -> ClusterStatus:
+    """The control plane's processes, and a real node's if it has one."""
+    from agentmatrix.cluster import realnode
+
     state_dir = (state_dir or default_state_dir()).resolve()
     paths = _paths(state_dir)
-    procs = processes.load(paths["pids"])
+    procs = processes.load(paths["pids"]) + realnode.recorded_processes(state_dir)
     components = [ComponentStatus(p.name, p.pid, processes.is_alive(p), p.ports) for p in procs]
     if not procs:
         return ClusterStatus(state_dir, None, [], False, "no cluster recorded in this state directory")

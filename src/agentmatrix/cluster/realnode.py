@@ -402,8 +402,12 @@ def _publish_api_endpoint(cluster: LocalCluster, api_port: int) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(slice_))
 
 
+def recorded_processes(state_dir: Path) -> list[processes.RecordedProcess]:
+    return processes.load(NodePaths(node_dir(state_dir)).pids)
+
+
 def running(state_dir: Path) -> bool:
-    procs = processes.load(NodePaths(node_dir(state_dir)).pids)
+    procs = recorded_processes(state_dir)
     return bool(procs) and all(processes.is_alive(p) for p in procs)
 
 
