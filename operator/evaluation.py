@@ -26,7 +26,6 @@ from typing import Any, Protocol
 from agentmatrix import scenarios
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import EvalSpec
-from agentmatrix.api.vocabulary import EvalPhase
 from agentmatrix.kube import ApiError
 from agentmatrix.operator import providers, results, safeguards, sandbox
 from agentmatrix.operator import status as status_doc
@@ -57,11 +56,6 @@ TRIAL_HARD_LIMIT_EXTRA_SECONDS = 180.0
 
 class EventPoster(Protocol):
     def __call__(self, reason: str, message: str, *, warning: bool = False) -> None: ...
-
-
-def phase(value: EvalPhase) -> EvalPhase:
-    """`status.phase`, checked against the API's words."""
-    return value
 
 
 def eval_path(namespace: str, name: str) -> str:
@@ -110,7 +104,7 @@ class EvalRun:
         assert n_req is not None
         order = trial_order(spec)
         self._load_entries(order)
-        if self.status.get("phase") == phase("Completed") and all(
+        if self.status.get("phase") == status_doc.EVAL_COMPLETED and all(
             status_doc.is_done(self.entries.get(key, {})) for key in order
         ):
             await self._cleanup_sandboxes()
@@ -122,7 +116,7 @@ class EvalRun:
         started = self.status.get("startedAt") or status_doc.now()
         self.status.update(
             {
-                "phase": phase("Running"),
+                "phase": status_doc.EVAL_RUNNING,
                 "model": providers.of(spec.model).label(spec.model),
                 "startedAt": started,
                 "nReq": n_req,
@@ -154,7 +148,7 @@ class EvalRun:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
         await self._rescore(final=True)
-        self.status["phase"] = phase("Completed")
+        self.status["phase"] = status_doc.EVAL_COMPLETED
         self.status["finishedAt"] = status_doc.now()
         await self._write_status()
         await remove_safeguards(self.kube, self.uid)
@@ -166,7 +160,7 @@ class EvalRun:
         )
 
     async def _fail(self, message: str) -> None:
-        self.status["phase"] = phase("Failed")
+        self.status["phase"] = status_doc.EVAL_FAILED
         conditions = list(self.status.get("conditions") or [])
         conditions = status_doc.set_condition(
             conditions, "Complete", False, "InvalidSpec", message, self.generation
