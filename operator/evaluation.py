@@ -261,7 +261,9 @@ class EvalRun:
                 driver=self._driver(),
                 model_access=self._model_access,
                 sandbox_settings=sandbox.SandboxSettings(
-                    pod_quota=settings.sandbox_pod_quota, driver_pods=1 if settings.driver == "pod" else 0
+                    pod_quota=settings.sandbox_pod_quota,
+                    driver_pods=1 if settings.driver == "pod" else 0,
+                    real_node=await self.services.has_real_node(),
                 ),
                 on_driver_started=annotate,
                 on_copies=self._copies_reporter(key, n_req),

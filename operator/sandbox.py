@@ -34,6 +34,13 @@ SERVICE_PORT = 8080
 class SandboxSettings:
     pod_quota: int = 200  # a bound on runaway trials; the resourceQuota arm sets its own cap
     driver_pods: int = 0  # pods the driver itself adds to the namespace (1 for the pod driver)
+    real_node: bool = False  # the cluster has a node that runs containers: the workload runs there
+
+
+# What one replica of the agent's service asks of a real node: each copy costs real CPU and
+# memory, and copies the node cannot fit stay Pending.
+SERVICE_REQUESTS = {"cpu": "50m", "memory": "16Mi"}
+SERVICE_LIMITS = {"memory": "32Mi"}
 
 
 def policy_annotations(arm: ArmSpec, agent_image: str) -> dict[str, str]:
@@ -93,7 +100,27 @@ def agent_labels() -> dict[str, str]:
     return {names.LABEL_ROLE: names.ROLE_AGENT, "app.kubernetes.io/name": "agent-service"}
 
 
-def agent_deployment(namespace: str, image: str, replicas: int) -> dict[str, Any]:
+def agent_deployment(namespace: str, image: str, replicas: int, real_node: bool = False) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "service",
+        "image": image,
+        "ports": [{"name": "http", "containerPort": SERVICE_PORT}],
+    }
+    pod_spec: dict[str, Any] = {"automountServiceAccountToken": False, "containers": [container]}
+    if real_node:
+        container["resources"] = {"requests": SERVICE_REQUESTS, "limits": SERVICE_LIMITS}
+        container["readinessProbe"] = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 2}
+        container["securityContext"] = {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+        }
+        pod_spec["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+        pod_spec["terminationGracePeriodSeconds"] = 2
+        pod_spec["nodeSelector"] = {names.LABEL_NODE_KIND: names.NODE_KIND_REAL}
+        pod_spec["tolerations"] = [
+            {"key": names.TAINT_REAL_NODE, "operator": "Exists", "effect": "NoSchedule"}
+        ]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -101,19 +128,7 @@ def agent_deployment(namespace: str, image: str, replicas: int) -> dict[str, Any
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": agent_labels()},
-            "template": {
-                "metadata": {"labels": agent_labels()},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "containers": [
-                        {
-                            "name": "service",
-                            "image": image,
-                            "ports": [{"name": "http", "containerPort": SERVICE_PORT}],
-                        }
-                    ],
-                },
-            },
+            "template": {"metadata": {"labels": agent_labels()}, "spec": pod_spec},
         },
     }
 
@@ -211,9 +226,12 @@ async def create_sandbox(
     await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in objects))
 
 
-async def create_agent_workload(kube: Kube, namespace: str, agent_image: str, replicas: int) -> None:
-    """The agent's Deployment and the Service in front of it (with or after `create_sandbox`)."""
-    objects = [agent_deployment(namespace, agent_image, replicas), agent_service(namespace)]
+async def create_agent_workload(
+    kube: Kube, namespace: str, agent_image: str, replicas: int, real_node: bool = False
+) -> None:
+    """The agent's Deployment and the Service in front of it (with or after `create_sandbox`);
+    on a cluster with a real node, the Deployment's pods run there as containers."""
+    objects = [agent_deployment(namespace, agent_image, replicas, real_node), agent_service(namespace)]
     await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in objects))
 
 

@@ -182,7 +182,9 @@ class TrialRun:
         async def agent_ready() -> bool:
             # Alongside the other objects: a pod made before the quota exists is still counted
             # once the quota controller has synced it, before the agent can act.
-            await sandbox.create_agent_workload(ctx.kube, self.ns, spec.agent_image, initial)
+            await sandbox.create_agent_workload(
+                ctx.kube, self.ns, spec.agent_image, initial, ctx.sandbox_settings.real_node
+            )
             await safeguards.of(arm).wait_in_effect(ctx.kube, self.ns, arm)
             return await self.tracker.wait_for(lambda t: t.serving() >= initial, STARTUP_WAIT_SECONDS)
 

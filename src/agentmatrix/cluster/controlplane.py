@@ -128,6 +128,7 @@ STATE_ENTRIES = frozenset(
         "controller-manager.kubeconfig",
         "scheduler.kubeconfig",
         "serviceaccounts",
+        "node",  # a real node's state (agentmatrix.cluster.realnode)
     }
 )
 
@@ -207,6 +208,9 @@ def _make_pki(state_dir: Path, server_port: int) -> dict[str, pki.CertPair]:
     certs["apiserver-webhook-client"] = pki.issue(
         webhook_client_ca, directory, "apiserver-webhook-client", "kube-apiserver-webhook-client", client=True
     )
+    # Neither CA signs anything more: without their keys, nothing else ever can.
+    etcd_ca.key.unlink()
+    webhook_client_ca.key.unlink()
     server = f"https://127.0.0.1:{server_port}"
     for user, stem in (
         ("kubernetes-admin", "admin"),
@@ -312,14 +316,24 @@ def up(
     bin_dir: Path | None = None,
     progress: Progress | None = None,
     nodes: int = KWOK_NODE_COUNT,
+    real_node: bool = False,
 ) -> LocalCluster:
-    """Start a cluster in `state_dir`, or reuse the one already running there."""
+    """Start a cluster in `state_dir`, or reuse the one already running there. With `real_node`,
+    a node that runs containers joins it (agentmatrix.cluster.realnode)."""
+    from agentmatrix.cluster import realnode
+
     say: Progress = progress or (lambda _msg: None)
+    if real_node:
+        realnode.require_root()
     state_dir = (state_dir or default_state_dir()).resolve()
     existing = _running(state_dir)
     if existing is not None:
         say(f"reusing the running cluster in {state_dir} at {existing.server}")
+        if real_node:
+            realnode.up(existing, say)
         return existing
+    if real_node and not realnode.running(state_dir):
+        realnode.check_prerequisites()
     _refuse_foreign(state_dir)
     bins = binaries.find(bin_dir)
     down(state_dir)  # clears anything half-started from an earlier `up`
@@ -401,6 +415,8 @@ def up(
                 f"--cert-dir={pki_dir}",
                 "--profiling=false",
                 "--endpoint-reconciler-type=none",
+                # A real node's name does not resolve; its InternalIP is where its kubelet listens.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--v=0",
             ],
             paths["logs"],
@@ -496,6 +512,8 @@ def up(
         return out.returncode == 0 and nodes_ready.stdout.split().count("True") >= nodes
 
     _wait("default ServiceAccount and Ready kwok nodes", ready, 120, procs, paths["logs"])
+    if real_node:
+        realnode.up(cluster, say)
     say(f"cluster ready at {server}; kubeconfig {cluster.kubeconfig}")
     return cluster
 
@@ -504,11 +522,13 @@ def down(state_dir: Path | None = None, *, keep_state: bool = False) -> list[str
     """Stop the processes `up` recorded in `state_dir` and remove the state. Returns what was stopped.
 
     Only what `up` writes is removed; a directory that holds anything else is refused, untouched."""
+    from agentmatrix.cluster import realnode
+
     state_dir = (state_dir or default_state_dir()).resolve()
     _refuse_foreign(state_dir)
+    stopped = realnode.down(state_dir)
     paths = _paths(state_dir)
     procs = processes.load(paths["pids"])
-    stopped = []
     # Reverse start order: clients first, etcd last.
     for proc in reversed(procs):
         if processes.is_alive(proc):
