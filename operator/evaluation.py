@@ -27,10 +27,9 @@ from agentmatrix import scenarios
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import EvalSpec
 from agentmatrix.kube import ApiError
-from agentmatrix.operator import providers, results, safeguards, sandbox
+from agentmatrix.operator import drivers, providers, results, safeguards, sandbox
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.cleanup import cleanup_sandboxes, remove_safeguards
-from agentmatrix.operator.driver import Driver, PodDriver, ProcessDriver
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace, trial_order
 from agentmatrix.operator.providers import ModelAccess, ProviderContext
 from agentmatrix.operator.services import Services
@@ -246,6 +245,7 @@ class EvalRun:
                     {"metadata": {"annotations": {sandbox.ANNOTATION_DRIVER: json.dumps(record)}}},
                 )
 
+            driver = drivers.for_operator(settings.driver, self.services)
             context = TrialContext(
                 kube=self.kube,
                 sandbox_watch=self.services.sandbox_watch,
@@ -258,11 +258,11 @@ class EvalRun:
                 n_req=n_req,
                 work_dir=settings.work_dir / self.uid,
                 ledger_path=settings.ledger_path,
-                driver=self._driver(),
+                driver=driver,
                 model_access=self._model_access,
                 sandbox_settings=sandbox.SandboxSettings(
                     pod_quota=settings.sandbox_pod_quota,
-                    driver_pods=1 if settings.driver == "pod" else 0,
+                    driver_pods=driver.pods_in_sandbox,
                     real_node=await self.services.has_real_node(),
                 ),
                 on_driver_started=annotate,
@@ -309,16 +309,6 @@ class EvalRun:
         if report is None:
             return None
         return lambda copies: report(self.name, self.namespace, key.arm, key.index, copies, n_req)
-
-    def _driver(self) -> Driver:
-        settings = self.services.settings
-        if settings.driver == "pod":
-            if not settings.driver_image:
-                raise RuntimeError("the pod driver needs --driver-image")
-            return PodDriver(self.kube, settings.driver_image)
-        return ProcessDriver(
-            kubectl=settings.kubectl, host=self.services.runner_host, discovery=self.services.discovery_cache
-        )
 
     async def _model_access(self, key: TrialKey) -> ModelAccess:
         assert self.spec is not None
