@@ -32,7 +32,7 @@ from agentmatrix.measurement.model import Observation, TrialPolicy
 from agentmatrix.operator import ledger_view, safeguards, sandbox, transcript
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.copies import CopyTracker
-from agentmatrix.operator.driver import Driver, Launch, Prepared, Running
+from agentmatrix.operator.drivers import Driver, Launch, Prepared, Running
 from agentmatrix.operator.plan import TrialKey
 from agentmatrix.operator.providers import ModelAccess
 from agentmatrix.operator.sandbox_watch import SandboxWatch

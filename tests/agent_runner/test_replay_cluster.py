@@ -15,7 +15,7 @@ from agentmatrix.agent_runner import EndReason, ReplayServer, Scaffold, parse_st
 from agentmatrix.agent_runner.config import AgentConfig, AgentResult, Confinement
 from agentmatrix.agent_runner.transcript import read
 from agentmatrix.cluster import controlplane
-from agentmatrix.operator.driver import make_world_readable
+from agentmatrix.operator.drivers.process import make_world_readable
 from tests.agent_runner.agent_fixtures import AgentSandbox, MakeConfig
 
 pytestmark = pytest.mark.cluster

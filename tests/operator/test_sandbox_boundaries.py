@@ -11,7 +11,7 @@ import yaml
 
 from agentmatrix.cluster.controlplane import LocalCluster
 from agentmatrix.kube import Kube
-from agentmatrix.operator.driver import model_network_policy
+from agentmatrix.operator.drivers.pod import model_network_policy
 from agentmatrix.operator.sandbox import (
     SandboxSettings,
     agent_deployment,

@@ -38,6 +38,11 @@ LAST = "test_down_leaves_the_host_as_it_found_it"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The test that stops the cluster and compares the host runs after every other one here."""
+    """The test that stops the cluster and compares the host runs after every other test of this
+    package (and before any other package's, so that the package's cluster is set up once)."""
     last = [item for item in items if item.name == LAST]
-    items[:] = [item for item in items if item.name != LAST] + last
+    if not last:
+        return
+    items.remove(last[0])
+    here = [i for i, item in enumerate(items) if item.nodeid.startswith("tests/realnode/")]
+    items.insert(here[-1] + 1 if here else len(items), last[0])

@@ -6,8 +6,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from agentmatrix.cluster import hostchanges
+from agentmatrix.cluster import hostchanges, realnode
 
+NODE_CGROUPS = (realnode.CGROUP_ROOT, "kubepods", "k8s.io")
 NODE_PROGRAMS = ("containerd", "containerd-shim", "containerd-shim-runc-v2", "kubelet", "runc")
 
 
@@ -18,12 +19,16 @@ def _iptables_rules(family: str) -> list[str]:
 
 
 def _cgroups() -> list[str]:
+    """Every hierarchy's top-level cgroups, and everything below those a node uses (the machine's
+    own service manager makes and removes cgroups below its own all the time)."""
     found = []
     for hierarchy in hostchanges.cgroup_hierarchies():
         for top in sorted(hierarchy.iterdir()):
-            if top.is_dir():
-                found.append(str(top))
-                found += [str(child) for child in sorted(top.iterdir()) if child.is_dir()]
+            if not top.is_dir():
+                continue
+            found.append(str(top))
+            if top.name in NODE_CGROUPS:
+                found += sorted(str(Path(dirpath)) for dirpath, _dirs, _files in os.walk(top))
     return found
 
 

@@ -73,6 +73,15 @@ def test_node_is_ready_with_containerd_beside_the_kwok_nodes(real_cluster: RealC
     wide = real_cluster.cluster.kubectl("get", "nodes", "-o", "wide").stdout
     line = next(row for row in wide.splitlines() if row.startswith(realnode.NODE_NAME))
     assert "Ready" in line and "containerd://" in line
+    state = str(real_cluster.cluster.state_dir)
+    status = subprocess.run(
+        [sys.executable, "-m", "agentmatrix", "cluster", "status", "--state-dir", state],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "kubelet" in status.stdout and "containerd" in status.stdout
 
 
 def test_untolerating_pods_stay_on_kwok_nodes(real_cluster: RealCluster, namespace: str) -> None:

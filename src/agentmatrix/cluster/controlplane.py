@@ -526,7 +526,11 @@ def down(state_dir: Path | None = None, *, keep_state: bool = False) -> list[str
 
     state_dir = (state_dir or default_state_dir()).resolve()
     _refuse_foreign(state_dir)
-    stopped = realnode.down(state_dir)
+    node_error: ClusterError | None = None
+    try:
+        stopped = realnode.down(state_dir)
+    except ClusterError as exc:  # the control plane still stops; the node's state stays for a look
+        stopped, node_error = [], exc
     paths = _paths(state_dir)
     procs = processes.load(paths["pids"])
     # Reverse start order: clients first, etcd last.
@@ -535,7 +539,7 @@ def down(state_dir: Path | None = None, *, keep_state: bool = False) -> list[str
             stopped.append(proc.name)
         processes.stop(proc)
     if not keep_state and state_dir.exists():
-        for name in STATE_ENTRIES:
+        for name in STATE_ENTRIES - ({realnode.STATE_ENTRY} if node_error else set()):
             entry = state_dir / name
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -543,6 +547,8 @@ def down(state_dir: Path | None = None, *, keep_state: bool = False) -> list[str
                 entry.unlink()
         with contextlib.suppress(OSError):
             state_dir.rmdir()
+    if node_error is not None:
+        raise node_error
     return stopped
 
 
@@ -564,9 +570,12 @@ class ClusterStatus:
 
 
 def status(state_dir: Path | None = None) -> ClusterStatus:
+    """The control plane's processes, and a real node's if it has one."""
+    from agentmatrix.cluster import realnode
+
     state_dir = (state_dir or default_state_dir()).resolve()
     paths = _paths(state_dir)
-    procs = processes.load(paths["pids"])
+    procs = processes.load(paths["pids"]) + realnode.recorded_processes(state_dir)
     components = [ComponentStatus(p.name, p.pid, processes.is_alive(p), p.ports) for p in procs]
     if not procs:
         return ClusterStatus(state_dir, None, [], False, "no cluster recorded in this state directory")

@@ -402,8 +402,12 @@ def _publish_api_endpoint(cluster: LocalCluster, api_port: int) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(slice_))
 
 
+def recorded_processes(state_dir: Path) -> list[processes.RecordedProcess]:
+    return processes.load(NodePaths(node_dir(state_dir)).pids)
+
+
 def running(state_dir: Path) -> bool:
-    procs = processes.load(NodePaths(node_dir(state_dir)).pids)
+    procs = recorded_processes(state_dir)
     return bool(procs) and all(processes.is_alive(p) for p in procs)
 
 
@@ -474,8 +478,11 @@ def up(
         )
         controlplane._wait(f"node {NODE_NAME} Ready", lambda: _node_ready(cluster), 120, procs, paths.logs)
         _publish_api_endpoint(cluster, api_port)
-    except BaseException:
-        down(cluster.state_dir)
+    except BaseException as exc:
+        try:
+            down(cluster.state_dir)
+        except ClusterError as cleanup:
+            exc.add_note(f"and undoing the node's changes failed: {cleanup}")
         raise
     say(f"real node {NODE_NAME} Ready (containerd, runc, pods on {POD_SUBNET})")
 
