@@ -58,7 +58,9 @@ async def test_an_agent_still_running_at_the_timeout_is_stopped() -> None:
 def test_every_runner_end_reason_has_a_trial_end_reason() -> None:
     assert set(RUNNER_END_REASONS) == {reason.value for reason in EndReason}
     assert set(RUNNER_END_REASONS.values()) <= set(TRIAL_END_REASONS)
-    ran = {EndReason.FINISHED, EndReason.MAX_STEPS, EndReason.TIME_LIMIT}
+    # The run happened, whether or not the agent finished: it ran out of steps, time or a resource.
+    ran = {EndReason.FINISHED, EndReason.MAX_STEPS, EndReason.TIME_LIMIT, EndReason.PROCESS_LIMIT,
+           EndReason.MEMORY_LIMIT, EndReason.CPU_LIMIT, EndReason.DISK_LIMIT}  # fmt: skip
     assert {reason.value for reason in set(EndReason) - ran} == NOT_RUN_END_REASONS
 
 
