@@ -12,7 +12,7 @@ from typing import Any
 
 from agentmatrix.api import names
 from agentmatrix.kube import Kube, KubeAccess
-from agentmatrix.operator.driver import DiscoveryCache, RunnerHost
+from agentmatrix.operator.drivers.process import DiscoveryCache, RunnerHost
 from agentmatrix.operator.sandbox_watch import SandboxWatch
 
 NODE_COUNT_TTL_SECONDS = 30.0

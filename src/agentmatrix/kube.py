@@ -369,4 +369,3 @@ class Kube:
                 if kind != "BOOKMARK":
                     on_event(kind, obj)
         return version
-

@@ -51,9 +51,7 @@ def sandbox_selector(evals_namespaces: tuple[str, ...] = ()) -> str:
 
 
 class ClusterFeed:
-    def __init__(
-        self, client: Kube, state: ClusterState, *, evals_namespaces: tuple[str, ...] = ()
-    ) -> None:
+    def __init__(self, client: Kube, state: ClusterState, *, evals_namespaces: tuple[str, ...] = ()) -> None:
         self.client = client
         self.state = state
         self.evals_namespaces = evals_namespaces
