@@ -326,7 +326,7 @@ def _reserved(cpu: str, memory: str) -> dict[str, str]:
     }
 
 
-def _kubelet_config(paths: NodePaths, cluster: LocalCluster, cpu: str, memory: str) -> tuple[Path, int]:
+def _kubelet_config(paths: NodePaths, cluster: LocalCluster, cpu: str, memory: str) -> Path:
     port = processes.free_port()
     healthz = processes.free_port()
     config = {
@@ -367,7 +367,7 @@ def _kubelet_config(paths: NodePaths, cluster: LocalCluster, cpu: str, memory: s
     }
     path = paths.root / "kubelet-config.json"
     path.write_text(json.dumps(config, indent=2))
-    return path, healthz
+    return path
 
 
 def _node_ready(cluster: LocalCluster) -> bool:
@@ -455,10 +455,12 @@ def up(
             paths.logs,
         )
         images.ensure_small(say)
-        for archive in images.built_archives():
+        archives = images.built_archives()
+        say(f"real node: importing {len(archives)} images ({', '.join(a.name for a in archives)})")
+        for archive in archives:
             oci.load(ctr, archive)
         say("real node: starting the kubelet")
-        config, _healthz = _kubelet_config(paths, cluster, cpu, memory)
+        config = _kubelet_config(paths, cluster, cpu, memory)
         record(
             processes.spawn(
                 "kubelet",
