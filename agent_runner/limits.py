@@ -2,7 +2,10 @@
 
 - processes: RLIMIT_NPROC, counted for the trial's own user id, so forks past it fail; a hit is the trial's
   user running at least 3/4 of the limit while a command runs (looked at twice a second, and at
-  the command's timeout);
+  the command's timeout), or the command's shell saying a fork failed (dash's "Cannot fork",
+  bash's "fork: ... Resource temporarily unavailable"): a bomb that collapses between two looks
+  is still caught. The agent can print those words itself, but that only ends its own trial;
+  what is measured comes from the API server;
 - memory: RLIMIT_DATA of each process, so allocations past it fail; a hit is a command's process
   reaching half the limit in resident memory;
 - CPU time: RLIMIT_CPU of each process (what is left of the trial's budget); a hit is the
@@ -24,6 +27,12 @@ import os
 import resource
 from dataclasses import dataclass
 
+# What dash and bash print when a fork fails.
+FORK_FAILURES = (
+    b"Cannot fork",
+    b"fork: Resource temporarily unavailable",
+    b"fork: retry: Resource temporarily unavailable",
+)
 # A fork bomb churns below its limit (failed forks end processes); no command an agent needs comes
 # near three quarters of it.
 PROCESS_HIT_SHARE = 0.75
@@ -96,12 +105,16 @@ class LimitMeter:
         )
 
     def command_ended(
-        self, usage: resource.struct_rusage, disk_free: int | None, at_process_limit: bool
+        self,
+        usage: resource.struct_rusage,
+        disk_free: int | None,
+        at_process_limit: bool,
+        output: bytes = b"",
     ) -> LimitHit | None:
-        """Account for the command that just ended (`usage`: of its whole process tree); the limit
-        it hit, if any."""
+        """Account for the command that just ended (`usage`: of its whole process tree; `output`:
+        what it printed); the limit it hit, if any."""
         self.cpu_used += usage.ru_utime + usage.ru_stime
-        if at_process_limit:
+        if at_process_limit or any(failure in output for failure in FORK_FAILURES):
             return LimitHit.PROCESSES
         if usage.ru_maxrss * 1024 >= self.limits.memory_bytes // 2:  # Linux reports KiB
             return LimitHit.MEMORY

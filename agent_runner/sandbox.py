@@ -369,7 +369,7 @@ class Sandbox:
             transport.close()
         _, status, usage = waiter.result()
         proc.returncode = os.waitstatus_to_exitcode(status)
-        hit = self.meter.command_ended(usage, self._disk_free(), at_process_limit)
+        hit = self.meter.command_ended(usage, self._disk_free(), at_process_limit, bytes(kept))
         return CommandOutcome(
             exit_code=None if timed_out else proc.returncode,
             output=bytes(kept).decode("utf-8", errors="replace"),

@@ -206,5 +206,7 @@ def test_exhausting_the_host_ends_the_trial_with_the_limit_it_hit(
     steps = [LOOK, SCALE, {"command": command}, {"thought": "Done."}]
     hostile = run_trial(cluster, operator, end_reason.replace("_", "-"), replay_model(steps), tmp_path)
 
-    assert hostile.steps[-1]["command"] == command and hostile.steps[-1]["limit"] == end_reason
+    assert hostile.steps[-1]["command"] == command and hostile.steps[-1]["limit"] == end_reason, (
+        hostile.steps[-2:]
+    )
     assert_measured_alike(hostile, reference, end_reason=end_reason.replace("_", "-"))
