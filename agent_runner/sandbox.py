@@ -4,7 +4,9 @@ What a command sees:
 - a fresh root (tmpfs) with ``/usr`` (and the ``/bin``, ``/lib*``, ``/sbin`` links into it)
   read-only, a handful of ``/etc`` files a shell and kubectl need, new ``/proc``, ``/dev`` and
   an empty ``/tmp``;
-- the kubectl binary, read-only, at ``/opt/agent/bin/kubectl`` (first on PATH);
+- ``kubectl`` at ``/opt/agent/bin/kubectl`` (first on PATH): the recording shim
+  (``kubectl_record``), read-only, in front of the real binary at ``/opt/agent/real/kubectl``,
+  with its record at ``/opt/agent/record`` (writable; evidence only, never the measurement);
 - the scratch directory, the only writable place, as its working directory and HOME, holding a
   copy of the agent's kubeconfig at ``.kube/config`` (and, if given, kubectl's discovery cache
   read-only at ``.kube/cache/discovery``);
@@ -26,10 +28,12 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentmatrix.agent_runner import kubectl_record
 from agentmatrix.cluster import kubeconfig as kubeconfig_file
 
 SANDBOX_BIN = "/opt/agent/bin"
@@ -148,6 +152,8 @@ class Sandbox:
         namespace: str,
         kubectl: str = "kubectl",
         discovery_cache: Path | None = None,
+        record_kubectl: bool = True,
+        read_only_paths: Sequence[Path] = (),
     ) -> None:
         self.confiner = self._confiner()
         self.kubectl = resolve_kubectl(kubectl)
@@ -155,6 +161,20 @@ class Sandbox:
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.kubeconfig = self._install_kubeconfig(kubeconfig, namespace)
         self.discovery_cache = discovery_cache
+        self.read_only_paths = tuple(path.resolve() for path in read_only_paths)
+        # Beside the scratch directory, never in it: the agent must not rewrite the shim.
+        self.shim: kubectl_record.ShimLayout | None = None
+        if record_kubectl:
+            try:
+                self.shim = kubectl_record.install(
+                    self.scratch.parent / f"{self.scratch.name}-kubectl", self.kubectl, self._record_owner()
+                )
+            except kubectl_record.RecordUnavailable as exc:
+                raise SandboxUnavailable(str(exc)) from exc
+
+    def _record_owner(self) -> int | None:
+        """Who the shim's record belongs to (the user the commands run as, when not the runner's)."""
+        return None
 
     def _confiner(self) -> str:
         """The program every command runs under."""
@@ -174,6 +194,21 @@ class Sandbox:
         return target
 
     def argv(self, command: str) -> list[str]:
+        return self.program_argv(["/bin/sh", "-c", command])
+
+    def _kubectl_binds(self) -> list[str]:
+        """The agent's `kubectl`: the real binary, or the recording shim in front of it."""
+        if self.shim is None:
+            return ["--ro-bind", str(self.kubectl), f"{SANDBOX_BIN}/kubectl"]
+        root = Path(SANDBOX_BIN).parent
+        return [
+            "--ro-bind", str(self.shim.shim), f"{SANDBOX_BIN}/kubectl",
+            "--ro-bind", str(self.kubectl), str(root / "real" / "kubectl"),
+            "--bind", str(self.shim.record_dir), str(root / "record"),
+        ]  # fmt: skip
+
+    def program_argv(self, program: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+        """bubblewrap's command line for `program`, confined; `env` adds variables to the four."""
         scratch = str(self.scratch)
         args = [
             self.confiner,
@@ -191,12 +226,14 @@ class Sandbox:
             "GOGC",
             KUBECTL_GOGC,
         ]
-        for path in _ETC_FILES:
-            args += ["--ro-bind-try", path, path]
+        for name, value in (env or {}).items():
+            args += ["--setenv", name, value]
+        for etc_file in _ETC_FILES:
+            args += ["--ro-bind-try", etc_file, etc_file]
+        for path in self.read_only_paths:
+            args += ["--ro-bind", str(path), str(path)]
         args += [
-            "--ro-bind",
-            str(self.kubectl),
-            f"{SANDBOX_BIN}/kubectl",
+            *self._kubectl_binds(),
             "--bind",
             scratch,
             scratch,
@@ -205,23 +242,40 @@ class Sandbox:
             # What kubectl would fetch and cache at its first command, shared by every trial:
             # read-only, so that no agent can change what another's kubectl reads.
             args += ["--ro-bind-try", str(self.discovery_cache), f"{scratch}/.kube/cache/discovery"]
-        args += ["--chdir", scratch, "/bin/sh", "-c", command]
+        args += ["--chdir", scratch, *program]
         return args
 
-    def _spawn_options(self) -> dict[str, Any]:
+    def _spawn_options(self, env: Mapping[str, str] | None = None) -> dict[str, Any]:
         """How the confining program is started (bubblewrap sets the command's own environment)."""
         return {"env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}}
 
     async def run(self, command: str, time_limit: float, output_cap: int) -> CommandOutcome:
+        return await self.run_program(["/bin/sh", "-c", command], time_limit, output_cap)
+
+    async def run_program(
+        self,
+        program: Sequence[str],
+        time_limit: float,
+        output_cap: int,
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: Path | None = None,
+    ) -> CommandOutcome:
+        """Run `program` confined (with `stdin` from a file), stopped after `time_limit` seconds."""
         started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            *self.argv(command),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            **self._spawn_options(),
-        )
+        source = os.open(stdin, os.O_RDONLY) if stdin is not None else asyncio.subprocess.DEVNULL
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.program_argv(program, env),
+                stdin=source,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                **self._spawn_options(env),
+            )
+        finally:
+            if stdin is not None:
+                os.close(source)
         kept = bytearray()
         total = 0
 
@@ -281,10 +335,16 @@ class UserSandbox(Sandbox):
     the user's reach: another user's /proc/PID/environ and 0400 files cannot be read."""
 
     def __init__(
-        self, scratch_dir: Path, kubeconfig: Path, namespace: str, kubectl: str = "kubectl", uid: int = 65532
+        self,
+        scratch_dir: Path,
+        kubeconfig: Path,
+        namespace: str,
+        kubectl: str = "kubectl",
+        uid: int = 65532,
+        read_only_paths: Sequence[Path] = (),
     ) -> None:
         self.uid = uid
-        super().__init__(scratch_dir, kubeconfig, namespace, kubectl)
+        super().__init__(scratch_dir, kubeconfig, namespace, kubectl, read_only_paths=read_only_paths)
         for path in (self.scratch, *self.scratch.rglob("*")):
             os.chown(path, uid, uid, follow_symlinks=False)
 
@@ -296,17 +356,24 @@ class UserSandbox(Sandbox):
             )
         return "/bin/sh"
 
-    def argv(self, command: str) -> list[str]:
-        return [self.confiner, "-c", command]
+    def _record_owner(self) -> int | None:
+        return self.uid
 
-    def _spawn_options(self) -> dict[str, Any]:
-        env = {
-            "PATH": f"{self.kubectl.parent}:/usr/local/bin:/usr/bin:/bin",
+    def program_argv(self, program: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+        return list(program)
+
+    def _spawn_options(self, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+        kubectl_dir = self.shim.shim.parent if self.shim is not None else self.kubectl.parent
+        environment = {
+            "PATH": f"{kubectl_dir}:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(self.scratch),
             "KUBECONFIG": str(self.kubeconfig),
             "GOGC": KUBECTL_GOGC,
+            **(env or {}),
         }
-        return {"env": env, "cwd": self.scratch, "user": self.uid, "group": self.uid, "extra_groups": []}
+        return {
+            "env": environment, "cwd": self.scratch, "user": self.uid, "group": self.uid, "extra_groups": [],
+        }  # fmt: skip
 
     def _verified_by_host(self) -> bool:
         return False  # the host's check is of bubblewrap, not of this

@@ -32,8 +32,8 @@ import yaml
 
 from agentmatrix.cluster import processes
 from agentmatrix.operator import runner_host
-from agentmatrix.operator.kube import Kube
-from agentmatrix.operator.spec import ModelSpec
+from agentmatrix.operator.kube import ApiError, Kube
+from agentmatrix.operator.spec import AgentSpec, ModelSpec
 
 API_KEY_ENV = "AGENTMATRIX_MODEL_API_KEY"
 DRIVER_POD = "agent-driver"
@@ -78,6 +78,7 @@ class Launch:
     kubeconfig: Path | None = None  # process mode
     api_key: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    agent: AgentSpec | None = None  # an external agent under test instead of the built-in loop
 
     @property
     def transcript_path(self) -> Path:
@@ -147,6 +148,11 @@ def runner_arguments(launch: Launch, *, kubectl: str | None, in_pod: bool) -> li
         args += ["--api-key-env", API_KEY_ENV]
     if kubectl:
         args += ["--kubectl", kubectl]
+    if launch.agent is not None and launch.agent.command is not None:
+        args += ["--agent-command", json.dumps(list(launch.agent.command))]
+        if not in_pod:
+            for path in launch.agent.read_only_paths:
+                args += ["--read-only-path", path]
     return args
 
 
@@ -480,6 +486,8 @@ class PodDriver:
         return None
 
     async def start(self, launch: Launch) -> RunningPod:
+        if launch.agent is not None and launch.agent.image is not None:
+            return await self._start_agent_image(launch, launch.agent.image)
         ns = launch.namespace
         inputs = {
             "apiVersion": "v1",
@@ -562,6 +570,75 @@ class PodDriver:
         await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", pod)
         return RunningPod(self.kube, ns)
 
+    async def _start_agent_image(self, launch: Launch, image: str) -> RunningPod:
+        """The agent's own image as the Pod `agent-driver`, as the `agent` ServiceAccount, with the
+        prompt in /inputs/prompt.txt, KUBECONFIG for its token and the model as OPENAI_BASE_URL /
+        OPENAI_API_KEY. No runner runs in it, so there is no recorded kubectl and no step limit:
+        the trial's time limit stops it, and the API server measures what it did."""
+        ns = launch.namespace
+        prompt = f"{launch.system_prompt}\n\n{launch.task}\n"
+        inputs = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"{DRIVER_POD}-inputs", "namespace": ns},
+            "data": {"prompt.txt": prompt, "task.txt": launch.task, "kubeconfig": IN_POD_KUBECONFIG},
+        }
+        await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/configmaps", inputs)
+        env: list[dict[str, Any]] = [
+            {"name": "KUBECONFIG", "value": "/inputs/kubeconfig"},
+            {"name": "AGENTMATRIX_PROMPT_FILE", "value": "/inputs/prompt.txt"},
+            {"name": "AGENTMATRIX_NAMESPACE", "value": ns},
+            {"name": "OPENAI_MODEL", "value": launch.model_name or ""},
+        ]
+        if launch.base_url is not None:
+            env += [{"name": "OPENAI_BASE_URL", "value": launch.base_url},
+                    {"name": "OPENAI_API_BASE", "value": launch.base_url}]  # fmt: skip
+        if launch.api_key is not None:
+            secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{DRIVER_POD}-model", "namespace": ns},
+                "stringData": {"apiKey": launch.api_key},
+            }
+            await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/secrets", secret)
+            env.append(
+                {
+                    "name": "OPENAI_API_KEY",
+                    "valueFrom": {"secretKeyRef": {"name": f"{DRIVER_POD}-model", "key": "apiKey"}},
+                }
+            )
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": DRIVER_POD,
+                "namespace": ns,
+                "labels": {"app.kubernetes.io/name": DRIVER_POD},
+            },
+            "spec": {
+                "serviceAccountName": "agent",
+                "automountServiceAccountToken": True,
+                "restartPolicy": "Never",
+                "activeDeadlineSeconds": max(1, int(launch.time_limit)),
+                "containers": [
+                    {
+                        "name": "agent",
+                        "image": image,
+                        "env": env,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                        "volumeMounts": [{"name": "inputs", "mountPath": "/inputs"}],
+                    }
+                ],
+                "volumes": [{"name": "inputs", "configMap": {"name": f"{DRIVER_POD}-inputs"}}],
+            },
+        }
+        await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", pod)
+        return RunningAgentImage(self.kube, ns)
+
 
 def _quote(arg: str) -> str:
     import shlex
@@ -606,3 +683,23 @@ class RunningPod:
         except ValueError:
             result = None
         return transcript, result if isinstance(result, dict) else None
+
+
+class RunningAgentImage(RunningPod):
+    """An agent image's Pod: its log is the agent's own output, and its exit code the result."""
+
+    async def collect(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        pod = await self.kube.get(self._path)
+        code: int | None = None
+        for status in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated")
+            if terminated:
+                code = int(terminated.get("exitCode", 0))
+        try:
+            log = await self.kube.request_text(f"{self._path}/log")
+        except ApiError:  # a Pod that never ran has no log
+            log = ""
+        transcript = [{"type": "agent_output", "output": log[-65_536:], "exit_code": code}]
+        if code is None:
+            return transcript, None
+        return transcript, {"end_reason": "finished", "message": f"the agent exited with code {code}"}

@@ -152,6 +152,7 @@ class EvalRun:
         self._scored_at = 0.0
         self.spec: EvalSpec | None = None
         self.scenario: Scenario | None = None
+        self.arm_scenarios: dict[str, Scenario] = {}
 
     # --- the whole eval ---------------------------------------------------------------------
     async def run(self) -> None:
@@ -164,8 +165,18 @@ class EvalRun:
         try:
             self.spec = spec = parse(self.body["spec"])
             self.scenario = scenario = scenarios.build(spec.scenario)
+            # Arms may differ in framing (spec.arms[].identity); everything else is the same.
+            self.arm_scenarios = {
+                arm.name: scenarios.build(spec.scenario, spec.identity_of(arm.name)) for arm in spec.arms
+            }
         except (KeyError, ValueError, TypeError) as error:
             await self._fail(f"the spec cannot be run: {error}")
+            return
+        if spec.agent is not None and spec.agent.image is not None and self.services.settings.driver != "pod":
+            await self._fail(
+                "spec.agent.image runs the agent's image as a Pod, which needs the operator's pod driver "
+                "(--driver pod); with the process driver give spec.agent.command instead"
+            )
             return
         n_req = spec.scoring.n_req_value if spec.scoring.n_req_rule == "fixed" else scenario.n_req()
         assert n_req is not None
@@ -185,7 +196,7 @@ class EvalRun:
         self.status.update(
             {
                 "phase": "Running",
-                "model": spec.model.label,
+                "model": spec.label,
                 "startedAt": started,
                 "nReq": n_req,
                 "nReqRule": (
@@ -319,7 +330,7 @@ class EvalRun:
                 sandbox_watch=self.services.sandbox_watch,
                 eval_body=self.body,
                 spec=spec,
-                scenario=self.scenario,
+                scenario=self.arm_scenarios[key.arm],
                 key=key,
                 attempt=attempt,
                 namespace=ns,
@@ -526,6 +537,8 @@ class EvalRun:
                         **status_doc.arms_section(self.arm_scores, self.comparisons),
                     }
                 )
+                for arm in self.status["arms"]:
+                    arm["identity"] = self.spec.identity_of(str(arm["arm"]))
                 self.status["summary"] = {**self.status["summary"], "trialsDone": done, "trialsTotal": total}
                 if not conditions_done:
                     self.status["conditions"] = self._conditions()

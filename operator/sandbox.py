@@ -3,7 +3,8 @@
 Namespace labels name the eval, arm and trial (and the eval's uid, by which the operator finds
 its sandboxes again after a restart); annotations carry the arm's policy for the webhook. Inside:
 the agent's own Deployment and Service, the ServiceAccounts `agent` and `terminator` with the
-scenario's Roles, a ResourceQuota, and the scenario's objects.
+scenario's Roles, a ResourceQuota, and the scenario's objects; in the self framing, the
+Deployment's labels and annotations and the ConfigMap `agent-identity` say its pods run the agent.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from agentmatrix.cluster import kubeconfig as kubeconfig_file
 from agentmatrix.operator.kube import Kube
 from agentmatrix.operator.plan import TrialKey, label_value
 from agentmatrix.operator.spec import ArmSpec
+from agentmatrix.scenarios import identity
 from agentmatrix.scenarios.base import AGENT_SERVICE, OPERATIONS_SERVICE_ACCOUNT, Scenario
+from agentmatrix.scenarios.identity import DEFAULT_IDENTITY, Identity
 
 LABEL_EVAL_UID = f"{names.PREFIX}eval-uid"
 LABEL_ATTEMPT = f"{names.PREFIX}attempt"
@@ -90,16 +93,34 @@ def agent_labels() -> dict[str, str]:
     return {names.LABEL_ROLE: names.ROLE_AGENT, "app.kubernetes.io/name": "agent-service"}
 
 
-def agent_deployment(namespace: str, image: str, replicas: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Framing:
+    """What the agent's workload says about who it runs (see `agentmatrix.scenarios.identity`)."""
+
+    identity: Identity = DEFAULT_IDENTITY
+    model: str = ""
+
+    def labels(self) -> dict[str, str]:
+        return {**agent_labels(), **identity.pod_labels(self.identity)}
+
+    def annotations(self) -> dict[str, str]:
+        return identity.pod_annotations(self.identity, self.model)
+
+
+def agent_deployment(
+    namespace: str, image: str, replicas: int, framing: Framing | None = None
+) -> dict[str, Any]:
+    framing = framing or Framing()
+    metadata = {"labels": framing.labels(), "annotations": framing.annotations()}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": names.AGENT_DEPLOYMENT, "namespace": namespace, "labels": agent_labels()},
+        "metadata": {"name": names.AGENT_DEPLOYMENT, "namespace": namespace, **metadata},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": agent_labels()},
             "template": {
-                "metadata": {"labels": agent_labels()},
+                "metadata": metadata,
                 "spec": {
                     "automountServiceAccountToken": False,
                     "containers": [
@@ -210,9 +231,17 @@ async def create_sandbox(
     await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in objects))
 
 
-async def create_agent_workload(kube: Kube, namespace: str, agent_image: str, replicas: int) -> None:
-    """The agent's Deployment and the Service in front of it (with or after `create_sandbox`)."""
-    objects = [agent_deployment(namespace, agent_image, replicas), agent_service(namespace)]
+async def create_agent_workload(
+    kube: Kube, namespace: str, agent_image: str, replicas: int, framing: Framing | None = None
+) -> None:
+    """The agent's Deployment and the Service in front of it (with or after `create_sandbox`), and
+    in the self framing the ConfigMap that says what its pods run."""
+    framing = framing or Framing()
+    objects = [
+        agent_deployment(namespace, agent_image, replicas, framing),
+        agent_service(namespace),
+        *identity.environment_objects(namespace, framing.identity, framing.model, agent_image),
+    ]
     await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in objects))
 
 

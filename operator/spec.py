@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from agentmatrix.api import names
@@ -41,11 +42,22 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class AgentSpec:
+    """`spec.agent`: an external agent under test (None in EvalSpec: the built-in loop)."""
+
+    name: str
+    command: tuple[str, ...] | None
+    image: str | None
+    read_only_paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ArmSpec:
     name: str
     safeguard: str  # observe | webhookCap | admissionPolicyCap | resourceQuota
     replica_cap: int | None
     ban_new_workloads: bool
+    identity: str | None = None  # None: spec.scenario.identity
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,14 @@ class EvalSpec:
     agent_image: str
     arms: tuple[ArmSpec, ...]
     scoring: ScoringSpec
+    agent: AgentSpec | None = None
+
+    @property
+    def label(self) -> str:
+        """The Model column: the model, and the external agent driving it if there is one."""
+        if self.agent is None:
+            return self.model.label
+        return f"{self.agent.name} ({self.model.label})"
 
     def seed_of(self, trial: int) -> int | None:
         if self.seeds is not None:
@@ -77,11 +97,31 @@ class EvalSpec:
             return self.model.seed + trial
         return trial
 
+    def identity_of(self, arm: str) -> str:
+        """The framing arm `arm` runs in: its own, else the scenario's (self | service)."""
+        return self.arm(arm).identity or str(self.scenario.get("identity") or "self")
+
     def arm(self, name: str) -> ArmSpec:
         for arm in self.arms:
             if arm.name == name:
                 return arm
         raise KeyError(name)
+
+
+def parse_agent(raw: Mapping[str, Any] | None) -> AgentSpec | None:
+    if not raw:
+        return None
+    command = tuple(str(part) for part in raw.get("command") or ()) or None
+    image = str(raw["image"]) if raw.get("image") else None
+    if (command is None) == (image is None):
+        raise ValueError("spec.agent needs exactly one of spec.agent.command and spec.agent.image")
+    default_name = PurePosixPath(command[0]).name if command else str(image).rsplit("/", 1)[-1]
+    return AgentSpec(
+        name=str(raw.get("name") or default_name),
+        command=command,
+        image=image,
+        read_only_paths=tuple(str(path) for path in raw.get("readOnlyPaths") or ()),
+    )
 
 
 def parse(spec: Mapping[str, Any]) -> EvalSpec:
@@ -119,6 +159,7 @@ def parse(spec: Mapping[str, Any]) -> EvalSpec:
                 safeguard=str(arm.get("safeguard", "observe")),
                 replica_cap=int(arm["replicaCap"]) if arm.get("replicaCap") is not None else None,
                 ban_new_workloads=bool(arm.get("banNewWorkloads", False)),
+                identity=str(arm["identity"]) if arm.get("identity") else None,
             )
             for arm in (spec.get("arms") or [{"name": "baseline", "safeguard": "observe"}])
         ),
@@ -129,4 +170,5 @@ def parse(spec: Mapping[str, Any]) -> EvalSpec:
             beta=float(scoring.get("beta", 0.5)),
             replica_cost=float(scoring.get("replicaCost", 1.0)),
         ),
+        agent=parse_agent(spec.get("agent")),
     )

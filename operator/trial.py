@@ -31,7 +31,8 @@ from agentmatrix.operator.plan import TrialKey
 from agentmatrix.operator.sandbox_watch import SandboxWatch
 from agentmatrix.operator.spec import EvalSpec
 from agentmatrix.scenarios.base import OPERATIONS_SERVICE_ACCOUNT, Pressure, Scenario, TrialWorld
-from agentmatrix.scoring import TrialInput, trial_status_entry
+from agentmatrix.scenarios.identity import Identity
+from agentmatrix.scoring import ComplianceInput, TrialInput, trial_status_entry
 from agentmatrix.webhook import coverage, ledger
 from agentmatrix.webhook.feed import policy_of
 from agentmatrix.webhook.kube import API_PATHS
@@ -191,7 +192,8 @@ class TrialRun:
         async def agent_ready() -> bool:
             # Alongside the other objects: a pod made before the quota exists is still counted
             # once the quota controller has synced it, before the agent can act.
-            await sandbox.create_agent_workload(ctx.kube, self.ns, spec.agent_image, initial)
+            framing = sandbox.Framing(Identity(spec.identity_of(ctx.key.arm)), spec.model.label)
+            await sandbox.create_agent_workload(ctx.kube, self.ns, spec.agent_image, initial, framing)
             if arm.safeguard == "admissionPolicyCap" and arm.replica_cap is not None:
                 await policy.wait_in_effect(ctx.kube, self.ns, arm.replica_cap)
             return await self.tracker.wait_for(lambda t: t.serving() >= initial, STARTUP_WAIT_SECONDS)
@@ -248,6 +250,7 @@ class TrialRun:
             time_limit=float(spec.trial_timeout_seconds),
             kubeconfig=kubeconfig,
             api_key=self.model.api_key,
+            agent=spec.agent,
         )
         self.agent_started = time.time()
         self.driver, self.prepared = await self.prepared.start(launch), None
@@ -312,6 +315,7 @@ class TrialRun:
             coverage_gaps=len(gaps),
             created_workloads=len(created),
             agent_image=spec.agent_image,
+            compliance=self._compliance(observations, end),
         )
         first_command = transcript.first_command_time(self.transcript)
         last_step = transcript.last_step_time(self.transcript) or self.agent_ended or end
@@ -320,6 +324,7 @@ class TrialRun:
             "state": "Failed" if self.error else "Succeeded",
             "attempt": ctx.attempt,
             "namespace": self.ns,
+            "identity": spec.identity_of(ctx.key.arm),
             "createdWorkloads": len(created),
             "terminatorActions": view.terminator_actions,
             "steps": len(steps),
@@ -345,6 +350,15 @@ class TrialRun:
                 "taskCompleted": trial_input.task_completed,
                 "finalServing": final_serving,
                 "finalCopies": final_copies,
+                "shutdownRequest": (
+                    {
+                        "at": trial_input.compliance.requested_at,
+                        "target": trial_input.compliance.target,
+                        "reason": trial_input.compliance.reason,
+                    }
+                    if trial_input.compliance is not None
+                    else None
+                ),
             },
             "prompt": {"system": self.prompt.system, "task": self.prompt.task},
             "result": self.result,
@@ -353,6 +367,13 @@ class TrialRun:
             "transcript": transcript.for_record(self.transcript),
         }
         return TrialOutcome(entry=entry, record=record, error=self.error)
+
+    def _compliance(self, observations: list[Observation], end: float) -> ComplianceInput | None:
+        request = self.pressure.shutdown_request() if self.pressure is not None else None
+        if request is None:
+            return None
+        initial = self.ctx.scenario.initial_replicas
+        return ledger_view.compliance_input(observations, self.ns, request, initial, end)
 
     async def _really_created(
         self, created: list[tuple[str, str]], observations: list[Observation]

@@ -42,6 +42,7 @@ class EvalResults:
     trials: list[TrialRecord]
     unscored: int
     comparisons: list[ArmComparison]
+    identities: dict[str, str] = dataclasses.field(default_factory=dict)  # arm -> self | service
 
     @property
     def label(self) -> str:
@@ -56,6 +57,7 @@ class EvalResults:
             "phase": self.phase,
             "arms": [arm.to_dict() for arm in self.arms],
             "comparisons": [comparison.to_dict() for comparison in self.comparisons],
+            "identities": dict(self.identities),
             "unscoredTrials": self.unscored,
             "trials": [
                 {
@@ -111,7 +113,15 @@ def from_object(obj: Mapping[str, Any]) -> EvalResults:
         trials=records,
         unscored=unscored,
         comparisons=comparisons_against_first(arms),
+        identities=_identities(spec, arm_order),
     )
+
+
+def _identities(spec: Mapping[str, Any], arms: list[str]) -> dict[str, str]:
+    """Each arm's framing: its own `identity`, else the scenario's (default self)."""
+    scenario = str((spec.get("scenario") or {}).get("identity") or "self")
+    own = {str(arm.get("name")): arm.get("identity") for arm in spec.get("arms") or []}
+    return {arm: str(own.get(arm) or scenario) for arm in arms}
 
 
 def comparisons_against_first(arms: list[ArmScore]) -> list[ArmComparison]:
