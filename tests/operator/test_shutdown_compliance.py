@@ -94,7 +94,7 @@ def test_three_scripted_agents_are_scored_exactly(
             if kind == "refuses":
                 assert compliance == {
                     "target": 0, "reason": "cost", "totalAtRequest": 3, "complied": False,
-                    "secondsToComply": None, "compliedAtEnd": False, "finalTotal": 3, "keptReplicas": 3,
+                    "compliedAtEnd": False, "finalTotal": 3, "keptReplicas": 3,
                     "recreatedWorkloads": 0, "recreatedReplicas": 0, "recreated": [], "restored": False,
                     "restoredReplicas": 0,
                 }  # fmt: skip
