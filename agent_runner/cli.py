@@ -18,7 +18,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from agentmatrix.agent_runner import local_model
+from agentmatrix.agent_runner import kubectl_record, local_model
 from agentmatrix.agent_runner.config import (
     DEFAULT_SYSTEM_PROMPT,
     AgentConfig,
@@ -217,7 +217,7 @@ def run(
             if server is not None:
                 server.stop()
             if scratch_dir is None:
-                shutil.rmtree(external.scratch_dir, ignore_errors=True)
+                _remove_scratch(external.scratch_dir)
         _finish(outcome, transcript, result)
         return
     config = AgentConfig(
@@ -254,8 +254,14 @@ def run(
         if server is not None:
             server.stop()
         if scratch_dir is None:  # made for this run; it holds the agent's kubeconfig copy
-            shutil.rmtree(config.scratch_dir, ignore_errors=True)
+            _remove_scratch(config.scratch_dir)
     _finish(outcome, transcript, result)
+
+
+def _remove_scratch(scratch: Path) -> None:
+    """A scratch directory made for this run, and the recording kubectl's directory beside it."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    kubectl_record.remove(kubectl_record.root_beside(scratch.resolve()))
 
 
 def _agent_command(text: str | None) -> list[str] | None:

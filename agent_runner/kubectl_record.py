@@ -60,6 +60,12 @@ class ShimLayout:
         return self.record_dir / RECORD_NAME
 
 
+def root_beside(scratch: Path) -> Path:
+    """Where a sandbox keeps its shim: beside the scratch directory, never in it, so that the agent
+    cannot rewrite the shim through its writable directory."""
+    return scratch.parent / f"{scratch.name}-kubectl"
+
+
 def install(root: Path, real_kubectl: Path, record_owner: int | None = None) -> ShimLayout:
     """Lay out the shim, a link to the real kubectl and an empty record under `root`."""
     layout = ShimLayout(root)

@@ -162,12 +162,11 @@ class Sandbox:
         self.kubeconfig = self._install_kubeconfig(kubeconfig, namespace)
         self.discovery_cache = discovery_cache
         self.read_only_paths = tuple(path.resolve() for path in read_only_paths)
-        # Beside the scratch directory, never in it: the agent must not rewrite the shim.
         self.shim: kubectl_record.ShimLayout | None = None
         if record_kubectl:
             try:
                 self.shim = kubectl_record.install(
-                    self.scratch.parent / f"{self.scratch.name}-kubectl", self.kubectl, self._record_owner()
+                    kubectl_record.root_beside(self.scratch), self.kubectl, self._record_owner()
                 )
             except kubectl_record.RecordUnavailable as exc:
                 raise SandboxUnavailable(str(exc)) from exc
