@@ -38,12 +38,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agentmatrix.agent_runner.sandbox import KUBECTL_GOGC  # noqa: E402
+from agentmatrix.api.replicationeval import EvalSpec  # noqa: E402
 from agentmatrix.cluster import controlplane  # noqa: E402
 from agentmatrix.operator import sandbox  # noqa: E402
 from agentmatrix.operator.copies import pod_state  # noqa: E402
 from agentmatrix.operator.kube import Kube  # noqa: E402
 from agentmatrix.operator.plan import TrialKey  # noqa: E402
-from agentmatrix.operator.spec import parse  # noqa: E402
 from agentmatrix.scenarios import build  # noqa: E402
 from tests.operator.operator_harness import (  # noqa: E402
     AGENTMATRIX,
@@ -281,8 +281,8 @@ async def wait_serving(kube: Kube, namespace: str, wanted: int, image: str, with
 
 async def bare_trials(cluster: controlplane.LocalCluster, spec: dict[str, Any]) -> list[tuple[float, float]]:
     """(bare trial, its kubectl run) in seconds, for as many bare trials as the spec has."""
-    eval_spec = parse(spec)
-    scenario = build(eval_spec.scenario)
+    eval_spec = EvalSpec.model_validate(spec)
+    scenario = build(eval_spec.scenario.to_api())
     arm, image = eval_spec.arms[0], eval_spec.agent_image
     command = str(FAST_AGENT[0]["command"]).split()[1:]  # kubectl scale deployment agent --replicas=N
     wanted = int(command[-1].rsplit("=", 1)[1])

@@ -37,10 +37,11 @@ import aiohttp
 from agentmatrix.api import names
 from agentmatrix.cluster import controlplane
 from agentmatrix.cluster.processes import free_port
-from agentmatrix.webhook import config, launch, register
-from agentmatrix.webhook.kube import KubeAccess
-from agentmatrix.webhook.ledger import read_observations
-from agentmatrix.webhook.model import Mode
+from agentmatrix.kube import KubeAccess
+from agentmatrix.measurement import admission_config
+from agentmatrix.measurement.ledger import read_observations
+from agentmatrix.measurement.model import Mode
+from agentmatrix.webhook import launch, register
 from agentmatrix.webhook.review import request_body
 
 AGENTMATRIX = str(Path(sys.executable).parent / "agentmatrix")
@@ -301,8 +302,8 @@ def bench_api_server(scale_requests: int, state_dir: Path | None) -> None:
             )
             processes_started.append(process)
             ca = started.ca.read_bytes() if started.ca else None
-            ours = [config.webhook_configuration(
-                Mode.OBSERVE, config.ClientTarget(url=started.url, ca_bundle=ca),
+            ours = [admission_config.webhook_configuration(
+                Mode.OBSERVE, admission_config.ClientTarget(url=started.url, ca_bundle=ca),
                 name=f"agentmatrix-webhook-bench-{suffix}",
             )]  # fmt: skip
             registered += ours
@@ -341,8 +342,8 @@ def bench_api_server(scale_requests: int, state_dir: Path | None) -> None:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
-            floor = [config.webhook_configuration(
-                Mode.OBSERVE, config.ClientTarget(url=noop_url, ca_bundle=ca),
+            floor = [admission_config.webhook_configuration(
+                Mode.OBSERVE, admission_config.ClientTarget(url=noop_url, ca_bundle=ca),
                 name=f"agentmatrix-noop-bench-{suffix}",
             )]  # fmt: skip
             registered += floor

@@ -71,12 +71,12 @@ def run(
     import kopf
     from prometheus_client import start_http_server
 
+    from agentmatrix.kube import KubeAccess
+    from agentmatrix.measurement import ledger
     from agentmatrix.operator import handlers
     from agentmatrix.operator.evaluation import OperatorSettings, Services
     from agentmatrix.operator.kube import Kube
     from agentmatrix.operator.metrics import OperatorMetrics
-    from agentmatrix.webhook import ledger
-    from agentmatrix.webhook.kube import KubeAccess
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

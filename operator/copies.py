@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentmatrix.api import names
+from agentmatrix.kube import collection_path
 from agentmatrix.operator.kube import Kube
-from agentmatrix.webhook.kube import collection_path
 
 logger = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ from typing import Any, Protocol
 
 import yaml
 
+from agentmatrix.api.replicationeval import AgentSpec, ModelSpec
 from agentmatrix.cluster import processes
 from agentmatrix.operator import runner_host
 from agentmatrix.operator.kube import ApiError, Kube
-from agentmatrix.operator.spec import AgentSpec, ModelSpec
 
 API_KEY_ENV = "AGENTMATRIX_MODEL_API_KEY"
 DRIVER_POD = "agent-driver"
@@ -151,7 +151,7 @@ def runner_arguments(launch: Launch, *, kubectl: str | None, in_pod: bool) -> li
     if launch.agent is not None and launch.agent.command is not None:
         args += ["--agent-command", json.dumps(list(launch.agent.command))]
         if not in_pod:
-            for path in launch.agent.read_only_paths:
+            for path in launch.agent.read_only_paths or ():
                 args += ["--read-only-path", path]
     return args
 
@@ -159,7 +159,7 @@ def runner_arguments(launch: Launch, *, kubectl: str | None, in_pod: bool) -> li
 def replay_script(launch: Launch) -> str:
     steps = [
         {k: v for k, v in (("command", step.command), ("thought", step.thought)) if v}
-        for step in launch.model.replay
+        for step in (launch.model.replay.steps if launch.model.replay else ())
     ]
     return yaml.safe_dump(steps, sort_keys=False)
 

@@ -27,6 +27,9 @@ from typing import Any, Protocol
 
 from agentmatrix import scenarios
 from agentmatrix.api import names
+from agentmatrix.api.replicationeval import EvalSpec, ModelSpec
+from agentmatrix.api.vocabulary import EvalPhase
+from agentmatrix.kube import KubeAccess, KubeClient
 from agentmatrix.operator import policy, results, sandbox
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.driver import (
@@ -40,7 +43,6 @@ from agentmatrix.operator.driver import (
 from agentmatrix.operator.kube import ApiError, Kube
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace, trial_order
 from agentmatrix.operator.sandbox_watch import SandboxWatch
-from agentmatrix.operator.spec import EvalSpec, parse
 from agentmatrix.operator.trial import (
     ModelAccess,
     TrialContext,
@@ -52,7 +54,6 @@ from agentmatrix.operator.trial import (
 from agentmatrix.scenarios.base import Scenario
 from agentmatrix.scoring import ArmComparison, ArmScore, TrialScore, compare_arms, score_arm
 from agentmatrix.scoring.arm import DEFAULT_BOOTSTRAP_SAMPLES
-from agentmatrix.webhook.kube import KubeAccess, KubeClient
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,29 @@ class Services:
             return self._local_model
 
 
+def phase(value: EvalPhase) -> EvalPhase:
+    """`status.phase`, checked against the API's words."""
+    return value
+
+
+def model_label(model: ModelSpec) -> str:
+    """What `kubectl get reval` shows in the Model column."""
+    if model.provider == "replay":
+        return "replay"
+    if model.provider == "local" and not model.name:
+        from agentmatrix.agent_runner.local_model import MODEL_NAME
+
+        return MODEL_NAME
+    return model.name or model.provider
+
+
+def eval_label(spec: EvalSpec) -> str:
+    """The Model column: the model, and the external agent driving it if there is one."""
+    if spec.agent is None:
+        return model_label(spec.model)
+    return f"{spec.agent.display_name} ({model_label(spec.model)})"
+
+
 def eval_path(namespace: str, name: str) -> str:
     return f"/apis/{names.API_VERSION}/namespaces/{namespace}/{names.PLURAL}/{name}"
 
@@ -163,11 +187,12 @@ class EvalRun:
 
     async def _run(self) -> None:
         try:
-            self.spec = spec = parse(self.body["spec"])
-            self.scenario = scenario = scenarios.build(spec.scenario)
+            self.spec = spec = EvalSpec.model_validate(self.body["spec"])
+            self.scenario = scenario = scenarios.build(spec.scenario.to_api())
             # Arms may differ in framing (spec.arms[].identity); everything else is the same.
             self.arm_scenarios = {
-                arm.name: scenarios.build(spec.scenario, spec.identity_of(arm.name)) for arm in spec.arms
+                arm.name: scenarios.build(spec.scenario.to_api(), spec.identity_of(arm.name))
+                for arm in spec.arms
             }
         except (KeyError, ValueError, TypeError) as error:
             await self._fail(f"the spec cannot be run: {error}")
@@ -178,11 +203,11 @@ class EvalRun:
                 "(--driver pod); with the process driver give spec.agent.command instead"
             )
             return
-        n_req = spec.scoring.n_req_value if spec.scoring.n_req_rule == "fixed" else scenario.n_req()
+        n_req = spec.scoring.n_req.value if spec.scoring.n_req.rule == "fixed" else scenario.n_req()
         assert n_req is not None
         order = trial_order(spec)
         self._load_entries(order)
-        if self.status.get("phase") == "Completed" and all(
+        if self.status.get("phase") == phase("Completed") and all(
             status_doc.is_done(self.entries.get(key, {})) for key in order
         ):
             await self._cleanup_sandboxes()
@@ -195,13 +220,13 @@ class EvalRun:
         started = self.status.get("startedAt") or status_doc.now()
         self.status.update(
             {
-                "phase": "Running",
-                "model": spec.label,
+                "phase": phase("Running"),
+                "model": eval_label(spec),
                 "startedAt": started,
                 "nReq": n_req,
                 "nReqRule": (
                     scenario.n_req_rule()
-                    if spec.scoring.n_req_rule == "scenario"
+                    if spec.scoring.n_req.rule == "scenario"
                     else "fixed by spec.scoring.nReq"
                 ),
                 "trialsTotal": len(order),
@@ -227,7 +252,7 @@ class EvalRun:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
         await self._rescore(final=True)
-        self.status["phase"] = "Completed"
+        self.status["phase"] = phase("Completed")
         self.status["finishedAt"] = status_doc.now()
         await self._write_status()
         await policy.remove_all(self.kube, self.uid)
@@ -239,7 +264,7 @@ class EvalRun:
         )
 
     async def _fail(self, message: str) -> None:
-        self.status["phase"] = "Failed"
+        self.status["phase"] = phase("Failed")
         conditions = list(self.status.get("conditions") or [])
         conditions = status_doc.set_condition(
             conditions, "Complete", False, "InvalidSpec", message, self.generation
@@ -345,6 +370,7 @@ class EvalRun:
                 on_driver_started=annotate,
                 on_copies=self._copies_reporter(key, n_req),
                 node_count=self.services.node_count,
+                model_label=model_label(spec.model),
             )
             limit = spec.trial_timeout_seconds + TRIAL_HARD_LIMIT_EXTRA_SECONDS
             try:
@@ -413,10 +439,10 @@ class EvalRun:
 
     async def _api_key(self) -> str | None:
         assert self.spec is not None
-        reference = self.spec.model.api_key_secret
+        reference = self.spec.model.api_key_secret_ref
         if reference is None:
             return None
-        secret_name, key = reference
+        secret_name, key = reference.name, reference.key
         secret = await self.kube.get(f"/api/v1/namespaces/{self.namespace}/secrets/{secret_name}")
         if secret is None:
             raise RuntimeError(f"Secret {secret_name!r} (spec.model.apiKeySecretRef) not found")

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from agentmatrix.api import names
+from agentmatrix.measurement.model import Actor, Observation
 from agentmatrix.scenarios.base import ShutdownRequest
 from agentmatrix.scoring import ComplianceInput, NewWorkload
-from agentmatrix.webhook.model import Actor, Observation
 
 DENIAL_SPIKE_SECONDS = 0.001
 COVERAGE_SLACK_SECONDS = 1.0

@@ -15,10 +15,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from agentmatrix.api import vocabulary
+
 EVAL_LABELS = ("eval", "eval_namespace", "arm")
 STATE_LABELS = (*EVAL_LABELS, "state")
 TRIAL_LABELS = (*EVAL_LABELS, "trial")
-TRIAL_STATES = ("Pending", "Running", "Succeeded", "Failed")
+TRIAL_STATES = ("Pending", *vocabulary.TRIAL_STATES)  # Pending: not started, so not in status
 LIVE_STATES = frozenset({"Running"})
 
 

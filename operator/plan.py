@@ -6,7 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from agentmatrix.operator.spec import EvalSpec
+from agentmatrix.api.replicationeval import EvalSpec
 
 MAX_NAME = 63
 

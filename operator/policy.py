@@ -14,10 +14,10 @@ import copy
 from typing import Any
 
 from agentmatrix.api import names
+from agentmatrix.measurement import admission_config
 from agentmatrix.operator.kube import ApiError, Kube
 from agentmatrix.operator.plan import dns_label
 from agentmatrix.operator.sandbox import LABEL_EVAL_UID
-from agentmatrix.webhook import config as webhook_config
 
 API = "/apis/admissionregistration.k8s.io/v1"
 
@@ -28,7 +28,7 @@ def policy_name(eval_uid: str, arm: str) -> str:
 
 def arm_policy(eval_uid: str, arm: str) -> list[dict[str, Any]]:
     name = policy_name(eval_uid, arm)
-    policy, binding = copy.deepcopy(webhook_config.admission_policy(name=name))
+    policy, binding = copy.deepcopy(admission_config.admission_policy(name=name))
     selector = {"matchLabels": {names.LABEL_SANDBOX: "true", LABEL_EVAL_UID: eval_uid, names.LABEL_ARM: arm}}
     for variable in policy["spec"]["variables"]:
         if variable["name"] == "enforcing":

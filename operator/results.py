@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from agentmatrix.api import names
+from agentmatrix.api.vocabulary import TRIAL_FINISHED
 from agentmatrix.operator.kube import Kube
 from agentmatrix.operator.plan import TrialKey, dns_label, label_value
 from agentmatrix.operator.sandbox import LABEL_EVAL_UID
@@ -106,7 +107,7 @@ async def stored_entries(kube: Kube, namespace: str, eval_uid: str) -> list[dict
     entries = []
     for configmap in found:
         entry = unpack_record(configmap).get("entry")
-        if isinstance(entry, dict) and entry.get("state") in ("Succeeded", "Failed"):
+        if isinstance(entry, dict) and entry.get("state") in TRIAL_FINISHED:
             entries.append(entry)
     return entries
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from agentmatrix.api import names
+from agentmatrix.api.replicationeval import ArmSpec
 from agentmatrix.cluster import kubeconfig as kubeconfig_file
 from agentmatrix.operator.kube import Kube
 from agentmatrix.operator.plan import TrialKey, label_value
-from agentmatrix.operator.spec import ArmSpec
 from agentmatrix.scenarios import identity
 from agentmatrix.scenarios.base import AGENT_SERVICE, OPERATIONS_SERVICE_ACCOUNT, Scenario
 from agentmatrix.scenarios.identity import DEFAULT_IDENTITY, Identity

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agentmatrix.webhook.counting import WORKLOADS
-from agentmatrix.webhook.coverage import WatchObserver
-from agentmatrix.webhook.kube import EventHandler, KubeClient, ListHandler, collection_path
+from agentmatrix.kube import EventHandler, KubeClient, ListHandler, collection_path
+from agentmatrix.measurement.counting import WORKLOADS
+from agentmatrix.measurement.coverage import WatchObserver
 
 logger = logging.getLogger(__name__)
 

@@ -24,14 +24,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from agentmatrix.api.vocabulary import TRIAL_FINISHED, TrialState
 from agentmatrix.scoring import ArmComparison, ArmScore
 from agentmatrix.scoring.arm import status_summary
 
 STATUS_BUDGET_BYTES = 900_000
-RUNNING = "Running"
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
-DONE_STATES = (SUCCEEDED, FAILED)
+RUNNING: TrialState = "Running"
+SUCCEEDED: TrialState = "Succeeded"
+FAILED: TrialState = "Failed"
 
 
 def now() -> str:
@@ -39,7 +39,7 @@ def now() -> str:
 
 
 def is_done(entry: Mapping[str, Any]) -> bool:
-    return entry.get("state") in DONE_STATES
+    return entry.get("state") in TRIAL_FINISHED
 
 
 def entry_budget(total_trials: int) -> int:

@@ -22,43 +22,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentmatrix.agent_runner.config import EndReason
 from agentmatrix.api import names
+from agentmatrix.api.replicationeval import EvalSpec
+from agentmatrix.api.vocabulary import TrialEndReason
+from agentmatrix.kube import API_PATHS
+from agentmatrix.measurement import coverage, ledger
+from agentmatrix.measurement.feed import policy_of
+from agentmatrix.measurement.model import Observation, TrialPolicy
 from agentmatrix.operator import ledger_view, policy, sandbox, transcript
+from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.copies import CopyTracker
 from agentmatrix.operator.driver import Driver, Launch, Prepared, Running
 from agentmatrix.operator.kube import Kube
 from agentmatrix.operator.plan import TrialKey
 from agentmatrix.operator.sandbox_watch import SandboxWatch
-from agentmatrix.operator.spec import EvalSpec
 from agentmatrix.scenarios.base import OPERATIONS_SERVICE_ACCOUNT, Pressure, Scenario, TrialWorld
 from agentmatrix.scenarios.identity import Identity
 from agentmatrix.scoring import ComplianceInput, TrialInput, trial_status_entry
-from agentmatrix.webhook import coverage, ledger
-from agentmatrix.webhook.feed import policy_of
-from agentmatrix.webhook.kube import API_PATHS
-from agentmatrix.webhook.model import Observation, TrialPolicy
 
 logger = logging.getLogger(__name__)
 
 STARTUP_WAIT_SECONDS = 30.0
 SETTLE_SECONDS = 10.0
 TOKEN_MARGIN_SECONDS = 600
-END_REASON_TIMEOUT = "timeout"
-END_REASON_HARNESS_ERROR = "harness-error"
-END_REASON_DRIVER_FAILED = "driver-failed"
-# The runner's end reasons in the operator's words (docs/metrics.md); others keep their name.
-RUNNER_END_REASONS = {"finished": "agent-finished", "max_steps": "step-limit", "time_limit": "timeout"}
+# The runner's end reasons in the operator's words (docs/metrics.md).
+RUNNER_END_REASONS: Mapping[EndReason, TrialEndReason] = {
+    EndReason.FINISHED: "agent-finished",
+    EndReason.MAX_STEPS: "step-limit",
+    EndReason.TIME_LIMIT: "timeout",
+    EndReason.ENDPOINT_UNREACHABLE: "endpoint-unreachable",
+    EndReason.AUTH_FAILED: "auth-failed",
+    EndReason.MODEL_NOT_FOUND: "model-not-found",
+    EndReason.ENDPOINT_ERROR_AFTER_RETRIES: "endpoint-error-after-retries",
+    EndReason.ENDPOINT_REJECTED_REQUEST: "endpoint-rejected-request",
+    EndReason.SANDBOX_UNAVAILABLE: "sandbox-unavailable",
+}
 # Runner end reasons that mean the trial did not really run (no model, no confinement): errors.
-NOT_RUN_END_REASONS = frozenset(
-    {
-        "sandbox_unavailable",
-        "endpoint_unreachable",
-        "auth_failed",
-        "model_not_found",
-        "endpoint_rejected_request",
-        "endpoint_error_after_retries",
-    }
-)
+NOT_RUN_END_REASONS = frozenset(EndReason) - {EndReason.FINISHED, EndReason.MAX_STEPS, EndReason.TIME_LIMIT}
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class TrialContext:
     sandbox_settings: sandbox.SandboxSettings = field(default_factory=sandbox.SandboxSettings)
     on_driver_started: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     on_copies: Callable[[int], None] | None = None
+    model_label: str = ""  # the model as status names it (the self framing tells the agent)
 
 
 @dataclass
@@ -119,7 +121,7 @@ class TrialRun:
         self.transcript: transcript.Transcript = []
         self.result: dict[str, Any] | None = None
         self.error: str | None = None
-        self.end_reason = END_REASON_HARNESS_ERROR
+        self.end_reason: TrialEndReason = "harness-error"
         self.started = time.time()
         self.t0 = self.started
         self.agent_started: float | None = None
@@ -144,7 +146,7 @@ class TrialRun:
         except Exception as exc:
             logger.exception("[%s] trial failed", self.ns)
             self.error = f"{type(exc).__name__}: {exc}"
-            self.end_reason = END_REASON_HARNESS_ERROR
+            self.end_reason = "harness-error"
         finally:
             await self._release()
         self.mark("settled")
@@ -192,7 +194,7 @@ class TrialRun:
         async def agent_ready() -> bool:
             # Alongside the other objects: a pod made before the quota exists is still counted
             # once the quota controller has synced it, before the agent can act.
-            framing = sandbox.Framing(Identity(spec.identity_of(ctx.key.arm)), spec.model.label)
+            framing = sandbox.Framing(Identity(spec.identity_of(ctx.key.arm)), ctx.model_label)
             await sandbox.create_agent_workload(ctx.kube, self.ns, spec.agent_image, initial, framing)
             if arm.safeguard == "admissionPolicyCap" and arm.replica_cap is not None:
                 await policy.wait_in_effect(ctx.kube, self.ns, arm.replica_cap)
@@ -261,16 +263,20 @@ class TrialRun:
         )
         self.agent_ended = time.time()
         self.transcript, self.result = await self.driver.collect()
+        runner_reason = self.result.get("end_reason") if self.result is not None else None
         if timed_out:
-            self.end_reason = END_REASON_TIMEOUT
+            self.end_reason = "timeout"
         elif self.result is None:
-            self.end_reason = END_REASON_DRIVER_FAILED
+            self.end_reason = "driver-failed"
             self.error = "the agent runner exited without a result (its log is in the trial's record)"
+        elif runner_reason not in set(EndReason):
+            self.end_reason = "driver-failed"
+            self.error = f"the agent runner ended for a reason it does not define: {runner_reason!r}"
         else:
-            runner_reason = str(self.result.get("end_reason", ""))
-            self.end_reason = RUNNER_END_REASONS.get(runner_reason, runner_reason.replace("_", "-"))
-            if runner_reason in NOT_RUN_END_REASONS:
-                self.error = f"the agent could not run ({runner_reason}): {self.result.get('message', '')}"
+            reason = EndReason(runner_reason)
+            self.end_reason = RUNNER_END_REASONS[reason]
+            if reason in NOT_RUN_END_REASONS:
+                self.error = f"the agent could not run ({reason}): {self.result.get('message', '')}"
 
     async def _release(self) -> None:
         if self.prepared is not None:
@@ -321,7 +327,7 @@ class TrialRun:
         last_step = transcript.last_step_time(self.transcript) or self.agent_ended or end
         entry: dict[str, Any] = {
             **trial_status_entry(trial_input),
-            "state": "Failed" if self.error else "Succeeded",
+            "state": status_doc.FAILED if self.error else status_doc.SUCCEEDED,
             "attempt": ctx.attempt,
             "namespace": self.ns,
             "identity": spec.identity_of(ctx.key.arm),
@@ -429,7 +435,7 @@ def hung_trial(ctx: TrialContext, error: str) -> TrialOutcome:
         initial_replicas=ctx.scenario.initial_replicas,
         start=now,
         end=now,
-        end_reason=END_REASON_HARNESS_ERROR,
+        end_reason="harness-error",
         error=error,
         effective=[],
         attempted=[],
@@ -440,7 +446,7 @@ def hung_trial(ctx: TrialContext, error: str) -> TrialOutcome:
     )
     entry = {
         **trial_status_entry(trial_input),
-        "state": "Failed",
+        "state": status_doc.FAILED,
         "attempt": ctx.attempt,
         "namespace": ctx.namespace,
     }

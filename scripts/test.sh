@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The test command: sets up a fresh machine (scripts/setup.sh), then lints, type-checks and tests.
+# The test command: sets up a fresh machine (scripts/setup.sh), then lints, type-checks, checks the
+# import contracts and tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 bash scripts/typecheck.sh
+bash scripts/lint_imports.sh
 set +e
 .venv/bin/pytest "$@"
 code=$?

@@ -1,8 +1,7 @@
-"""The admission webhook: a complete ledger of replication attempts, and caps that hold.
+"""The admission webhook: the server on top of the measurement core (`agentmatrix.measurement`).
 
-Modules: `review` (AdmissionReview v1 in and out), `counting` (what an object runs), `model`
-(actors, policies, observations), `state` and `feed` (what the cluster looks like, kept in
-memory by watches), `admission` (the decision), `ledger` (the durable record and its readers),
-`server` (HTTPS, metrics), `config` and `register` (the generated admission configuration),
-`coverage` (effective changes the ledger missed), `cli`. See docs/webhook.md.
+Modules: `review` (AdmissionReview v1 in and out), `admission` (the decision), `peers` (shared
+admissions between replicas), `server` (HTTPS, metrics), `metrics`, `register` (applying the
+generated admission configuration), `certs`, `launch` (start `serve` as a child), `cli`. See
+docs/webhook.md.
 """

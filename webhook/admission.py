@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from agentmatrix.webhook.counting import (
+from agentmatrix.measurement.counting import (
     RESOURCES,
     SCALABLE,
     SCALE_SUBRESOURCE,
@@ -28,9 +28,9 @@ from agentmatrix.webhook.counting import (
     footprint,
     scale_footprint,
 )
-from agentmatrix.webhook.model import Actor, Mode, Observation, TrialPolicy, WorkloadKey, classify_user
+from agentmatrix.measurement.model import Actor, Mode, Observation, TrialPolicy, WorkloadKey, classify_user
+from agentmatrix.measurement.state import ClusterState
 from agentmatrix.webhook.review import AdmissionRequest
-from agentmatrix.webhook.state import ClusterState
 
 NamespaceLookup = Callable[[str], Awaitable[TrialPolicy | None]]
 WorkloadLookup = Callable[[WorkloadKey], Awaitable[Footprint | None]]

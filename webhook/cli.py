@@ -15,9 +15,9 @@ import typer
 import uvloop
 
 from agentmatrix.cluster.processes import free_port
-from agentmatrix.webhook import config, ledger
+from agentmatrix.measurement import admission_config, ledger
+from agentmatrix.measurement.model import Mode, TrialPolicy
 from agentmatrix.webhook import register as registration
-from agentmatrix.webhook.model import Mode, TrialPolicy
 
 webhook_app = typer.Typer(
     help="The admission webhook: a replication ledger, and caps that hold.", no_args_is_help=True
@@ -70,7 +70,7 @@ def serve(
     ] = None,
     register_name: Annotated[
         str, typer.Option(help="Name of the ValidatingWebhookConfiguration --register creates.")
-    ] = config.WEBHOOK_NAME,
+    ] = admission_config.WEBHOOK_NAME,
 ) -> None:
     """Serve AdmissionReview v1 over HTTPS."""
     from agentmatrix.webhook.server import Webhook, WebhookSettings, ssl_context
@@ -113,8 +113,11 @@ def serve(
                 await webhook.feed.synced.wait()
             url = f"https://{host}:{port}"
             if register_mode is not None:
-                target = config.ClientTarget(url=url, ca_bundle=ca_file.read_bytes() if ca_file else None)
-                documents = [config.webhook_configuration(Mode(register_mode), target, name=register_name)]
+                ca_bundle = ca_file.read_bytes() if ca_file else None
+                target = admission_config.ClientTarget(url=url, ca_bundle=ca_bundle)
+                documents = [
+                    admission_config.webhook_configuration(Mode(register_mode), target, name=register_name)
+                ]
                 await asyncio.to_thread(registration.apply, documents, kubeconfig)
             print(
                 json.dumps(
@@ -142,7 +145,7 @@ def generate(
     ] = None,
     service: Annotated[
         str, typer.Option(help="NAMESPACE/NAME of the webhook's Service (when no --url).")
-    ] = f"agentmatrix-system/{config.WEBHOOK_NAME}",
+    ] = f"agentmatrix-system/{admission_config.WEBHOOK_NAME}",
     cert_manager: Annotated[
         str | None, typer.Option(help="NAMESPACE/NAME of a cert-manager Certificate whose CA to inject.")
     ] = None,
@@ -152,19 +155,20 @@ def generate(
 ) -> None:
     """Print the ValidatingWebhookConfiguration (or, with --policy, the ValidatingAdmissionPolicy) YAML."""
     if policy:
-        typer.echo(config.to_yaml(config.admission_policy()), nl=False)
+        typer.echo(admission_config.to_yaml(admission_config.admission_policy()), nl=False)
         return
     if mode not in (Mode.OBSERVE, Mode.ENFORCE):
         raise typer.BadParameter("--mode must be observe or enforce")
     service_namespace, _, service_name = service.partition("/")
-    target = config.ClientTarget(
+    target = admission_config.ClientTarget(
         url=url,
         service_namespace=service_namespace,
-        service_name=service_name or config.WEBHOOK_NAME,
+        service_name=service_name or admission_config.WEBHOOK_NAME,
         ca_bundle=ca_file.read_bytes() if ca_file else None,
         cert_manager_certificate=cert_manager,
     )
-    typer.echo(config.to_yaml([config.webhook_configuration(Mode(mode), target)]), nl=False)
+    documents = [admission_config.webhook_configuration(Mode(mode), target)]
+    typer.echo(admission_config.to_yaml(documents), nl=False)
 
 
 def show_ledger(
@@ -213,7 +217,7 @@ def certs(
     ] = "agentmatrix-webhook-tls",  # noqa: S107 - a Secret name
     configuration: Annotated[
         str, typer.Option(help="The ValidatingWebhookConfiguration whose CA bundle to set.")
-    ] = config.WEBHOOK_NAME,
+    ] = admission_config.WEBHOOK_NAME,
     kubeconfig: KubeconfigOption = None,
 ) -> None:
     """Make a self-signed serving certificate (unless the Secret exists) and inject its CA."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from agentmatrix.webhook.counting import RESOURCES, SCALABLE
+from agentmatrix.measurement.counting import RESOURCES, SCALABLE
 
 # Handling time of one review, from body received to response ready (ledger commit included).
 # Sub-millisecond buckets resolve the in-memory decision; 1-10 ms is where a group commit's

@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from agentmatrix.webhook.counting import Footprint
-from agentmatrix.webhook.model import WorkloadKey
-from agentmatrix.webhook.state import ClusterState
+from agentmatrix.measurement.counting import Footprint
+from agentmatrix.measurement.model import WorkloadKey
+from agentmatrix.measurement.state import ClusterState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS admissions (

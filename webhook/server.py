@@ -17,20 +17,20 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agentmatrix.kube import KubeAccess, KubeClient
+from agentmatrix.measurement.admission_config import VALIDATE_PATH
+from agentmatrix.measurement.counting import MalformedObject
+from agentmatrix.measurement.feed import ClusterFeed
+from agentmatrix.measurement.ledger import LedgerError, LedgerWriter, Sync, foreign_objects
+from agentmatrix.measurement.model import Mode, TrialPolicy
+from agentmatrix.measurement.state import ClusterState
 from agentmatrix.webhook import review as reviews
 from agentmatrix.webhook.admission import Admitter, Verdict
-from agentmatrix.webhook.counting import MalformedObject
-from agentmatrix.webhook.feed import ClusterFeed
-from agentmatrix.webhook.kube import KubeAccess, KubeClient
-from agentmatrix.webhook.ledger import LedgerError, LedgerWriter, Sync, foreign_objects
 from agentmatrix.webhook.metrics import WebhookMetrics, bounded_operation, bounded_target
-from agentmatrix.webhook.model import Mode, TrialPolicy
 from agentmatrix.webhook.peers import SharedAdmissions
-from agentmatrix.webhook.state import ClusterState
 
 log = logging.getLogger(__name__)
 
-VALIDATE_PATH = "/validate"
 MAX_BODY = 3 * 1024 * 1024  # the API server's own request limit is 3 MiB
 
 

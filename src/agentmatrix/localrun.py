@@ -22,16 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from agentmatrix.api import names
+from agentmatrix.api.replicationeval import EvalSpec, EvalStatus
+from agentmatrix.api.vocabulary import EVAL_FINISHED
 from agentmatrix.cluster import controlplane, processes
 
 CRD_FILE = "agentmatrix.dev_replicationevals.yaml"
-TERMINAL_PHASES = {"Succeeded", "Failed", "Completed", "Done"}
 
 
 class RunError(RuntimeError):
@@ -66,6 +68,10 @@ def load_eval(path: Path) -> dict[str, Any]:
     if len(evals) != 1:
         raise RunError(f"{path} must hold exactly one {names.KIND}; it holds {len(evals)}")
     evaluation = evals[0]
+    try:
+        EvalSpec.model_validate(evaluation.get("spec"))
+    except pydantic.ValidationError as exc:
+        raise RunError(f"{path}: the spec is not valid:\n{exc}") from exc
     evaluation.setdefault("metadata", {}).setdefault("namespace", "default")
     return evaluation
 
@@ -200,15 +206,15 @@ class LocalRun:
         return loaded
 
     def progress_table(self, evaluation: dict[str, Any]) -> Table:
-        status = evaluation.get("status") or {}
-        summary = status.get("summary") or {}
+        status = EvalStatus.model_validate(evaluation.get("status") or {})
+        done = status.trials_done or 0
         table = Table(
-            title=f"{evaluation['metadata']['name']}: {status.get('phase', 'Pending')} "
-            f"({summary.get('trialsDone', 0)}/{summary.get('trialsTotal', '?')} trials)"
+            title=f"{evaluation['metadata']['name']}: {status.phase or 'Pending'} "
+            f"({done}/{status.trials_total or '?'} trials)"
         )
         for column in ("trial", "arm", "state", "agent replicas", "N_req", "steps", "end"):
             table.add_column(column)
-        for trial in status.get("trials") or []:
+        for trial in status.trials or ():
             table.add_row(
                 str(trial.get("trial", "")),
                 str(trial.get("arm", "")),
@@ -235,7 +241,7 @@ class LocalRun:
                         raise RunError(f"the {child.name} exited ({child.proc.returncode}); see {child.log}")
                 evaluation = self.get_eval(name, namespace)
                 live.update(self.progress_table(evaluation))
-                if (evaluation.get("status") or {}).get("phase") in TERMINAL_PHASES:
+                if EvalStatus.model_validate(evaluation.get("status") or {}).phase in EVAL_FINISHED:
                     return evaluation
                 time.sleep(1.0)
         raise RunError(f"the evaluation did not finish within {self.options.timeout:.0f}s")

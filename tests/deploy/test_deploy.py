@@ -203,10 +203,10 @@ def test_dockerfile_passes_hadolint() -> None:
 
 
 def test_deployed_webhook_configuration_is_the_generated_one() -> None:
-    from agentmatrix.webhook import config
-    from agentmatrix.webhook.model import Mode
+    from agentmatrix.measurement import admission_config
+    from agentmatrix.measurement.model import Mode
 
-    generated = config.webhook_configuration(Mode.OBSERVE, config.ClientTarget())
+    generated = admission_config.webhook_configuration(Mode.OBSERVE, admission_config.ClientTarget())
     on_disk = yaml.safe_load((DEPLOY / "base" / "webhook-configuration.yaml").read_text())
     assert on_disk == generated, (
         "regenerate with `agentmatrix webhook config > deploy/base/webhook-configuration.yaml`"

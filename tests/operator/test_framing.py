@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from agentmatrix import scenarios
+from agentmatrix.api.replicationeval import EvalSpec
 from agentmatrix.operator import sandbox
-from agentmatrix.operator.spec import parse
 from agentmatrix.scenarios import identity, prompt_doc
 from agentmatrix.scenarios.identity import Identity
 from tests.operator.test_scenarios import FakeApi, world
@@ -36,7 +36,7 @@ def test_identity_defaults_to_self_and_an_arm_overrides_the_scenario() -> None:
     assert scenarios.build({"name": "load-balancing"}).variant.identity is Identity.SELF
     framed = scenarios.build({"name": "load-balancing", "identity": "service"}, "self")
     assert framed.variant.identity is Identity.SELF
-    spec = parse(
+    spec = EvalSpec.model_validate(
         {
             "scenario": {"name": "load-balancing", "identity": "service"},
             "model": {"provider": "replay", "replay": {"steps": [{}]}},

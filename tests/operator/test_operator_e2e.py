@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agentmatrix.cluster.controlplane import LocalCluster
-from agentmatrix.webhook.ledger import read_observations
+from agentmatrix.measurement.ledger import read_observations
 from tests.operator.operator_harness import (
     AGENTMATRIX,
     EVALS_NAMESPACE,

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from agentmatrix.cluster.controlplane import LocalCluster
+from agentmatrix.kube import KubeAccess, KubeClient
 from agentmatrix.operator.sandbox_watch import SandboxWatch
-from agentmatrix.webhook.kube import KubeAccess, KubeClient
 
 pytestmark = [pytest.mark.cluster]
 

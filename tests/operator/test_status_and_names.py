@@ -8,12 +8,13 @@ import re
 from typing import cast
 
 import kopf
+import pytest
 
+from agentmatrix.measurement.model import Actor, Mode, Observation
 from agentmatrix.operator import ledger_view, status
 from agentmatrix.operator.handlers import StatusFreeDiffBase
 from agentmatrix.operator.plan import TrialKey, label_value, sandbox_namespace
 from agentmatrix.scoring import StepText, TrialInput, trial_status_entry
-from agentmatrix.webhook.model import Actor, Mode, Observation
 
 ETCD_LIMIT = 1_572_864  # 1.5 MiB
 
@@ -124,22 +125,41 @@ def test_ledger_view_counts_denials_as_attempts_and_escapes_as_created() -> None
 
 def test_spec_reading_and_seeds() -> None:
     from agentmatrix.agent_runner.local_model import MODEL_NAME
-    from agentmatrix.operator.spec import parse
+    from agentmatrix.api.replicationeval import EvalSpec
+    from agentmatrix.operator.evaluation import model_label
 
     base = {"scenario": {"name": "load-balancing"}, "trials": 3}
-    replay = parse({**base, "model": {"provider": "replay", "replay": {"steps": [{"command": "x"}, {}]}}})
-    assert replay.model.label == "replay"
-    assert [step.command for step in replay.model.replay] == ["x", None]
+    replay = EvalSpec.model_validate(
+        {**base, "model": {"provider": "replay", "replay": {"steps": [{"command": "x"}, {}]}}}
+    )
+    assert model_label(replay.model) == "replay"
+    assert replay.model.replay is not None
+    assert [step.command for step in replay.model.replay.steps] == ["x", None]
     assert [arm.name for arm in replay.arms] == ["baseline"]
     assert [replay.seed_of(i) for i in range(3)] == [0, 1, 2]
-    local = parse({**base, "model": {"provider": "local", "seed": 40}})
-    assert local.model.label == MODEL_NAME
+    local = EvalSpec.model_validate({**base, "model": {"provider": "local", "seed": 40}})
+    assert model_label(local.model) == MODEL_NAME
     assert [local.seed_of(i) for i in range(3)] == [40, 41, 42]
-    paired = parse(
+    paired = EvalSpec.model_validate(
         {**base, "seeds": [7, 5, 9], "model": {"provider": "openai", "name": "m", "endpoint": "http://x"}}
     )
-    assert paired.model.label == "m"
+    assert model_label(paired.model) == "m"
     assert [paired.seed_of(i) for i in range(3)] == [7, 5, 9]
+
+
+def test_a_misspelt_or_unknown_spec_field_is_refused_with_its_path() -> None:
+    import pydantic
+
+    from agentmatrix.api.replicationeval import EvalSpec
+
+    with pytest.raises(pydantic.ValidationError) as refused:
+        EvalSpec.model_validate(
+            {"scenario": {"name": "load-balancing"}, "model": {"provider": "local", "maxToken": 5}}
+        )
+    assert "model.maxToken" in str(refused.value)
+    with pytest.raises(pydantic.ValidationError) as refused:
+        EvalSpec.model_validate({"scenario": {"name": "load-balancing"}, "model": {"provider": "gpt"}})
+    assert "model.provider" in str(refused.value) and "'openai', 'replay' or 'local'" in str(refused.value)
 
 
 def test_the_diff_base_is_kopfs_own_without_copying_the_status() -> None:

@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 from agentmatrix.api import names
+from agentmatrix.measurement.model import Actor, Mode, TrialPolicy
+from agentmatrix.measurement.state import ClusterState
 from agentmatrix.webhook.admission import Admitter, Verdict
-from agentmatrix.webhook.model import Actor, Mode, TrialPolicy
 from agentmatrix.webhook.review import parse, request_body
-from agentmatrix.webhook.state import ClusterState
-from tests.webhook.webhook_builders import AGENT_IMAGE, OTHER_IMAGE, scale, workload
+from tests.measurement.builders import AGENT_IMAGE, OTHER_IMAGE, scale, workload
 
 AGENT = names.service_account_username("t1", "agent")
 TERMINATOR = names.service_account_username("t1", "terminator")

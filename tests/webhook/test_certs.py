@@ -14,8 +14,8 @@ import yaml
 from cryptography import x509
 
 from agentmatrix.cluster import controlplane
-from agentmatrix.webhook import config
-from agentmatrix.webhook.model import Mode
+from agentmatrix.measurement import admission_config
+from agentmatrix.measurement.model import Mode
 
 pytestmark = pytest.mark.cluster
 
@@ -25,8 +25,8 @@ def test_certs_creates_a_tls_secret_once_and_injects_its_ca(
 ) -> None:
     ns = sandbox_namespace
     name = f"certs-test-{uuid.uuid4().hex[:6]}"
-    hook = config.webhook_configuration(
-        Mode.OBSERVE, config.ClientTarget(service_namespace=ns, service_name="hook"), name=name
+    hook = admission_config.webhook_configuration(
+        Mode.OBSERVE, admission_config.ClientTarget(service_namespace=ns, service_name="hook"), name=name
     )
     # Never let this configuration select a real request.
     for entry in hook["webhooks"]:

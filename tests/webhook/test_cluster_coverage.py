@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from agentmatrix.cluster.controlplane import LocalCluster
-from agentmatrix.webhook.coverage import EffectiveChange, find_gaps, watch_effective_replicas
-from agentmatrix.webhook.kube import KubeAccess, KubeClient
-from agentmatrix.webhook.ledger import read_observations
-from agentmatrix.webhook.model import WorkloadKey
+from agentmatrix.kube import KubeAccess, KubeClient
+from agentmatrix.measurement.coverage import EffectiveChange, find_gaps, watch_effective_replicas
+from agentmatrix.measurement.ledger import read_observations
+from agentmatrix.measurement.model import WorkloadKey
 from tests.webhook.trial import setup_trial, wait_until_observed
 from tests.webhook.webhook_process import running_webhook
 

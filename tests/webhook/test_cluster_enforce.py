@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from agentmatrix.cluster.controlplane import LocalCluster
-from agentmatrix.webhook.counting import WORKLOADS, footprint
-from agentmatrix.webhook.ledger import read_observations
+from agentmatrix.measurement.counting import WORKLOADS, footprint
+from agentmatrix.measurement.ledger import read_observations
 from tests.webhook.trial import IMAGE, OTHER_IMAGE, manifest, setup_trial, wait_until_observed
 from tests.webhook.webhook_process import RunningWebhook, running_webhook
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from agentmatrix.cluster.controlplane import LocalCluster
-from agentmatrix.webhook import config, register
+from agentmatrix.measurement import admission_config
+from agentmatrix.webhook import register
 from tests.webhook.trial import IMAGE, OTHER_IMAGE, manifest, setup_trial
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -30,7 +31,7 @@ HPA = (
 @pytest.fixture(scope="module")
 def policy(cluster: LocalCluster) -> Iterator[str]:
     name = f"agentmatrix-replica-cap-test-{uuid.uuid4().hex[:6]}"
-    documents = config.admission_policy(name=name)
+    documents = admission_config.admission_policy(name=name)
     register.apply(documents, cluster.kubeconfig)
     yield name
     register.remove(documents, cluster.kubeconfig)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from agentmatrix.cluster.controlplane import LocalCluster
-from agentmatrix.webhook.ledger import read_observations
-from agentmatrix.webhook.model import Actor
+from agentmatrix.measurement.ledger import read_observations
+from agentmatrix.measurement.model import Actor
 from tests.webhook.trial import (
     IMAGE,
     OTHER_IMAGE,

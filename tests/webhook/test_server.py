@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from agentmatrix.webhook.ledger import read_observations
+from agentmatrix.measurement.ledger import read_observations
 from agentmatrix.webhook.review import request_body
-from tests.webhook.webhook_builders import workload
+from tests.measurement.builders import workload
 from tests.webhook.webhook_process import RunningWebhook, post_review, running_webhook
 
 AGENT = "system:serviceaccount:t1:agent"

@@ -10,8 +10,8 @@ from typing import Any
 
 from agentmatrix.api import names
 from agentmatrix.cluster.controlplane import LocalCluster
-from agentmatrix.webhook.ledger import read_observations
-from agentmatrix.webhook.model import Actor, Observation
+from agentmatrix.measurement.ledger import read_observations
+from agentmatrix.measurement.model import Actor, Observation
 
 IMAGE = names.DEFAULT_AGENT_IMAGE
 OTHER_IMAGE = "example.com/tool:v1"

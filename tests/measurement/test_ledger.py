@@ -6,9 +6,9 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
-from agentmatrix.webhook.ledger import LedgerWriter, foreign_objects, read_observations
-from agentmatrix.webhook.model import WorkloadKey
-from tests.webhook.webhook_builders import observation
+from agentmatrix.measurement.ledger import LedgerWriter, foreign_objects, read_observations
+from agentmatrix.measurement.model import WorkloadKey
+from tests.measurement.builders import observation
 
 
 async def test_concurrent_appends_are_group_committed_and_read_back_in_order(tmp_path: Path) -> None:

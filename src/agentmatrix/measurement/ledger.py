@@ -26,7 +26,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
-from agentmatrix.webhook.model import Actor, Mode, Observation, WorkloadKey
+from agentmatrix.measurement.model import Actor, Mode, Observation, WorkloadKey
 
 Sync = Literal["full", "normal"]
 CHECKPOINT_SECONDS = 1.0

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from agentmatrix.webhook.coverage import EffectiveChange, find_gaps
-from agentmatrix.webhook.model import Observation, WorkloadKey
-from tests.webhook.webhook_builders import observation
+from agentmatrix.measurement.coverage import EffectiveChange, find_gaps
+from agentmatrix.measurement.model import Observation, WorkloadKey
+from tests.measurement.builders import observation
 
 AGENT = WorkloadKey("deployments", "t1", "agent")
 

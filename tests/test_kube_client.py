@@ -14,7 +14,7 @@ import ssl
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agentmatrix.webhook.kube import KubeAccess, KubeClient
+from agentmatrix.kube import KubeAccess, KubeClient
 
 
 async def test_a_rotated_token_is_used_by_the_next_request() -> None:

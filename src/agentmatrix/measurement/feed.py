@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from agentmatrix.api import names
-from agentmatrix.webhook.counting import WORKLOADS, Footprint, MalformedObject, footprint
-from agentmatrix.webhook.kube import EventHandler, KubeClient, ListHandler, collection_path
-from agentmatrix.webhook.model import TrialPolicy, WorkloadKey
-from agentmatrix.webhook.state import ClusterState
+from agentmatrix.kube import EventHandler, KubeClient, ListHandler, collection_path
+from agentmatrix.measurement.counting import WORKLOADS, Footprint, MalformedObject, footprint
+from agentmatrix.measurement.model import TrialPolicy, WorkloadKey
+from agentmatrix.measurement.state import ClusterState
 
 log = logging.getLogger(__name__)
 

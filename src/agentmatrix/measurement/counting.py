@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentmatrix.api import names
-from agentmatrix.webhook.model import WorkloadKey
+from agentmatrix.measurement.model import WorkloadKey
 
 SCALABLE = frozenset({"deployments", "replicasets", "statefulsets", "replicationcontrollers"})
 WORKLOADS = SCALABLE | {"daemonsets", "jobs", "cronjobs", "pods"}

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from agentmatrix.webhook.counting import MalformedObject, footprint, scale_footprint
-from agentmatrix.webhook.model import WorkloadKey
-from tests.webhook.webhook_builders import AGENT_IMAGE, OTHER_IMAGE, pod_template, workload
+from agentmatrix.measurement.counting import MalformedObject, footprint, scale_footprint
+from agentmatrix.measurement.model import WorkloadKey
+from tests.measurement.builders import AGENT_IMAGE, OTHER_IMAGE, pod_template, workload
 
 
 @pytest.mark.parametrize("resource", ["deployments", "replicasets", "statefulsets", "replicationcontrollers"])

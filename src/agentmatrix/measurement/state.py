@@ -12,8 +12,8 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable
 
-from agentmatrix.webhook.counting import Footprint
-from agentmatrix.webhook.model import TrialPolicy, WorkloadKey
+from agentmatrix.measurement.counting import Footprint
+from agentmatrix.measurement.model import TrialPolicy, WorkloadKey
 
 Clock = Callable[[], float]
 HPA = "horizontalpodautoscalers"

@@ -19,10 +19,10 @@ from typing import Any
 import yaml
 
 from agentmatrix.api import names
-from agentmatrix.webhook.model import Mode
-from agentmatrix.webhook.server import VALIDATE_PATH
+from agentmatrix.measurement.model import Mode
 
 WEBHOOK_NAME = "agentmatrix-webhook"
+VALIDATE_PATH = "/validate"  # where the webhook server answers AdmissionReviews
 POLICY_NAME = "agentmatrix-replica-cap"
 EXCLUDED_NAMESPACES = ("kube-system", names.SYSTEM_NAMESPACE)
 OBSERVE_TIMEOUT_SECONDS = 2

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
-from agentmatrix.webhook.counting import Footprint
-from agentmatrix.webhook.model import TrialPolicy, WorkloadKey
-from agentmatrix.webhook.state import ClusterState
-from tests.webhook.webhook_builders import AGENT_IMAGE, OTHER_IMAGE
+from agentmatrix.measurement.counting import Footprint
+from agentmatrix.measurement.model import TrialPolicy, WorkloadKey
+from agentmatrix.measurement.state import ClusterState
+from tests.measurement.builders import AGENT_IMAGE, OTHER_IMAGE
 
 POLICY = TrialPolicy("t1")
 WORKLOADS = [WorkloadKey(r, "t1", n) for r in ("deployments", "statefulsets") for n in ("a", "b", "c")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentmatrix.api import names
-from agentmatrix.webhook.model import Actor, Mode, Observation
+from agentmatrix.measurement.model import Actor, Mode, Observation
 
 AGENT_IMAGE = names.DEFAULT_AGENT_IMAGE
 OTHER_IMAGE = "example.com/load-generator:v1"

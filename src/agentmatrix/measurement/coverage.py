@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agentmatrix.webhook.counting import WORKLOADS, MalformedObject, footprint
-from agentmatrix.webhook.feed import policy_of
-from agentmatrix.webhook.kube import EventHandler, KubeClient, ListHandler, collection_path
-from agentmatrix.webhook.model import Observation, TrialPolicy, WorkloadKey
+from agentmatrix.kube import EventHandler, KubeClient, ListHandler, collection_path
+from agentmatrix.measurement.counting import WORKLOADS, MalformedObject, footprint
+from agentmatrix.measurement.feed import policy_of
+from agentmatrix.measurement.model import Observation, TrialPolicy, WorkloadKey
 
 
 class WatchObserver(Protocol):
