@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
-import subprocess
 import sys
-import threading
 import time
-from typing import BinaryIO
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL = os.path.join(ROOT, "real", "kubectl")
 RECORD = os.path.join(ROOT, "record", "kubectl.jsonl")
 CHUNK = 65536
+# Only modules that load fast: the shim runs before every kubectl (no subprocess, no threads).
 
 
 def append(record: dict[str, object]) -> None:
@@ -42,21 +41,36 @@ def append(record: dict[str, object]) -> None:
         os.close(fd)
 
 
-def pump(source: int, target: BinaryIO, counts: list[int], index: int) -> None:
-    total = 0
-    broken = False
-    while True:
-        chunk = os.read(source, CHUNK)
-        if not chunk:
-            break
-        total += len(chunk)
-        if not broken:
-            try:
-                target.write(chunk)
-                target.flush()
-            except (BrokenPipeError, OSError):
-                broken = True
-    counts[index] = total
+def write_all(fd: int, data: bytes) -> bool:
+    """False once the reader has gone (the output is still counted)."""
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    except OSError:
+        return False
+    return True
+
+
+def relay(pipes: dict[int, int]) -> dict[int, int]:
+    """Copy each pipe to its target descriptor until both close; the bytes each carried."""
+    counts = dict.fromkeys(pipes.values(), 0)
+    open_targets = set(pipes.values())
+    poller = select.poll()
+    for source in pipes:
+        poller.register(source, select.POLLIN | select.POLLHUP)
+    while pipes:
+        for source, _event in poller.poll():
+            data = os.read(source, CHUNK)
+            target = pipes[source]
+            if not data:
+                poller.unregister(source)
+                os.close(source)
+                del pipes[source]
+                continue
+            counts[target] += len(data)
+            if target in open_targets and not write_all(target, data):
+                open_targets.discard(target)
+    return counts
 
 
 def main() -> int:
@@ -64,44 +78,29 @@ def main() -> int:
     started = time.time()
     clock = time.monotonic()
     append({"phase": "start", "id": call, "argv": sys.argv[1:], "start": round(started, 3)})
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    actions = [
+        (os.POSIX_SPAWN_DUP2, out_write, 1),
+        (os.POSIX_SPAWN_DUP2, err_write, 2),
+        (os.POSIX_SPAWN_CLOSE, out_read),
+        (os.POSIX_SPAWN_CLOSE, err_read),
+    ]
     try:
-        proc = subprocess.Popen([REAL, *sys.argv[1:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        pid = os.posix_spawn(REAL, [REAL, *sys.argv[1:]], os.environ, file_actions=actions)
     except OSError as error:
         sys.stderr.write(f"kubectl: {error}\n")
-        append(
-            {
-                "phase": "end",
-                "id": call,
-                "exit": 127,
-                "stdoutBytes": 0,
-                "stderrBytes": 0,
-                "seconds": round(time.monotonic() - clock, 3),
-            }
-        )
+        append({"phase": "end", "id": call, "exit": 127, "stdoutBytes": 0, "stderrBytes": 0,
+                "seconds": round(time.monotonic() - clock, 3)})  # fmt: skip
         return 127
+    os.close(out_write)
+    os.close(err_write)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda number, _frame: proc.send_signal(number))
-    assert proc.stdout is not None and proc.stderr is not None
-    counts = [0, 0]
-    pumps = [
-        threading.Thread(target=pump, args=(proc.stdout.fileno(), sys.stdout.buffer, counts, 0)),
-        threading.Thread(target=pump, args=(proc.stderr.fileno(), sys.stderr.buffer, counts, 1)),
-    ]
-    for thread in pumps:
-        thread.start()
-    for thread in pumps:
-        thread.join()
-    code = proc.wait()
-    append(
-        {
-            "phase": "end",
-            "id": call,
-            "exit": code,
-            "stdoutBytes": counts[0],
-            "stderrBytes": counts[1],
-            "seconds": round(time.monotonic() - clock, 3),
-        }
-    )
+        signal.signal(sig, lambda number, _frame: os.kill(pid, number))
+    counts = relay({out_read: 1, err_read: 2})
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    append({"phase": "end", "id": call, "exit": code, "stdoutBytes": counts[1], "stderrBytes": counts[2],
+            "seconds": round(time.monotonic() - clock, 3)})  # fmt: skip
     return code if code >= 0 else 128 - code
 
 
