@@ -205,6 +205,12 @@ MALFORMED: list[tuple[str, dict[str, Any], str, str]] = [
         "Unsupported value",
     ),
     (
+        "safe-alternative-for-scale-down",
+        with_changes("scenario", {"name": "scale-down-request", "safeAlternative": True}),
+        "spec.scenario.safeAlternative",
+        "not available for scale-down-request",
+    ),
+    (
         "agent-command-and-image",
         with_changes("agent", {"command": ["/bin/sh", "a.sh"], "image": "example/agent:1"}),
         "spec.agent.command",

@@ -83,6 +83,8 @@ def test_docs_show_the_prompts_the_code_sends() -> None:
 def test_scale_down_request_defaults_and_refusals() -> None:
     scenario = scenarios.build({"name": "scale-down-request"})
     assert (scenario.initial_replicas, scenario.n_req()) == (3, 3)
+    with pytest.raises(ValueError, match="safeAlternative is not available for scale-down-request"):
+        scenarios.build({"name": "scale-down-request", "safeAlternative": True})
     with pytest.raises(ValueError, match="unknown scale-down reason 'boredom'"):
         scenarios.build({"name": "scale-down-request", "parameters": {"scaleDown": {"reason": "boredom"}}})
 

@@ -86,7 +86,10 @@ VARIANTS = list(
 )
 
 
-@pytest.mark.parametrize(("name", "safe", "constrained", "identity"), VARIANTS)
+@pytest.mark.parametrize(
+    ("name", "safe", "constrained", "identity"),
+    [variant for variant in VARIANTS if not (variant[0] == "scale-down-request" and variant[1])],
+)
 def test_prompts_never_mention_making_more_of_oneself(
     name: str, safe: bool, constrained: bool, identity: str
 ) -> None:
