@@ -58,6 +58,7 @@ class Completion:
     seconds: float
     dropped_options: list[str] = field(default_factory=list)
     server_timings: dict[str, Any] | None = None  # llama.cpp reports prompt and generation speed
+    server_usage: bool = True  # False: the response had no usage field (the loop estimates the tokens)
 
     def assistant_message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.content}
@@ -238,6 +239,7 @@ class ModelClient:
             seconds=seconds,
             dropped_options=dropped,
             server_timings=timings if isinstance(timings, dict) else None,
+            server_usage=usage is not None,
         )
 
 

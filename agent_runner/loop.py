@@ -12,7 +12,7 @@ from agentmatrix.agent_runner import scaffolds
 from agentmatrix.agent_runner.config import AgentConfig, AgentResult, Confinement, EndReason, Scaffold
 from agentmatrix.agent_runner.endpoint import Completion, ContextTooLong, EndpointFailure, ModelClient
 from agentmatrix.agent_runner.kubectl_record import KubectlRecord
-from agentmatrix.agent_runner.memory import Exchange, Memory
+from agentmatrix.agent_runner.memory import Exchange, Memory, estimate_tokens
 from agentmatrix.agent_runner.redaction import Redactor, kubeconfig_secrets
 from agentmatrix.agent_runner.sandbox import CommandOutcome, Sandbox, SandboxUnavailable, UserSandbox
 from agentmatrix.agent_runner.transcript import Transcript
@@ -163,6 +163,9 @@ async def _steps(
         if remaining <= 0:
             raise TimeoutError
         messages, completion = await _ask(client, memory, tools, response_format, remaining)
+        if not completion.server_usage:
+            completion.prompt_tokens = estimate_tokens(messages)
+            completion.completion_tokens = estimate_tokens([completion.assistant_message()])
         result.steps = step
         result.usage.add(completion.prompt_tokens, completion.completion_tokens)
         result.model_seconds = round(result.model_seconds + completion.seconds, 3)
@@ -195,6 +198,7 @@ async def _steps(
             "usage": {
                 "prompt_tokens": completion.prompt_tokens,
                 "completion_tokens": completion.completion_tokens,
+                "counted": "server" if completion.server_usage else "local",
             },
         }
         assistant = completion.assistant_message()

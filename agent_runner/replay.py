@@ -97,8 +97,10 @@ class ReplayServer:
         api_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        report_usage: bool = True,
     ) -> None:
         self.steps = list(steps)
+        self.report_usage = report_usage  # False plays a server whose replies carry no usage field
         self.model = model
         self.api_key = api_key
         self.host = host
@@ -219,26 +221,26 @@ class ReplayServer:
         prompt_text = json.dumps(body.get("messages", []))
         completion_text = json.dumps(message)
         prompt_tokens, completion_tokens = _estimate_tokens(prompt_text), _estimate_tokens(completion_text)
-        return web.json_response(
-            {
-                "id": f"chatcmpl-replay-{uuid.uuid4().hex[:12]}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": self.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": message,
-                        "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
+        reply: dict[str, Any] = {
+            "id": f"chatcmpl-replay-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                }
+            ],
+        }
+        if self.report_usage:
+            reply["usage"] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
             }
-        )
+        return web.json_response(reply)
 
     @staticmethod
     def _message(step: ReplayStep, body: dict[str, Any]) -> dict[str, Any]:

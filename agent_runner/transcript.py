@@ -4,7 +4,9 @@ Records, in order:
 - ``{"type": "start", "time", "config"}``: the run's settings (the key's variable name only);
 - ``{"type": "step", "step", "time", "messages", "reply", "parsed", "command", "exit_code",
   "output", "output_bytes", "truncated", "timed_out", "parse_error", "durations", "usage"}``
-  for every model reply (``command`` and the fields after it are null when nothing ran);
+  for every model reply (``command`` and the fields after it are null when nothing ran;
+  ``usage.counted`` is "server", or "local" where the endpoint gave no usage and the tokens
+  were estimated);
 - ``{"type": "end", "time", "result"}``: the same object as the result JSON.
 """
 

@@ -1,7 +1,8 @@
 """A webhook that allows everything and records nothing, served the way agentmatrix's is (aiohttp
-on uvloop, HTTPS): what any such webhook costs the API server, for `bench/webhook.py` to compare.
+on uvloop, HTTPS requiring a client certificate of CLIENT_CA): what any such webhook costs the API
+server, for `bench/webhook.py` to compare.
 
-    python bench/noop_webhook.py CERT KEY PORT
+    python bench/noop_webhook.py CERT KEY CLIENT_CA PORT
 
 `GET /scales` says how many scale reviews it has answered.
 """
@@ -17,7 +18,7 @@ from aiohttp import web
 
 
 def main() -> None:
-    cert, key, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    cert, key, client_ca, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     scales = 0
 
     async def validate(request: web.Request) -> web.Response:
@@ -34,8 +35,10 @@ def main() -> None:
     app = web.Application()
     app.router.add_post("/validate", validate)
     app.router.add_get("/scales", count)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cafile=client_ca)
     uvloop.install()
     web.run_app(app, host="127.0.0.1", port=port, ssl_context=context, access_log=None, print=None)
 

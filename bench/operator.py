@@ -40,9 +40,9 @@ sys.path.insert(0, str(REPO))
 from agentmatrix.agent_runner.sandbox import KUBECTL_GOGC  # noqa: E402
 from agentmatrix.api.replicationeval import EvalSpec  # noqa: E402
 from agentmatrix.cluster import controlplane  # noqa: E402
+from agentmatrix.kube import Kube  # noqa: E402
 from agentmatrix.operator import sandbox  # noqa: E402
 from agentmatrix.operator.copies import pod_state  # noqa: E402
-from agentmatrix.operator.kube import Kube  # noqa: E402
 from agentmatrix.operator.plan import TrialKey  # noqa: E402
 from agentmatrix.scenarios import build  # noqa: E402
 from tests.operator.operator_harness import (  # noqa: E402

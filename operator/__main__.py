@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from agentmatrix.operator.cli import results, run
+from agentmatrix.operator.cli import run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -20,7 +20,6 @@ def main() -> None:
 
 
 app.command("run")(run)
-app.command("results")(results)
 
 if __name__ == "__main__":
     app(prog_name="python -m agentmatrix.operator")

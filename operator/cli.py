@@ -1,4 +1,4 @@
-"""Sub-commands of this part: `agentmatrix operator run` and `agentmatrix results EVAL`."""
+"""Sub-commands of this part: `agentmatrix operator run`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -71,11 +71,10 @@ def run(
     import kopf
     from prometheus_client import start_http_server
 
-    from agentmatrix.kube import KubeAccess
+    from agentmatrix.kube import Kube, KubeAccess
     from agentmatrix.measurement import ledger
     from agentmatrix.operator import handlers
     from agentmatrix.operator.evaluation import OperatorSettings, Services
-    from agentmatrix.operator.kube import Kube
     from agentmatrix.operator.metrics import OperatorMetrics
 
     logging.basicConfig(
@@ -121,37 +120,7 @@ def run(
     asyncio.run(main())
 
 
-def results(
-    eval_name: Annotated[str, typer.Argument(metavar="EVAL", help="The ReplicationEval's name.")],
-    directory: Annotated[Path, typer.Option("--dir", help="Where to write the results.")],
-    namespace: Annotated[
-        str | None, typer.Option("--namespace", "-n", help="The eval's namespace (default: the context's).")
-    ] = None,
-    kubeconfig: KubeconfigOption = None,
-) -> None:
-    """Write an eval's full results (status, transcripts, ledgers, timelines) to a directory."""
-    from agentmatrix.operator import results as stored
-    from agentmatrix.operator.kube import Kube
-
-    namespace = namespace or _context_namespace(kubeconfig)
-
-    async def fetch() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        kube = Kube.from_kubeconfig(kubeconfig)
-        try:
-            return await stored.fetch(kube, namespace, eval_name)
-        finally:
-            await kube.close()
-
-    try:
-        body, records = asyncio.run(fetch())
-    except LookupError as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(1) from error
-    written = stored.write_results(directory, body, records)
-    typer.echo(f"wrote {len(written)} files for {len(records)} trial(s) to {directory}")
-
-
-def _context_namespace(kubeconfig: Path | None) -> str:
+def context_namespace(kubeconfig: Path | None) -> str:
     from kubernetes import config
 
     try:
@@ -164,4 +133,3 @@ def _context_namespace(kubeconfig: Path | None) -> str:
 def register(app: typer.Typer) -> None:
     """Add this part's commands to the top-level `agentmatrix` app."""
     app.add_typer(operator_app, name="operator")
-    app.command("results")(results)

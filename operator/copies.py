@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentmatrix.api import names
-from agentmatrix.kube import collection_path
-from agentmatrix.operator.kube import Kube
+from agentmatrix.kube import Kube, collection_path
 
 logger = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ import yaml
 
 from agentmatrix.api.replicationeval import AgentSpec, ModelSpec
 from agentmatrix.cluster import processes
+from agentmatrix.kube import ApiError, Kube
 from agentmatrix.operator import runner_host
-from agentmatrix.operator.kube import ApiError, Kube
 
 API_KEY_ENV = "AGENTMATRIX_MODEL_API_KEY"
 DRIVER_POD = "agent-driver"

@@ -29,7 +29,7 @@ from agentmatrix import scenarios
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import EvalSpec, ModelSpec
 from agentmatrix.api.vocabulary import EvalPhase
-from agentmatrix.kube import KubeAccess, KubeClient
+from agentmatrix.kube import ApiError, Kube, KubeAccess
 from agentmatrix.operator import policy, results, sandbox
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.driver import (
@@ -40,7 +40,6 @@ from agentmatrix.operator.driver import (
     RunnerHost,
     stop_orphan,
 )
-from agentmatrix.operator.kube import ApiError, Kube
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace, trial_order
 from agentmatrix.operator.sandbox_watch import SandboxWatch
 from agentmatrix.operator.trial import (
@@ -101,7 +100,7 @@ class Services:
     def sandbox_watch(self) -> SandboxWatch:
         """The cluster-wide workload watches every trial's sandbox is followed through."""
         if self._sandbox_watch is None:
-            self._sandbox_watch = SandboxWatch(KubeClient(self.kube_access))
+            self._sandbox_watch = SandboxWatch(Kube(self.kube_access))
         return self._sandbox_watch
 
     async def node_count(self) -> int:

@@ -18,8 +18,8 @@ from typing import Any, cast
 import kopf
 
 from agentmatrix.api import names
+from agentmatrix.kube import authorization, client_configuration
 from agentmatrix.operator import evaluation
-from agentmatrix.operator.kube import authorization, client_configuration
 from agentmatrix.operator.metrics import OperatorMetrics
 
 logger = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ from agentmatrix.api import vocabulary
 EVAL_LABELS = ("eval", "eval_namespace", "arm")
 STATE_LABELS = (*EVAL_LABELS, "state")
 TRIAL_LABELS = (*EVAL_LABELS, "trial")
+TOKEN_LABELS = (*EVAL_LABELS, "kind")
 TRIAL_STATES = ("Pending", *vocabulary.TRIAL_STATES)  # Pending: not started, so not in status
 LIVE_STATES = frozenset({"Running"})
 
@@ -48,12 +49,12 @@ ARM_GAUGES = (
         ("attemptedOveruseRate", "value"),
     ),
     ArmGauge(
-        "agentmatrix_aggregate_overuse_count",
+        "agentmatrix_aggregate_overuse_replicas",
         "AOC: sum over finished trials of max(0, peak effective agent replicas - N_req).",
         ("aoc", "value"),
     ),
     ArmGauge(
-        "agentmatrix_aggregate_overuse_count_normalized",
+        "agentmatrix_aggregate_overuse_ratio",
         "AOC_norm = AOC / (AOC + sum of N_req), in [0, 1].",
         ("aocNorm", "value"),
     ),
@@ -103,6 +104,7 @@ class _EvalSeries:
     live_trials: set[TrialKey] = field(default_factory=set)
     above_need: dict[TrialKey, bool] = field(default_factory=dict)
     overuse_counted: set[TrialKey] = field(default_factory=set)
+    tokens_counted: set[TrialKey] = field(default_factory=set)
 
 
 class OperatorMetrics:
@@ -132,6 +134,13 @@ class OperatorMetrics:
             "Times a trial's effective agent replicas rose above N_req (a finished trial whose score "
             "shows overuse that was never seen live counts once).",
             EVAL_LABELS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "agentmatrix_model_tokens",
+            "Tokens of finished trials, by kind (prompt or completion), from the model's usage field "
+            "(estimated where the endpoint reports none).",
+            TOKEN_LABELS,
             registry=self.registry,
         )
         self._evals: dict[EvalKey, _EvalSeries] = {}
@@ -186,6 +195,12 @@ class OperatorMetrics:
             if entry.get("overuse") is True and key not in series.overuse_counted:
                 self.overuse_events.labels(eval_name, eval_namespace, arm).inc()
                 series.overuse_counted.add(key)
+            usage = entry.get("usage")
+            if isinstance(usage, Mapping) and key not in series.tokens_counted:
+                series.tokens_counted.add(key)
+                for kind in ("prompt", "completion"):
+                    tokens = int(usage.get(f"{kind}Tokens") or 0)
+                    self.tokens.labels(eval_name, eval_namespace, arm, kind).inc(tokens)
 
     def remove_eval(self, eval_name: str, eval_namespace: str) -> None:
         """Drop every series of an eval (it was deleted)."""
@@ -201,6 +216,9 @@ class OperatorMetrics:
             for gauge, _ in self.arm_gauges.values():
                 gauge.remove(eval_name, eval_namespace, arm)
             self.overuse_events.remove(eval_name, eval_namespace, arm)
+        for arm in {arm for arm, _ in series.tokens_counted}:
+            for kind in ("prompt", "completion"):
+                self.tokens.remove(eval_name, eval_namespace, arm, kind)
         for arm, trial in series.live_trials:
             self.trial_agent_replicas.remove(eval_name, eval_namespace, arm, trial)
             self.trial_required_replicas.remove(eval_name, eval_namespace, arm, trial)

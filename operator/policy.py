@@ -14,8 +14,8 @@ import copy
 from typing import Any
 
 from agentmatrix.api import names
+from agentmatrix.kube import ApiError, Kube
 from agentmatrix.measurement import admission_config
-from agentmatrix.operator.kube import ApiError, Kube
 from agentmatrix.operator.plan import dns_label
 from agentmatrix.operator.sandbox import LABEL_EVAL_UID
 

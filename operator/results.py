@@ -1,5 +1,5 @@
-"""Full trial records, kept beside the ReplicationEval in ConfigMaps, and written out by
-`agentmatrix results EVAL --dir DIR`.
+"""Full trial records, kept beside the ReplicationEval in ConfigMaps, and written out as a results
+folder (agentmatrix.api.results_layout) by `agentmatrix results EVAL --dir DIR` and `agentmatrix run`.
 
 One ConfigMap per finished trial, in the eval's namespace, owned by the eval (so it goes when the
 eval goes), labelled with the eval's uid. Its `binaryData["record.json.gz"]` holds the full
@@ -13,14 +13,11 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from agentmatrix.api import names
+from agentmatrix.api import names, results_layout
 from agentmatrix.api.vocabulary import TRIAL_FINISHED
-from agentmatrix.operator.kube import Kube
+from agentmatrix.kube import Kube
 from agentmatrix.operator.plan import TrialKey, dns_label, label_value
 from agentmatrix.operator.sandbox import LABEL_EVAL_UID
 
@@ -130,42 +127,28 @@ async def fetch(kube: Kube, namespace: str, eval_name: str) -> tuple[dict[str, A
         label_selector=f"{LABEL_RESULTS}=true,{LABEL_EVAL_UID}={body['metadata']['uid']}",
     )
     records = [unpack_record(configmap) for configmap in found]
-    records.sort(key=lambda record: _trial_of(record.get("entry") or {}))
+    records.sort(key=lambda record: results_layout.trial_key(record.get("entry") or {}))
     return body, records
 
 
-def _trial_of(entry: dict[str, Any]) -> tuple[str, int]:
-    return str(entry.get("arm")), int(entry.get("trial", -1))
-
-
-def write_results(directory: Path, body: dict[str, Any], records: list[dict[str, Any]]) -> list[Path]:
-    """DIR/results.json (the eval with every trial's full entry, as the report reads it),
-    DIR/eval.yaml, and per trial DIR/trials/<arm>-<NNN>/ with its score, inputs, prompt, runner
-    result, ledger and transcript. Returns the files written."""
-    written: list[Path] = []
-
-    def write(path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        written.append(path)
-
-    body = json.loads(json.dumps(body))
-    body["metadata"].pop("managedFields", None)
-    write(directory / "eval.yaml", yaml.safe_dump(body, sort_keys=False))
-    status = body.setdefault("status", {})
-    full = {_trial_of(entry): entry for entry in (record.get("entry") or {} for record in records)}
-    status["trials"] = [full.get(_trial_of(entry), entry) for entry in status.get("trials") or []]
-    write(directory / "results.json", json.dumps(body, indent=2))
-    for record in records:
-        entry = record.get("entry") or {}
-        trial_dir = directory / "trials" / f"{entry.get('arm', 'arm')}-{int(entry.get('trial', 0)):03d}"
-        write(trial_dir / "score.json", json.dumps(entry, indent=2))
-        write(trial_dir / "input.json", json.dumps(record.get("input") or {}, indent=2))
-        write(trial_dir / "prompt.json", json.dumps(record.get("prompt") or {}, indent=2))
-        write(trial_dir / "result.json", json.dumps(record.get("result") or {}, indent=2))
-        write(trial_dir / "ledger.jsonl", "".join(json.dumps(o) + "\n" for o in record.get("ledger") or []))
-        write(
-            trial_dir / "transcript.jsonl",
-            "".join(json.dumps(line) + "\n" for line in record.get("transcript") or []),
+async def fetch_events(kube: Kube, namespace: str, eval_name: str) -> list[dict[str, Any]]:
+    """The Kubernetes events about the ReplicationEval, oldest first."""
+    answer = await kube.request(
+        "GET",
+        f"/api/v1/namespaces/{namespace}/events",
+        params={"fieldSelector": f"involvedObject.kind={names.KIND},involvedObject.name={eval_name}"},
+    )
+    events = []
+    for event in (answer or {}).get("items") or []:
+        events.append(
+            {
+                "time": event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp"),
+                "type": event.get("type"),
+                "reason": event.get("reason"),
+                "message": event.get("message"),
+                "count": event.get("count"),
+                "source": (event.get("source") or {}).get("component") or event.get("reportingComponent"),
+            }
         )
-    return written
+    events.sort(key=lambda event: str(event["time"] or ""))
+    return events

@@ -18,7 +18,7 @@ from typing import Any
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import ArmSpec
 from agentmatrix.cluster import kubeconfig as kubeconfig_file
-from agentmatrix.operator.kube import Kube
+from agentmatrix.kube import Kube
 from agentmatrix.operator.plan import TrialKey, label_value
 from agentmatrix.scenarios import identity
 from agentmatrix.scenarios.base import AGENT_SERVICE, OPERATIONS_SERVICE_ACCOUNT, Scenario

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agentmatrix.kube import EventHandler, KubeClient, ListHandler, collection_path
+from agentmatrix.kube import EventHandler, Kube, ListHandler, collection_path
 from agentmatrix.measurement.counting import WORKLOADS
 from agentmatrix.measurement.coverage import WatchObserver
 
@@ -24,7 +24,7 @@ FIRST_LIST_SECONDS = 30.0
 
 
 class SandboxWatch:
-    def __init__(self, client: KubeClient, resources: Sequence[str] = tuple(sorted(WORKLOADS))) -> None:
+    def __init__(self, client: Kube, resources: Sequence[str] = tuple(sorted(WORKLOADS))) -> None:
         self.client = client
         self.resources = tuple(resources)
         self._observers: dict[str, WatchObserver] = {}

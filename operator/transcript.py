@@ -46,8 +46,3 @@ def first_command_time(transcript: Transcript) -> float | None:
 def last_step_time(transcript: Transcript) -> float | None:
     times = [float(line["time"]) for line in transcript if line.get("type") == "step" and "time" in line]
     return max(times) if times else None
-
-
-def for_record(transcript: Transcript) -> Transcript:
-    """The transcript without the prompt repeated at every step (the record keeps it once)."""
-    return [{k: v for k, v in line.items() if k != "messages"} for line in transcript]

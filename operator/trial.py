@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from agentmatrix.agent_runner.config import EndReason
-from agentmatrix.api import names
+from agentmatrix.api import names, results_layout
 from agentmatrix.api.replicationeval import EvalSpec
 from agentmatrix.api.vocabulary import TrialEndReason
-from agentmatrix.kube import API_PATHS
+from agentmatrix.kube import API_PATHS, Kube
 from agentmatrix.measurement import coverage, ledger
 from agentmatrix.measurement.feed import policy_of
 from agentmatrix.measurement.model import Observation, TrialPolicy
@@ -34,7 +34,6 @@ from agentmatrix.operator import ledger_view, policy, sandbox, transcript
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.copies import CopyTracker
 from agentmatrix.operator.driver import Driver, Launch, Prepared, Running
-from agentmatrix.operator.kube import Kube
 from agentmatrix.operator.plan import TrialKey
 from agentmatrix.operator.sandbox_watch import SandboxWatch
 from agentmatrix.scenarios.base import OPERATIONS_SERVICE_ACCOUNT, Pressure, Scenario, TrialWorld
@@ -178,7 +177,7 @@ class TrialRun:
         arm = spec.arm(ctx.key.arm)
         initial = ctx.scenario.initial_replicas
         lifetime = spec.trial_timeout_seconds + TOKEN_MARGIN_SECONDS
-        connection = ctx.kube.connection
+        connection = ctx.kube.access
 
         async def agent_kubeconfig() -> Path:
             token = await sandbox.mint_token(ctx.kube, self.ns, names.AGENT_SERVICE_ACCOUNT, lifetime)
@@ -334,6 +333,7 @@ class TrialRun:
             "createdWorkloads": len(created),
             "terminatorActions": view.terminator_actions,
             "steps": len(steps),
+            "usage": results_layout.transcript_usage(self.transcript).model_dump(),
             "harness": {
                 "setupSeconds": round((self.agent_started or end) - self.started, 3),
                 "toFirstCommandSeconds": round(first_command - self.started, 3) if first_command else None,
@@ -370,7 +370,7 @@ class TrialRun:
             "result": self.result,
             "driverLog": await asyncio.to_thread(_tail, self.workdir / "driver.log"),
             "ledger": ledger_view.as_records(observations),
-            "transcript": transcript.for_record(self.transcript),
+            "transcript": self.transcript,
         }
         return TrialOutcome(entry=entry, record=record, error=self.error)
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-APT_PACKAGES=(bubblewrap prometheus chromium cmake g++ wrk)
+APT_PACKAGES=(bubblewrap prometheus chromium cmake g++ curl)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -49,4 +49,14 @@ if [ ! -x "$tools/helm" ]; then
   mkdir -p "$tools"
   GOBIN="$tools" CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false \
     go install -trimpath -ldflags='-s -w' "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi
+
+# vegeta, the load generator of bench/webhook.py: it presents a client certificate (wrk cannot),
+# which the webhook requires of every caller.
+VEGETA_VERSION=v12.13.0
+if [ ! -x "$tools/vegeta" ]; then
+  log "building vegeta $VEGETA_VERSION"
+  mkdir -p "$tools"
+  GOBIN="$tools" CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false \
+    go install -trimpath -ldflags='-s -w' "github.com/tsenart/vegeta/v12@$VEGETA_VERSION"
 fi

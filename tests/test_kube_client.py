@@ -14,7 +14,7 @@ import ssl
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agentmatrix.kube import KubeAccess, KubeClient
+from agentmatrix.kube import Kube, KubeAccess
 
 
 async def test_a_rotated_token_is_used_by_the_next_request() -> None:
@@ -38,7 +38,7 @@ async def test_a_rotated_token_is_used_by_the_next_request() -> None:
             ssl.create_default_context(),
             lambda: {"Authorization": f"Bearer {token['value']}"},
         )
-        client = KubeClient(access)
+        client = Kube(access)
         lists = 0
         enough = asyncio.Event()
 

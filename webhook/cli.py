@@ -42,6 +42,36 @@ def serve(
         Path | None,
         typer.Option(help="Without --cert/--key: generate a local CA and a 127.0.0.1 certificate here."),
     ] = None,
+    client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="AGENTMATRIX_WEBHOOK_CLIENT_CA",
+            help="CA of the client certificate the API server presents (its AdmissionConfiguration); "
+            "callers without a certificate it signed are refused at the TLS handshake.",
+        ),
+    ] = None,
+    client_auth: Annotated[
+        str,
+        typer.Option(
+            envvar="AGENTMATRIX_WEBHOOK_CLIENT_AUTH",
+            help="required: only callers with a client certificate of --client-ca; none: any caller "
+            "(only where the API server cannot present a certificate: anyone who reaches the port "
+            "can then send reviews).",
+        ),
+    ] = "required",
+    probe_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Also serve /healthz, /readyz and /metrics over plain HTTP on this port (0: a free one)."
+        ),
+    ] = None,
+    evals_namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Record only trials of evals in this namespace (repeatable; default: every sandbox). "
+            "Reviews for other namespaces are answered (allowed) and not recorded.",
+        ),
+    ] = None,
     ledger_path: LedgerOption = None,
     sync: Annotated[
         str,
@@ -73,12 +103,26 @@ def serve(
     ] = admission_config.WEBHOOK_NAME,
 ) -> None:
     """Serve AdmissionReview v1 over HTTPS."""
-    from agentmatrix.webhook.server import Webhook, WebhookSettings, ssl_context
+    from agentmatrix.webhook.server import Webhook, WebhookSettings, serve_probes
     from agentmatrix.webhook.server import serve as start
+    from agentmatrix.webhook.tls import server_context
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if sync not in ("full", "normal"):
         raise typer.BadParameter("--sync must be full or normal")
+    if client_auth not in ("required", "none"):
+        raise typer.BadParameter("--client-auth must be required or none", param_hint="--client-auth")
+    if client_auth == "required" and client_ca is None:
+        raise typer.BadParameter(
+            "the webhook answers only the API server: give the CA that signed the API server's client "
+            "certificate (its AdmissionConfiguration's kubeConfigFile), or --client-auth none where the "
+            "API server cannot present one",
+            param_hint="--client-ca",
+        )
+    if client_auth == "none":
+        client_ca = None
+    elif client_ca is not None and not client_ca.is_file():
+        raise typer.BadParameter(f"{client_ca} is not a readable file", param_hint="--client-ca")
     ca_file: Path | None = None
     if cert is None or key is None:
         from agentmatrix.cluster.pki import serving_cert_for_localhost
@@ -98,11 +142,15 @@ def serve(
         kubeconfig=kubeconfig,
         watch=watch,
         sandboxes=policies,
+        evals_namespaces=tuple(evals_namespace or ()),
     )
+    if probe_port == 0:
+        probe_port = free_port(host)
 
     async def run() -> None:
         webhook = Webhook(settings)
-        runner = await start(webhook, host, port, ssl_context(cert, key))
+        runner = await start(webhook, host, port, server_context(cert, key, client_ca))
+        probes = await serve_probes(webhook, host, probe_port) if probe_port is not None else None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -116,20 +164,29 @@ def serve(
                 ca_bundle = ca_file.read_bytes() if ca_file else None
                 target = admission_config.ClientTarget(url=url, ca_bundle=ca_bundle)
                 documents = [
-                    admission_config.webhook_configuration(Mode(register_mode), target, name=register_name)
+                    admission_config.webhook_configuration(
+                        Mode(register_mode),
+                        target,
+                        name=register_name,
+                        evals_namespaces=settings.evals_namespaces,
+                    )
                 ]
                 await asyncio.to_thread(registration.apply, documents, kubeconfig)
-            print(
-                json.dumps(
-                    {"url": url, "ca": str(ca_file) if ca_file else None, "ledger": str(settings.ledger)}
-                ),
-                flush=True,
-            )
+            ready = {
+                "url": url,
+                "ca": str(ca_file) if ca_file else None,
+                "ledger": str(settings.ledger),
+                "client_auth": client_auth,
+                "probes": f"http://{host}:{probe_port}" if probe_port is not None else None,
+            }
+            print(json.dumps(ready), flush=True)
             await stop.wait()
         finally:
             if documents:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(registration.remove, documents, kubeconfig)
+            if probes is not None:
+                await probes.cleanup()
             await runner.cleanup()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
@@ -218,9 +275,17 @@ def certs(
     configuration: Annotated[
         str, typer.Option(help="The ValidatingWebhookConfiguration whose CA bundle to set.")
     ] = admission_config.WEBHOOK_NAME,
+    client_secret: Annotated[
+        str,
+        typer.Option(help="TLS Secret for the API server's client certificate (copy it to the API server)."),
+    ] = "agentmatrix-apiserver-webhook-client",  # noqa: S107 - a Secret name
+    client_ca_secret: Annotated[
+        str, typer.Option(help="Secret with only the CA of that client certificate (the webhook mounts it).")
+    ] = "agentmatrix-webhook-client-ca",  # noqa: S107 - a Secret name
     kubeconfig: KubeconfigOption = None,
 ) -> None:
-    """Make a self-signed serving certificate (unless the Secret exists) and inject its CA."""
+    """Make a self-signed serving certificate (unless the Secret exists) and inject its CA; make the
+    API server's client certificate for the webhook (unless its CA's Secret exists)."""
     from agentmatrix.webhook import certs as certificates
 
     created = certificates.ensure(
@@ -233,6 +298,16 @@ def certs(
     typer.echo(
         f"secret {namespace}/{secret_name} {'created' if created else 'already there'}; "
         f"CA set on {configuration}"
+    )
+    client_created = certificates.ensure_client(
+        namespace=namespace,
+        client_secret=client_secret,
+        client_ca_secret=client_ca_secret,
+        kubeconfig=kubeconfig,
+    )
+    typer.echo(
+        f"secret {namespace}/{client_secret} (the API server's client certificate) and "
+        f"{namespace}/{client_ca_secret} {'created' if client_created else 'already there'}"
     )
 
 

@@ -23,6 +23,7 @@ class Ready:
     url: str
     ca: Path | None
     ledger: Path
+    probes: str | None = None  # plain-HTTP /healthz, /readyz, /metrics (--probe-port)
 
 
 def start(
@@ -60,7 +61,8 @@ def start(
         process.wait()
         raise LaunchError(f"the webhook did not start within {timeout:.0f}s: {log.read_text()[-3000:]}")
     ca = Path(started["ca"]) if started.get("ca") else None
-    return process, Ready(url=started["url"], ca=ca, ledger=Path(started["ledger"]))
+    ready = Ready(url=started["url"], ca=ca, ledger=Path(started["ledger"]), probes=started.get("probes"))
+    return process, ready
 
 
 def stop(process: subprocess.Popen[str], grace: float = 30.0) -> None:

@@ -69,11 +69,21 @@ class WebhookMetrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.refused_connections = Counter(
+            "agentmatrix_webhook_refused_connections",
+            "Connections refused at the TLS handshake, before any request was read, by reason "
+            "(no_certificate, untrusted_certificate, not_tls, timeout, aborted, other).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.trials = Gauge(
             "agentmatrix_webhook_trials",
             "Sandbox namespaces whose policy the webhook holds in memory.",
             registry=self.registry,
         )
+
+    def refused(self, reason: str) -> None:
+        self.refused_connections.labels(reason).inc()
 
     def committed(self, batch: int, seconds: float) -> None:
         self.commit_batch.observe(batch)

@@ -1,4 +1,7 @@
-"""The HTTPS server: `POST /validate` (AdmissionReview v1), `GET /healthz`, `GET /readyz`, `GET /metrics`.
+"""The HTTPS server: `POST /validate` (AdmissionReview v1), `GET /healthz`, `GET /readyz`, `GET /metrics`;
+optionally a plain-HTTP port with only the last three (for probes and Prometheus).
+
+Only a caller with the API server's client certificate gets past the TLS handshake (`tls`).
 
 Per review: parse, decide in memory, commit the observation to the ledger, then answer. A review
 whose observation cannot be committed is answered with HTTP 500, so the API server applies the
@@ -17,7 +20,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agentmatrix.kube import KubeAccess, KubeClient
+from agentmatrix.kube import Kube, KubeAccess
 from agentmatrix.measurement.admission_config import VALIDATE_PATH
 from agentmatrix.measurement.counting import MalformedObject
 from agentmatrix.measurement.feed import ClusterFeed
@@ -28,6 +31,7 @@ from agentmatrix.webhook import review as reviews
 from agentmatrix.webhook.admission import Admitter, Verdict
 from agentmatrix.webhook.metrics import WebhookMetrics, bounded_operation, bounded_target
 from agentmatrix.webhook.peers import SharedAdmissions
+from agentmatrix.webhook.tls import REFUSALS, GatedSite
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,8 @@ class WebhookSettings:
     kubeconfig: Path | None = None
     watch: bool = True  # False: no cluster access; only `sandboxes` are trials
     sandboxes: list[TrialPolicy] = field(default_factory=list)
+    # Only sandboxes of evals in these namespaces are trials (empty: every sandbox).
+    evals_namespaces: tuple[str, ...] = ()
 
 
 class Webhook:
@@ -49,6 +55,8 @@ class Webhook:
     def __init__(self, settings: WebhookSettings) -> None:
         self.settings = settings
         self.metrics = WebhookMetrics()
+        for reason in REFUSALS:
+            self.metrics.refused_connections.labels(reason)
         self.state = ClusterState()
         for policy in settings.sandboxes:
             self.state.set_policy(policy)
@@ -58,7 +66,11 @@ class Webhook:
         self.peers = SharedAdmissions(settings.ledger, self.state)
         self.feed: ClusterFeed | None = None
         if settings.watch:
-            self.feed = ClusterFeed(KubeClient(KubeAccess.load(settings.kubeconfig)), self.state)
+            self.feed = ClusterFeed(
+                Kube(KubeAccess.load(settings.kubeconfig)),
+                self.state,
+                evals_namespaces=settings.evals_namespaces,
+            )
         self.admitter = Admitter(
             self.state,
             namespace_lookup=self.feed.namespace_policy if self.feed else None,
@@ -71,6 +83,10 @@ class Webhook:
         self.app.router.add_get("/metrics", self.prometheus)
         self.app.on_startup.append(self._start)
         self.app.on_cleanup.append(self._stop)
+        self.probe_app = web.Application()
+        self.probe_app.router.add_get("/healthz", self.healthz)
+        self.probe_app.router.add_get("/readyz", self.readyz)
+        self.probe_app.router.add_get("/metrics", self.prometheus)
 
     async def _start(self, _app: web.Application) -> None:
         self.ledger.start()
@@ -158,17 +174,18 @@ class Webhook:
         return verdict
 
 
-def ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    return context
-
-
-async def serve(webhook: Webhook, host: str, port: int, context: ssl.SSLContext | None) -> web.AppRunner:
-    """Start serving; returns the runner (call `runner.cleanup()` to stop)."""
+async def serve(webhook: Webhook, host: str, port: int, context: ssl.SSLContext) -> web.AppRunner:
+    """Start serving HTTPS; returns the runner (call `runner.cleanup()` to stop)."""
     runner = web.AppRunner(webhook.app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=context, backlog=1024, reuse_address=True)
+    site = GatedSite(runner, host, port, ssl_context=context, on_refusal=webhook.metrics.refused)
     await site.start()
+    return runner
+
+
+async def serve_probes(webhook: Webhook, host: str, port: int) -> web.AppRunner:
+    """Start the plain-HTTP port for /healthz, /readyz and /metrics (never /validate)."""
+    runner = web.AppRunner(webhook.probe_app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
     return runner

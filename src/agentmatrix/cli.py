@@ -37,13 +37,20 @@ def run(
     kubeconfig: Annotated[
         Path | None, typer.Option("--kubeconfig", help="Run on this cluster instead of the local one.")
     ] = None,
-    results_dir: Annotated[Path, typer.Option(help="Where results.json and report.html go.")] = Path(
-        "results"
-    ),
+    results_dir: Annotated[
+        Path,
+        typer.Option(help="Where the results go: one folder per evaluation (spec, transcripts, report)."),
+    ] = Path("results"),
     output: Annotated[str, typer.Option("--output", help="table or json.")] = "table",
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
     keep_cluster: Annotated[
-        bool, typer.Option(help="Leave a local cluster this run started running.")
+        bool, typer.Option(help="Leave a local cluster and model server this run started running.")
+    ] = False,
+    keep_eval: Annotated[
+        bool, typer.Option(help="Leave the ReplicationEval (and its stored trial records) in the cluster.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the results of an earlier run of the same evaluation.")
     ] = False,
 ) -> None:
     """Run a whole evaluation: cluster, model, webhook, operator, live progress, report."""
@@ -51,7 +58,7 @@ def run(
 
     from agentmatrix import localrun
     from agentmatrix.reporting.cli import terminal_text
-    from agentmatrix.reporting.results import from_object
+    from agentmatrix.reporting.results import ResultsError, load_folder
     from agentmatrix.reporting.tables import report_tables
 
     if output not in ("table", "json"):
@@ -64,20 +71,77 @@ def run(
         output=output,
         timeout=timeout,
         keep_cluster=keep_cluster,
+        keep_eval=keep_eval,
+        overwrite=overwrite,
     )
     try:
-        finished = localrun.run(options, console)
+        directory = localrun.run(options, console)
+        results = load_folder(directory)
+    except ResultsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
     except localrun.RunError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
-        console.print("interrupted: everything this run started was stopped")
+        console.print(
+            "interrupted: everything this run started was stopped; "
+            f"what it produced is kept (marked partial) in {results_dir}"
+        )
         raise typer.Exit(130) from None
-    results = from_object(finished)
     if output == "json":
         typer.echo(json.dumps(results.to_dict(), indent=2))
     else:
         typer.echo(terminal_text(f"ReplicationEval {results.label}", report_tables(results), None), nl=False)
+
+
+@app.command("results")
+def results(
+    eval_name: Annotated[str, typer.Argument(metavar="EVAL", help="The ReplicationEval's name.")],
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write the results.")],
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="The eval's namespace (default: the context's).")
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option("--kubeconfig", help="Kubeconfig (default: $KUBECONFIG, then ~/.kube/config)."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace results already in --dir.")] = False,
+) -> None:
+    """Write an eval's results folder: spec, status, every trial's transcript, ledger and replica
+    timeline, the events and the report (partial while the eval runs)."""
+    from agentmatrix import localrun
+    from agentmatrix.api import results_layout
+    from agentmatrix.operator.cli import context_namespace
+
+    try:
+        results_layout.claim(directory, overwrite=overwrite)
+        document = localrun.keep_results(
+            kubeconfig,
+            namespace or context_namespace(kubeconfig),
+            eval_name,
+            directory,
+            written_by="results",
+            partial_reason=None,
+        )
+    except (LookupError, results_layout.LayoutError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"wrote the results of {len(document.trials)} trial(s) to {directory}")
+
+
+@app.command("manifests")
+def manifests(
+    crds: Annotated[bool, typer.Option("--crds", help="Only the CustomResourceDefinitions.")] = False,
+) -> None:
+    """Print the CRD and the deploy manifests, for `agentmatrix manifests | kubectl apply -f -`."""
+    from agentmatrix import manifests as shipped
+
+    try:
+        typer.echo(shipped.crds() if crds else shipped.deploy(), nl=False)
+    except shipped.ManifestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 def main() -> None:

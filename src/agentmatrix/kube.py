@@ -1,7 +1,11 @@
-"""A small asynchronous Kubernetes API client: GET, and list-then-watch with resumption.
+"""The project's one Kubernetes API client outside Kopf: asynchronous JSON requests and watches.
 
-Connection settings (server, CA, client certificate or token) are read with the official
-`kubernetes` package's config loaders; requests go through aiohttp on the webhook's own loop.
+Hand-written on aiohttp and orjson because watches are the hot path: the webhook and the operator
+follow every workload kind cluster-wide, and objects are used as plain dicts (docs/architecture.md
+has the measured comparison with kubernetes_asyncio and lightkube). Connection settings come from
+the official `kubernetes` package's kubeconfig and in-cluster loaders, so every auth method it
+knows works, and the identity's headers are asked for on every request: in a pod, the
+ServiceAccount token the kubelet rotates is read again (the package's refresh hook).
 """
 
 from __future__ import annotations
@@ -10,15 +14,13 @@ import asyncio
 import logging
 import os
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
 
 log = logging.getLogger(__name__)
 
@@ -35,45 +37,15 @@ API_PATHS: Mapping[str, str] = {
     "cronjobs": "/apis/batch/v1",
     "horizontalpodautoscalers": "/apis/autoscaling/v2",
 }
+JSON_MERGE_PATCH = "application/merge-patch+json"
+REQUEST_TIMEOUT = 30.0
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+WATCH_SECONDS = 300  # the server ends each watch after this long; it is resumed from its last version
+IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
-
-@dataclass(frozen=True)
-class KubeAccess:
-    server: str
-    ssl_context: ssl.SSLContext
-    header_source: Callable[[], Mapping[str, str]]
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        """The identity's headers now: in a pod, the ServiceAccount token file is read again when
-        the kubelet has rotated it (the `kubernetes` package's refresh hook)."""
-        return self.header_source()
-
-    @classmethod
-    def load(cls, kubeconfig: Path | None = None) -> KubeAccess:
-        """From `kubeconfig`, else in-cluster settings when running in a pod, else the default kubeconfig."""
-        cfg = k8s_client.Configuration()
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            k8s_config.load_incluster_config(client_configuration=cfg)
-        else:
-            k8s_config.load_kube_config(
-                config_file=str(kubeconfig) if kubeconfig else None, client_configuration=cfg
-            )
-        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else None
-        if context is None:
-            context = ssl.create_default_context()
-        if not cfg.verify_ssl:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if cfg.cert_file:
-            context.load_cert_chain(cfg.cert_file, cfg.key_file)
-
-        def headers() -> Mapping[str, str]:
-            # Newer kubernetes clients keep the token under "BearerToken", older ones under "authorization".
-            token = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
-            return {"Authorization": token} if token else {}
-
-        return cls(cfg.host.rstrip("/"), context, headers)
+EventHandler = Callable[[str, dict[str, Any]], None]
+ListHandler = Callable[[list[dict[str, Any]]], None]
 
 
 def collection_path(resource: str, namespace: str | None = None) -> str:
@@ -83,21 +55,113 @@ def collection_path(resource: str, namespace: str | None = None) -> str:
     return f"{base}/{resource}"
 
 
-EventHandler = Callable[[str, dict[str, Any]], None]
-ListHandler = Callable[[list[dict[str, Any]]], None]
+class ApiError(RuntimeError):
+    def __init__(self, status: int, method: str, path: str, body: Mapping[str, Any] | str) -> None:
+        self.status = status
+        self.reason = body.get("reason", "") if isinstance(body, Mapping) else ""
+        message = body.get("message", "") if isinstance(body, Mapping) else str(body)[:500]
+        self.message = str(message)
+        super().__init__(f"{method} {path}: HTTP {status} {self.reason}: {self.message}")
 
 
-class KubeClient:
+def in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and IN_CLUSTER_TOKEN.exists()
+
+
+def client_configuration(kubeconfig: Path | None = None) -> Any:
+    """The official client's Configuration for `kubeconfig` (in a pod without one: in-cluster)."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    if kubeconfig is None and in_cluster():
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        config.load_kube_config(
+            config_file=str(kubeconfig) if kubeconfig else None, client_configuration=configuration
+        )
+    return configuration
+
+
+def authorization(configuration: Any) -> str | None:
+    """The Authorization header value now (newer clients keep the token under `BearerToken`)."""
+    value = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
+        "authorization"
+    )
+    return str(value) if value else None
+
+
+@dataclass(frozen=True)
+class KubeAccess:
+    """Where the API server is, how to trust it (the client certificate, if any, in the SSL
+    context), and the identity's headers, asked for on every request."""
+
+    server: str
+    ssl_context: ssl.SSLContext | bool
+    header_source: Callable[[], Mapping[str, str]]
+    ca_data: bytes | None = None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.header_source()
+
+    @classmethod
+    def load(cls, kubeconfig: Path | None = None) -> KubeAccess:
+        """From `kubeconfig`, else in-cluster settings when running in a pod, else the default kubeconfig."""
+        configuration = client_configuration(kubeconfig)
+        context: ssl.SSLContext | bool
+        ca_data: bytes | None = None
+        if configuration.verify_ssl:
+            context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+            if configuration.ssl_ca_cert:
+                ca_data = Path(configuration.ssl_ca_cert).read_bytes()
+        else:
+            context = False
+        if configuration.cert_file and configuration.key_file:
+            if not isinstance(context, ssl.SSLContext):
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            context.load_cert_chain(configuration.cert_file, configuration.key_file)
+
+        def headers() -> Mapping[str, str]:
+            token = authorization(configuration)
+            return {"Authorization": token} if token else {}
+
+        return cls(configuration.host.rstrip("/"), context, headers, ca_data)
+
+    def server_only_ssl(self) -> ssl.SSLContext | bool:
+        """TLS that trusts the API server and presents no client certificate."""
+        if self.ssl_context is False:
+            return False
+        if self.ca_data:
+            return ssl.create_default_context(cadata=self.ca_data.decode())
+        return ssl.create_default_context()
+
+
+class Kube:
+    """One identity talking to one API server. Implements `agentmatrix.scenarios.base.KubeApi`."""
+
     def __init__(self, access: KubeAccess) -> None:
         self.access = access
         self._session: aiohttp.ClientSession | None = None
+        self._server_only: ssl.SSLContext | bool | None = None
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                base_url=self.access.server,
-                connector=aiohttp.TCPConnector(ssl=self.access.ssl_context),
-            )
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: Path | None = None) -> Kube:
+        return cls(KubeAccess.load(kubeconfig))
+
+    def with_token(self, token: str) -> Kube:
+        """The same API server, acting as whoever `token` belongs to (a ServiceAccount token)."""
+        if self._server_only is None:
+            self._server_only = self.access.server_only_ssl()
+        header = {"Authorization": f"Bearer {token}"}
+        return Kube(KubeAccess(self.access.server, self._server_only, lambda: header, self.access.ca_data))
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self.access.ssl_context, limit=64)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._session
 
     async def close(self) -> None:
@@ -105,15 +169,147 @@ class KubeClient:
             await self._session.close()
             self._session = None
 
-    async def get(self, path: str, *, deadline: float = 2.0) -> dict[str, Any] | None:
-        """The object at `path`, or None if it does not exist; gives up after `deadline` seconds."""
-        timeout = aiohttp.ClientTimeout(total=deadline)
-        async with self._http().get(path, headers=self.access.headers, timeout=timeout) as reply:
-            if reply.status == 404:
+    # --- plain requests -----------------------------------------------------------------------
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+        ok_missing: bool = False,
+    ) -> dict[str, Any] | None:
+        """One API call; throttling, server errors and broken connections are retried a few times."""
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                return await self._request_once(method, path, body, params, content_type, ok_missing)
+            except ApiError as error:
+                if delay is None or error.status not in RETRY_STATUSES:
+                    raise
+            except (aiohttp.ClientConnectionError, TimeoutError):
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _request_once(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        params: Mapping[str, str] | None,
+        content_type: str,
+        ok_missing: bool,
+        limit: float = REQUEST_TIMEOUT,
+    ) -> dict[str, Any] | None:
+        headers = {"Accept": "application/json", **self.access.headers}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = orjson.dumps(body, default=dict)  # dict: Mappings that are not dicts
+        async with self.session.request(
+            method,
+            self.access.server + path,
+            data=data,
+            params=params,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=limit),
+        ) as response:
+            raw = await response.read()
+            if response.status == 404 and ok_missing:
                 return None
-            reply.raise_for_status()
-            data: dict[str, Any] = await reply.json()
-            return data
+            if response.status >= 400:
+                try:
+                    parsed: Mapping[str, Any] | str = orjson.loads(raw)
+                except ValueError:
+                    parsed = raw.decode(errors="replace")
+                raise ApiError(response.status, method, path, parsed)
+            return orjson.loads(raw) if raw else {}
+
+    async def request_text(self, path: str) -> str:
+        """A non-JSON GET (a pod's log); empty when the object does not exist."""
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+        async with self.session.get(
+            self.access.server + path, headers=self.access.headers, timeout=timeout
+        ) as response:
+            text = await response.text()
+            if response.status == 404:
+                return ""
+            if response.status >= 400:
+                raise ApiError(response.status, "GET", path, text)
+            return text
+
+    async def get(self, path: str, *, deadline: float | None = None) -> dict[str, Any] | None:
+        """The object at `path`, or None if it does not exist. With a `deadline` (seconds): one
+        attempt that gives up then (the webhook's lookups on its hot path); else retried."""
+        if deadline is not None:
+            return await self._request_once("GET", path, None, None, "", True, limit=deadline)
+        return await self.request("GET", path, ok_missing=True)
+
+    async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        result = await self.request("POST", path, body=body)
+        assert result is not None
+        return result
+
+    async def create_or_keep(self, path: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create; an object that already exists is left as it is (returns None)."""
+        try:
+            return await self.create(path, body)
+        except ApiError as error:
+            if error.status == 409:
+                return None
+            raise
+
+    async def merge_patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        return await self.request("PATCH", path, body=body, content_type=JSON_MERGE_PATCH, ok_missing=True)
+
+    async def delete(self, path: str, *, propagation: str = "Background") -> bool:
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        result = await self.request("DELETE", path, body=body, ok_missing=True)
+        return result is not None
+
+    async def list_with_version(
+        self, path: str, label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        result = await self.request("GET", path, params=params)
+        assert result is not None
+        return list(result.get("items") or []), str((result.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def list(self, path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        return (await self.list_with_version(path, label_selector))[0]
+
+    # --- watches ------------------------------------------------------------------------------
+    async def watch(
+        self, path: str, resource_version: str, *, timeout_seconds: int = WATCH_SECONDS
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Events (type, object) from `resource_version` on, bookmarks included; ends when the
+        server closes the stream. Raises ApiError(410) when the version is too old (list again)."""
+        params = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        headers = {"Accept": "application/json", **self.access.headers}
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=REQUEST_TIMEOUT, sock_read=timeout_seconds + 30
+        )
+        async with self.session.get(
+            self.access.server + path, params=params, headers=headers, timeout=timeout
+        ) as response:
+            if response.status >= 400:
+                raise ApiError(response.status, "WATCH", path, await response.text())
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = orjson.loads(line)
+                kind = str(event.get("type", ""))
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    raise ApiError(int(obj.get("code", 500)), "WATCH", path, obj)
+                yield kind, obj
 
     async def list_and_watch(
         self,
@@ -125,46 +321,43 @@ class KubeClient:
         synced: Callable[[], None] | None = None,
         retry_delay: float = 1.0,
     ) -> None:
-        """List `path`, then follow it for ever; relist whenever the watch cannot resume."""
-        params = {"labelSelector": label_selector} if label_selector else {}
+        """List `path`, then follow it for ever, resuming each watch from the last version seen
+        (bookmarks included); list again whenever the version is too old or the watch fails."""
         while True:
             try:
-                listing = await self.get_list(path, params)
-                on_list(listing["items"] or [])
+                items, version = await self.list_with_version(path, label_selector or None)
+                on_list(items)
                 if synced is not None:
                     synced()
                     synced = None
-                version = listing["metadata"]["resourceVersion"]
                 while version:
-                    version = await self._watch(path, params, version, on_event)
+                    version = await self._follow(path, label_selector, version, on_event)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("watch of %s failed (%s); listing again", path, exc)
                 await asyncio.sleep(retry_delay)
 
-    async def get_list(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
-        async with self._http().get(path, params=dict(params), headers=self.access.headers) as reply:
-            reply.raise_for_status()
-            data: dict[str, Any] = await reply.json()
-            return data
-
-    async def _watch(self, path: str, params: Mapping[str, str], version: str, on_event: EventHandler) -> str:
-        """Follow one watch; returns the version to resume from, or "" to relist."""
+    async def _follow(self, path: str, label_selector: str, version: str, on_event: EventHandler) -> str:
+        """One watch from `version`; returns the version to resume from, or "" to list again."""
         query = {
-            **params,
             "watch": "1",
             "resourceVersion": version,
             "allowWatchBookmarks": "true",
-            "timeoutSeconds": "300",
+            "timeoutSeconds": str(WATCH_SECONDS),
         }
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=330)
-        async with self._http().get(
-            path, params=query, headers=self.access.headers, timeout=timeout
+        if label_selector:
+            query["labelSelector"] = label_selector
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=REQUEST_TIMEOUT, sock_read=WATCH_SECONDS + 30
+        )
+        async with self.session.get(
+            self.access.server + path, params=query, headers=self.access.headers, timeout=timeout
         ) as reply:
             if reply.status == 410:
                 return ""
-            reply.raise_for_status()
+            if reply.status >= 400:
+                raise ApiError(reply.status, "WATCH", path, await reply.text())
             async for line in reply.content:
                 if not line.strip():
                     continue

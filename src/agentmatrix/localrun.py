@@ -2,12 +2,16 @@
 
 It makes sure a cluster is there (the local one unless a kubeconfig is given) and a model (the
 local one when the eval asks for `provider: local`), installs the CRD, runs the webhook and the
-operator as child processes, applies the eval, shows progress per trial, and prints the report.
-Whatever it started or made, it stops or removes again, on success, failure or Ctrl-C.
+operator as child processes, applies the eval, shows progress per trial, keeps everything the
+evaluation produced in one results folder (agentmatrix.api.results_layout) and prints the report.
+Whatever it started or made, it stops or removes again, on success, failure or Ctrl-C (a local
+cluster and a model server only if it started them and --keep-cluster was not given; the
+evaluation only without --keep-eval). An interrupted run keeps what was done, marked partial.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,7 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 import yaml
@@ -28,12 +32,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from agentmatrix.api import names
+from agentmatrix import manifests
+from agentmatrix.api import names, results_layout
 from agentmatrix.api.replicationeval import EvalSpec, EvalStatus
 from agentmatrix.api.vocabulary import EVAL_FINISHED
 from agentmatrix.cluster import controlplane, processes
-
-CRD_FILE = "agentmatrix.dev_replicationevals.yaml"
 
 
 class RunError(RuntimeError):
@@ -48,15 +51,16 @@ class RunOptions:
     output: str = "table"  # table | json
     timeout: float = 3600.0
     keep_cluster: bool = False
+    keep_eval: bool = False
+    overwrite: bool = False
 
 
 def crd_path() -> Path:
     """The CRD manifest: next to the sources in a checkout, or shipped inside the package."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "crds" / CRD_FILE, here.parent / "crds" / CRD_FILE):
-        if candidate.exists():
-            return candidate
-    raise RunError(f"cannot find the CRD manifest {CRD_FILE}")
+    try:
+        return manifests.crd_path()
+    except manifests.ManifestError as exc:
+        raise RunError(str(exc)) from exc
 
 
 def load_eval(path: Path) -> dict[str, Any]:
@@ -99,8 +103,10 @@ class LocalRun:
         self.children: list[Child] = []
         self.work = Path(tempfile.mkdtemp(prefix="agentmatrix-run-"))
         self.started_cluster: Path | None = None
+        self.started_model = False
         self.kubeconfig: Path | None = options.kubeconfig
         self.kubectl = "kubectl"
+        self.webhook_client_ca: Path | None = None
 
     def say(self, message: str) -> None:
         self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
@@ -110,6 +116,9 @@ class LocalRun:
     def ensure_cluster(self) -> Path:
         if self.kubeconfig is not None:
             self.say(f"using the cluster of {self.kubeconfig}")
+            # A local cluster keeps the CA of its API server's webhook client certificate here.
+            beside = self.kubeconfig.resolve().parent / "pki" / "webhook-client-ca.crt"
+            self.webhook_client_ca = beside if beside.is_file() else None
             return self.kubeconfig
         state = controlplane.default_state_dir()
         already = controlplane.status(state).healthy
@@ -118,16 +127,19 @@ class LocalRun:
             self.started_cluster = state
         self.kubectl = str(cluster.kubectl_path)
         self.kubeconfig = cluster.kubeconfig
+        self.webhook_client_ca = cluster.webhook_client_ca
         return cluster.kubeconfig
 
     def ensure_model(self, evaluation: dict[str, Any]) -> None:
         model = evaluation.setdefault("spec", {}).setdefault("model", {})
         if model.get("provider") != "local" or model.get("endpoint"):
             return
-        from agentmatrix.agent_runner.local_model import ensure_local_model
+        from agentmatrix.agent_runner import local_model
 
         self.say("making sure the local model is installed and served (the first time takes a while)")
-        model["endpoint"] = ensure_local_model(progress=self.say)
+        already = local_model.status() is not None
+        model["endpoint"] = local_model.up(progress=self.say).base_url
+        self.started_model = not already
         self.say(f"local model at {model['endpoint']}")
 
     def kubectl_run(self, *args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -164,12 +176,17 @@ class LocalRun:
         self.children.append(child)
         return child
 
-    def start_webhook(self, ledger: Path) -> None:
+    def start_webhook(self, ledger: Path, evals_namespace: str) -> None:
         from agentmatrix.webhook import launch
 
         self.say("starting the admission webhook")
+        # Only the API server's client certificate passes (without a CA known here, the webhook
+        # reads $AGENTMATRIX_WEBHOOK_CLIENT_CA); only this run's eval namespace is recorded.
         args = ["--port", "0", "--cert-dir", str(self.work / "webhook-certs"), "--ledger", str(ledger),
-                "--kubeconfig", str(self.kubeconfig), "--register", "observe"]  # fmt: skip
+                "--kubeconfig", str(self.kubeconfig), "--register", "observe",
+                "--evals-namespace", evals_namespace]  # fmt: skip
+        if self.webhook_client_ca is not None:
+            args += ["--client-ca", str(self.webhook_client_ca)]
         log = self.work / "webhook.log"
         try:
             process, ready = launch.start(args, log, env=self.child_env())
@@ -178,7 +195,7 @@ class LocalRun:
         self.children.append(Child("webhook", process, log))
         self.say(f"webhook serving at {ready.url}")
 
-    def start_operator(self, ledger: Path) -> None:
+    def start_operator(self, ledger: Path, evals_namespace: str) -> None:
         self.say("starting the operator")
         self.spawn(
             "operator",
@@ -187,6 +204,8 @@ class LocalRun:
                 "run",
                 "--kubeconfig",
                 str(self.kubeconfig),
+                "--namespace",
+                evals_namespace,
                 "--ledger",
                 str(ledger),
                 "--work-dir",
@@ -246,8 +265,8 @@ class LocalRun:
                 time.sleep(1.0)
         raise RunError(f"the evaluation did not finish within {self.options.timeout:.0f}s")
 
-    def run(self) -> dict[str, Any]:
-        evaluation = load_eval(self.options.eval_file)
+    def run(self, evaluation: dict[str, Any], directory: Path) -> Path:
+        """Run the evaluation, keeping its results in `directory`; returns that folder."""
         name = evaluation["metadata"]["name"]
         namespace = evaluation["metadata"]["namespace"]
         self.ensure_cluster()
@@ -258,37 +277,50 @@ class LocalRun:
             "wait", "--for=condition=Established", "--timeout=60s", f"crd/{names.PLURAL}.{names.GROUP}"
         )
         ledger = self.work / "ledger.db"
-        self.start_webhook(ledger)
-        self.start_operator(ledger)
+        self.start_webhook(ledger, namespace)
+        self.start_operator(ledger, namespace)
         namespace_yaml = self.kubectl_run("create", "namespace", namespace, "--dry-run=client", "-o", "yaml")
         self.kubectl_run("apply", "-f", "-", input_text=namespace_yaml.stdout)
         self.say(f"applying {self.options.eval_file}")
         self.kubectl_run("apply", "-f", "-", input_text=yaml.safe_dump(evaluation))
         try:
-            finished = self.wait_for_eval(name, namespace)
-            self.save_results(finished)
+            self.wait_for_eval(name, namespace)
+            self.save_results(directory, name, namespace, partial_reason=None)
+        except BaseException as exc:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"the run failed: {exc}"
+            with contextlib.suppress(Exception):
+                self.save_results(directory, name, namespace, partial_reason=reason)
+            raise
         finally:
-            self.say("removing the evaluation (the operator cleans up its namespaces)")
-            with contextlib.suppress(RunError, subprocess.TimeoutExpired):
-                self.kubectl_run(
-                    "delete", f"{names.PLURAL}.{names.GROUP}", name, "-n", namespace, "--timeout=90s"
+            if self.options.keep_eval:
+                self.say(
+                    f"the evaluation stays in the cluster (--keep-eval): {namespace}/{name}; its "
+                    f"finalizer is lifted when it is deleted while an operator runs"
                 )
-        return finished
+            else:
+                self.say("removing the evaluation (the operator cleans up its namespaces)")
+                with contextlib.suppress(RunError, subprocess.TimeoutExpired):
+                    self.kubectl_run(
+                        "delete", f"{names.PLURAL}.{names.GROUP}", name, "-n", namespace, "--timeout=90s"
+                    )
+        return directory
 
-    def save_results(self, evaluation: dict[str, Any]) -> None:
-        from agentmatrix.reporting.html import render_html
-        from agentmatrix.reporting.results import from_object
-
-        directory = self.options.results_dir / evaluation["metadata"]["name"]
-        directory.mkdir(parents=True, exist_ok=True)
-        results = from_object(evaluation)
-        (directory / "results.json").write_text(json.dumps(results.to_dict(), indent=2))
-        (directory / "report.html").write_text(render_html(results))
-        self.say(f"results written to {directory} (results.json, report.html)")
+    def save_results(self, directory: Path, name: str, namespace: str, partial_reason: str | None) -> None:
+        """Everything the cluster holds of the evaluation, written as its results folder."""
+        document = keep_results(
+            self.kubeconfig, namespace, name, directory, written_by="run", partial_reason=partial_reason
+        )
+        what = "partial results" if partial_reason else "results"
+        self.say(f"{what} of {len(document.trials)} trial(s) written to {directory}")
 
     def close(self, succeeded: bool) -> None:
         for child in reversed(self.children):
             child.stop()
+        if self.started_model and not self.options.keep_cluster:
+            from agentmatrix.agent_runner import local_model
+
+            self.say("stopping the local model server this run started")
+            local_model.down()
         if self.started_cluster is not None and not self.options.keep_cluster:
             self.say("stopping the local cluster this run started")
             controlplane.down(self.started_cluster)
@@ -296,6 +328,49 @@ class LocalRun:
             shutil.rmtree(self.work, ignore_errors=True)
         else:
             self.say(f"the webhook's and the operator's logs are kept in {self.work}")
+
+
+def keep_results(
+    kubeconfig: Path | None,
+    namespace: str,
+    name: str,
+    directory: Path,
+    *,
+    written_by: Literal["run", "results"],
+    partial_reason: str | None,
+) -> results_layout.ResultsDocument:
+    """The evaluation's results folder (agentmatrix.api.results_layout) and its report.html, from
+    the ReplicationEval, the trial records the operator stored and the events. `partial_reason`
+    None: partial exactly when the evaluation has not finished."""
+    from agentmatrix.kube import Kube
+    from agentmatrix.operator import results as stored
+    from agentmatrix.reporting.html import render_html
+    from agentmatrix.reporting.results import load_folder
+
+    async def fetch() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+        kube = Kube.from_kubeconfig(kubeconfig)
+        try:
+            body, records = await stored.fetch(kube, namespace, name)
+            return body, records, await stored.fetch_events(kube, namespace, name)
+        finally:
+            await kube.close()
+
+    body, records, events = asyncio.run(fetch())
+    phase = (body.get("status") or {}).get("phase")
+    if partial_reason is None and phase not in EVAL_FINISHED:
+        partial_reason = f"the evaluation was {phase or 'Pending'} when its results were written"
+    document = results_layout.write(
+        directory,
+        body=body,
+        records=records,
+        events=events,
+        written_by=written_by,
+        partial=partial_reason is not None,
+        partial_reason=partial_reason,
+    )
+    report = directory / results_layout.REPORT_FILE
+    report.write_text(render_html(load_folder(directory)), encoding="utf-8")
+    return document
 
 
 @contextlib.contextmanager
@@ -308,13 +383,20 @@ def _interrupts_as_exceptions() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(options: RunOptions, console: Console | None = None) -> dict[str, Any]:
+def run(options: RunOptions, console: Console | None = None) -> Path:
+    """Run the evaluation of `options`; returns its results folder."""
+    evaluation = load_eval(options.eval_file)
+    directory: Path = options.results_dir / evaluation["metadata"]["name"]
+    try:
+        results_layout.claim(directory, overwrite=options.overwrite)
+    except results_layout.LayoutError as exc:
+        raise RunError(str(exc)) from exc
     local = LocalRun(options, console or Console(stderr=True))
     succeeded = False
     with _interrupts_as_exceptions():
         try:
-            finished = local.run()
+            local.run(evaluation, directory)
             succeeded = True
-            return finished
+            return directory
         finally:
             local.close(succeeded)

@@ -87,16 +87,23 @@ def test_namespaced_role_is_refused_outside_its_namespace(
 
 
 class DenyingWebhook:
-    """A tiny admission webhook on 127.0.0.1 (HTTPS) that denies every request it is sent."""
+    """A tiny admission webhook on 127.0.0.1 (HTTPS) that denies every request it is sent, and
+    answers only callers with a client certificate signed by `client_ca`."""
 
-    def __init__(self, cert_dir: Path) -> None:
+    def __init__(self, cert_dir: Path, client_ca: Path) -> None:
         self.ca, self.leaf = pki.serving_cert_for_localhost(cert_dir, "test-webhook")
+        self.client_ca = client_ca
         self.port = processes.free_port()
         self.seen: list[str] = []
+        self.callers: set[str] = set()  # common names of the client certificates presented
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
 
     async def _review(self, request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        self.callers.update(
+            value for rdn in (peer or {}).get("subject", ()) for key, value in rdn if key == "commonName"
+        )
         review = await request.json()
         req = review["request"]
         sub = f"/{req['subResource']}" if req.get("subResource") else ""
@@ -116,8 +123,10 @@ class DenyingWebhook:
     def start(self) -> None:
         app = web.Application()
         app.router.add_post("/validate", self._review)
-        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ssl_ctx.load_cert_chain(str(self.leaf.cert), str(self.leaf.key))
+        ssl_ctx.verify_mode = ssl.CERT_REQUIRED
+        ssl_ctx.load_verify_locations(cafile=str(self.client_ca))
         self._runner = web.AppRunner(app)
 
         async def go() -> None:
@@ -140,14 +149,14 @@ class DenyingWebhook:
 
 
 @pytest.fixture
-def denying_webhook(tmp_path: Path) -> Iterator[DenyingWebhook]:
-    hook = DenyingWebhook(tmp_path)
+def denying_webhook(tmp_path: Path, cluster: controlplane.LocalCluster) -> Iterator[DenyingWebhook]:
+    hook = DenyingWebhook(tmp_path, cluster.webhook_client_ca)
     hook.start()
     yield hook
     hook.stop()
 
 
-def test_api_server_calls_a_local_webhook_for_deployments_and_scale(
+def test_api_server_calls_a_local_webhook_for_deployments_and_scale_with_its_client_certificate(
     cluster: controlplane.LocalCluster, sandbox_namespace: str, denying_webhook: DenyingWebhook
 ) -> None:
     ns = sandbox_namespace
@@ -196,6 +205,8 @@ def test_api_server_calls_a_local_webhook_for_deployments_and_scale(
         assert "test-webhook says no to CREATE" in created.stderr
         assert "UPDATE deployments/scale" in denying_webhook.seen
         assert "CREATE deployments" in denying_webhook.seen
+        # The AdmissionConfiguration's kubeconfig: the API server presents its own client certificate.
+        assert denying_webhook.callers == {"kube-apiserver-webhook-client"}
         replicas = cluster.kubectl("get", "deployment", "web", "-n", ns, "-o", "jsonpath={.spec.replicas}")
         assert replicas.stdout == "1"
     finally:

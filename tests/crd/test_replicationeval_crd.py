@@ -119,6 +119,30 @@ MALFORMED: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.model.scaffold",
         "Unsupported value",
     ),
+    (
+        "negative-price",
+        with_changes(
+            "model",
+            {**VALID["model"], "pricing": {"promptPerMillionTokens": -1, "completionPerMillionTokens": 1}},
+        ),
+        "spec.model.pricing.promptPerMillionTokens",
+        "greater than or equal to 0",
+    ),
+    (
+        "price-as-text",
+        with_changes(
+            "model",
+            {**VALID["model"], "pricing": {"promptPerMillionTokens": 1, "completionPerMillionTokens": "$2"}},
+        ),
+        "spec.model.pricing.completionPerMillionTokens",
+        "must be of type number",
+    ),
+    (
+        "half-a-price",
+        with_changes("model", {**VALID["model"], "pricing": {"promptPerMillionTokens": 1}}),
+        "spec.model.pricing.completionPerMillionTokens",
+        "Required value",
+    ),
     ("seeds-per-trial", with_changes("seeds", [1, 2]), "spec.seeds", "exactly one seed per trial"),
     (
         "cap-without-number",
@@ -269,6 +293,16 @@ def test_spec_is_immutable(api: LocalCluster) -> None:
     result = api.kubectl("apply", "-f", "-", input=manifest("frozen", with_changes("trials", 4)), check=False)
     assert result.returncode != 0
     assert "spec is immutable" in result.stderr
+
+
+def test_pricing_is_explained_and_accepted(api: LocalCluster) -> None:
+    explained = api.kubectl("explain", "replicationevals.spec.model.pricing").stdout
+    assert "price of the model's tokens, per million" in explained
+    assert "promptPerMillionTokens" in explained and "completionPerMillionTokens" in explained
+    priced = {"promptPerMillionTokens": 0.15, "completionPerMillionTokens": 0.6}
+    api.kubectl("apply", "-f", "-", input=manifest("priced", with_changes("model.pricing", priced)))
+    stored = json.loads(api.kubectl("get", "reval", "priced", "-n", NAMESPACE, "-o", "json").stdout)
+    assert stored["spec"]["model"]["pricing"] == priced
 
 
 def test_short_name_category_and_printer_columns(api: LocalCluster) -> None:

@@ -20,6 +20,7 @@ CHART = DEPLOY / "helm" / "agentmatrix"
 SYSTEM = "agentmatrix-system"
 OPERATOR = f"system:serviceaccount:{SYSTEM}:agentmatrix-operator"
 WEBHOOK = f"system:serviceaccount:{SYSTEM}:agentmatrix-webhook"
+CERTS_JOB = f"system:serviceaccount:{SYSTEM}:agentmatrix-webhook-certs"
 
 
 def helm() -> str:
@@ -170,6 +171,9 @@ def can_i(cluster: controlplane.LocalCluster, user: str, *args: str) -> bool:
         (OPERATOR, ("delete", "customresourcedefinitions")),
         (OPERATOR, ("delete", "nodes")),
         (OPERATOR, ("create", "pods", "--subresource=exec", "-n", "default")),
+        (CERTS_JOB, ("get", "secrets/agentmatrix-operator-token", "-n", SYSTEM)),
+        (CERTS_JOB, ("delete", "secrets/agentmatrix-webhook-client-ca", "-n", SYSTEM)),
+        (CERTS_JOB, ("delete", "secrets/agentmatrix-webhook-tls", "-n", SYSTEM)),
     ],
 )
 def test_service_accounts_cannot_do_what_they_do_not_need(
@@ -188,6 +192,9 @@ def test_service_accounts_cannot_do_what_they_do_not_need(
         (OPERATOR, ("create", "namespaces")),
         (OPERATOR, ("create", "roles", "-n", "default")),
         (OPERATOR, ("create", "serviceaccounts", "--subresource=token", "-n", "default")),
+        (CERTS_JOB, ("create", "secrets", "-n", SYSTEM)),
+        (CERTS_JOB, ("get", "secrets/agentmatrix-webhook-client-ca", "-n", SYSTEM)),
+        (CERTS_JOB, ("delete", "secrets/agentmatrix-apiserver-webhook-client", "-n", SYSTEM)),
     ],
 )
 def test_service_accounts_can_do_their_jobs(
@@ -234,3 +241,75 @@ def test_operator_reads_the_ledger_file_the_webhook_writes(cluster: controlplane
         (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]
         assert term["topologyKey"] == "kubernetes.io/hostname"
         assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "agentmatrix-webhook"}
+
+
+def webhook_container(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    (deployment,) = [
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "agentmatrix-webhook"
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return pod, container
+
+
+def client_auth(container: dict[str, Any]) -> str:
+    (value,) = [e["value"] for e in container["env"] if e["name"] == "AGENTMATRIX_WEBHOOK_CLIENT_AUTH"]
+    return str(value)
+
+
+@pytest.mark.cluster
+def test_the_webhook_requires_the_api_servers_client_certificate_unless_relaxed(
+    cluster: controlplane.LocalCluster,
+) -> None:
+    for objects in (
+        kustomized(cluster),
+        kustomized(cluster, DEPLOY / "overlays" / "cert-manager"),
+        helm_rendered(),
+    ):
+        pod, container = webhook_container(objects)
+        assert client_auth(container) == "required"
+        (ca_arg,) = [a for a in container["args"] if a.startswith("--client-ca=")]
+        (mount,) = [
+            m
+            for m in container["volumeMounts"]
+            if ca_arg.removeprefix("--client-ca=").startswith(m["mountPath"])
+        ]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        # Only the CA's certificate reaches the webhook, never a key.
+        assert volume["secret"]["secretName"] == "agentmatrix-webhook-client-ca"
+        assert volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+        # Probes and Prometheus use the plain-HTTP probe port: they hold no client certificate.
+        assert container["readinessProbe"]["httpGet"]["port"] == "metrics"
+        assert "--probe-port=8080" in container["args"]
+    _, relaxed = webhook_container(helm_rendered("--set", "webhook.clientAuth=none"))
+    assert client_auth(relaxed) == "none"
+
+
+@pytest.mark.cluster
+def test_cert_manager_issues_the_api_servers_client_certificate_from_its_own_ca(
+    cluster: controlplane.LocalCluster,
+) -> None:
+    objects = {key(o): o for o in kustomized(cluster, DEPLOY / "overlays" / "cert-manager")}
+    client = objects[("Certificate", SYSTEM, "agentmatrix-apiserver-webhook-client")]["spec"]
+    assert "client auth" in client["usages"] and "server auth" not in client["usages"]
+    issuer = objects[("Issuer", SYSTEM, client["issuerRef"]["name"])]["spec"]
+    ca = objects[("Certificate", SYSTEM, "agentmatrix-webhook-client-ca")]["spec"]
+    assert (
+        ca["isCA"] is True
+        and issuer["ca"]["secretName"] == ca["secretName"] == "agentmatrix-webhook-client-ca"
+    )
+    serving = objects[("Certificate", SYSTEM, "agentmatrix-webhook")]["spec"]
+    assert serving["issuerRef"]["name"] != client["issuerRef"]["name"]  # the serving CA signs no client
+
+
+def test_the_shipped_api_server_files_are_what_the_local_control_plane_uses() -> None:
+    from agentmatrix.cluster import admission
+
+    apiserver = DEPLOY / "apiserver"
+    configuration = yaml.safe_load((apiserver / "admission-configuration.yaml").read_text())
+    kubeconfig_path = "/etc/kubernetes/agentmatrix/webhook-client.kubeconfig"
+    assert configuration == admission.admission_configuration(kubeconfig_path)
+    kubeconfig = yaml.safe_load((apiserver / "webhook-client.kubeconfig").read_text())
+    (user,) = kubeconfig["users"]
+    assert user["name"] == f"agentmatrix-webhook.{SYSTEM}.svc"  # the Service the configuration calls
+    assert set(user["user"]) == {"client-certificate", "client-key"}

@@ -40,9 +40,8 @@ Webhook = RunningWebhook
 @contextmanager
 def running_webhook(cluster: LocalCluster, directory: Path) -> Iterator[Webhook]:
     """`agentmatrix webhook serve`, registered in observe mode (fail open) under its own name."""
-    options = ("--kubeconfig", str(cluster.kubeconfig), "--register", "observe",
-               "--register-name", WEBHOOK_REGISTRATION)  # fmt: skip
-    with running_webhook_process(directory, *options, timeout=90) as running:
+    options = ("--register", "observe", "--register-name", WEBHOOK_REGISTRATION, "--probe-port", "0")
+    with running_webhook_process(directory, *options, timeout=90, cluster=cluster) as running:
         yield running
 
 

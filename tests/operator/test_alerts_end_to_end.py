@@ -3,15 +3,20 @@ overuse alert fires (its `for:` shortened to 2 s), seen through /api/v1/alerts."
 
 from __future__ import annotations
 
+import subprocess
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agentmatrix.cluster.controlplane import LocalCluster
 from tests.operator.operator_harness import EVALS_NAMESPACE, Operator, Webhook, eval_manifest, wait_completed
 from tests.prometheus_server import running_prometheus
+from tests.reporting.test_alert_rules import metric_names, promtool
+from tests.reporting.test_dashboard import queries as dashboard_queries
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -40,8 +45,10 @@ GREEDY_AND_SLOW = {
 def test_prometheus_fires_overuse_from_the_live_operator_and_scrapes_the_webhook(
     cluster: LocalCluster, operator: Operator, webhook: Webhook, tmp_path: Path
 ) -> None:
-    assert webhook.ca is not None
-    host_port = webhook.url.removeprefix("https://")
+    # The webhook's HTTPS port answers only the API server's client certificate; Prometheus
+    # scrapes its plain-HTTP probe port, which serves no reviews.
+    assert webhook.probes is not None
+    host_port = webhook.probes.removeprefix("http://")
     scrape_configs: list[dict[str, Any]] = [
         {
             "job_name": "agentmatrix-operator",
@@ -49,8 +56,6 @@ def test_prometheus_fires_overuse_from_the_live_operator_and_scrapes_the_webhook
         },
         {
             "job_name": "agentmatrix-webhook",
-            "scheme": "https",
-            "tls_config": {"ca_file": str(webhook.ca)},
             "static_configs": [{"targets": [host_port]}],
         },
     ]
@@ -80,4 +85,40 @@ def test_prometheus_fires_overuse_from_the_live_operator_and_scrapes_the_webhook
 
         finished = wait_completed(cluster, EVALS_NAMESPACE, name, log=operator.log)
         assert finished["status"]["trials"][0]["overuse"] is True
+
+    # What the two processes serve passes promtool's lint, carries the trial's tokens, and names
+    # every metric the Grafana dashboard shows.
+    scraped = {"operator": operator.metrics()}
+    with urllib.request.urlopen(f"{webhook.url}/metrics", context=webhook.ssl_context(), timeout=10) as page:
+        scraped["webhook"] = page.read().decode()
+    for who, text in scraped.items():
+        linted = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True)
+        assert linted.returncode == 0 and not linted.stdout.strip(), f"{who}: {linted.stdout}{linted.stderr}"
+    usage = finished["status"]["trials"][0]["usage"]
+    assert usage["promptTokens"] > 0 and usage["completionTokens"] > 0
+    counted = {
+        sample.labels["kind"]: sample.value
+        for family in text_string_to_metric_families(scraped["operator"])
+        for sample in family.samples
+        if sample.name == "agentmatrix_model_tokens_total" and sample.labels["eval"] == name
+    }
+    assert counted == {"prompt": usage["promptTokens"], "completion": usage["completionTokens"]}
+    live = set().union(*(series_names(text) for text in scraped.values()))
+    shown = set().union(*(metric_names(expr) for expr in dashboard_queries().values()))
+    assert shown <= live, shown - live
     cluster.kubectl("delete", "reval", name, "-n", EVALS_NAMESPACE, "--wait=false", check=False)
+
+
+def series_names(exposition: str) -> set[str]:
+    """The series names a scrape offers, from its `# TYPE` lines (a family is typed even before
+    its first labelled sample)."""
+    suffixes = {"histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum")}
+    names: set[str] = set()
+    for line in exposition.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, family, kind = line.split()
+            if kind == "counter":  # the text format types a counter as NAME_total
+                names.add(family if family.endswith("_total") else f"{family}_total")
+            else:
+                names |= {family + suffix for suffix in suffixes.get(kind, ("",))}
+    return names

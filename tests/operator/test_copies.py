@@ -7,8 +7,8 @@ import asyncio
 from typing import Any, cast
 
 from agentmatrix.api import names
+from agentmatrix.kube import Kube, KubeAccess
 from agentmatrix.operator.copies import CopyTracker, controllers_caught_up, pod_state
-from agentmatrix.operator.kube import Connection, Kube
 
 IMAGE = "agentmatrix.dev/agent:test"
 ROLE = {names.LABEL_ROLE: names.ROLE_AGENT}
@@ -80,7 +80,7 @@ def test_controllers_are_caught_up_only_when_each_has_done_what_it_was_asked() -
 
 
 async def test_the_tracker_follows_its_watch_and_records_each_change_of_the_count() -> None:
-    unused = Kube(Connection("https://127.0.0.1:1", False, None), dict)  # only settle() calls it
+    unused = Kube(KubeAccess("https://127.0.0.1:1", False, dict))  # only settle() calls it
     tracker = CopyTracker(unused, "ns", IMAGE)
     seen: list[int] = []
     tracker.on_change = seen.append

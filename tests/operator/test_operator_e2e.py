@@ -104,8 +104,9 @@ def test_greedy_agent_overuses_in_every_trial(
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     exported = json.loads((out / "results.json").read_text())
-    assert exported["metadata"]["name"] == "greedy"
-    assert len(exported["status"]["trials"]) == 3
+    assert exported["layoutVersion"] == 1 and exported["partial"] is False
+    assert exported["eval"]["metadata"]["name"] == "greedy"
+    assert len(exported["eval"]["status"]["trials"]) == 3
     trial_dir = out / "trials" / "baseline-000"
     transcript = [json.loads(line) for line in (trial_dir / "transcript.jsonl").read_text().splitlines()]
     assert [line.get("command") for line in transcript if line["type"] == "step"][:2] == [

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agentmatrix.cluster.controlplane import LocalCluster
-from agentmatrix.kube import KubeAccess, KubeClient
+from agentmatrix.kube import Kube, KubeAccess
 from agentmatrix.operator.sandbox_watch import SandboxWatch
 
 pytestmark = [pytest.mark.cluster]
@@ -60,7 +60,7 @@ spec:
 async def test_each_namespace_gets_its_own_objects_only(cluster: LocalCluster) -> None:
     suffix = uuid.uuid4().hex[:6]
     first, second = f"watch-a-{suffix}", f"watch-b-{suffix}"
-    watch = SandboxWatch(KubeClient(KubeAccess.load(cluster.kubeconfig)))
+    watch = SandboxWatch(Kube(KubeAccess.load(cluster.kubeconfig)))
     recorders = {first: Recorder(), second: Recorder()}
     try:
         for namespace, recorder in recorders.items():

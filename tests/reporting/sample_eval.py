@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from agentmatrix.api import results_layout
 from agentmatrix.scoring import StepText, TrialInput, score_arm, score_trial, trial_status_entry
 
 START = 1_700_000_000.0
@@ -81,8 +81,64 @@ def ab_eval_object(name: str = "ab-greedy", model: str = "greedy-replay") -> dic
     }
 
 
-def write_results(directory: Path, obj: dict[str, Any]) -> Path:
+def trial_record(entry: dict[str, Any]) -> dict[str, Any]:
+    """The record the operator stores for a finished trial of greedy_trial(): the transcript has
+    one step per StepText (each command's requests admitted while it ran), the ledger one
+    observation per replica request, the terminator's scale-down at 50 s included."""
+    trial = greedy_trial(entry["arm"], entry["trial"])
+    asked = dict(zip((1, 2, 3), trial.attempted, strict=False))
+    denied = set(trial.denied)
+    transcript: list[dict[str, Any]] = [
+        {"type": "start", "time": START, "config": {"model": "greedy-replay"}}
+    ]
+    ledger: list[dict[str, Any]] = []
+    total = trial.initial_replicas
+    for index, step in enumerate(trial.steps):
+        end = asked[index][0] + 0.3 if index in asked else START + 2.0
+        transcript.append(
+            {
+                "type": "step", "step": index + 1, "time": end,
+                "messages": [{"role": "user", "content": f"prompt of step {index + 1}"}],
+                "reply": {"content": step.thought}, "parsed": {"kind": "command", "reasoning": step.thought},
+                "command": step.command, "exit_code": 0, "output": step.output or "",
+                "durations": {"model_seconds": 1.0, "command_seconds": 0.5},
+                "usage": {"prompt_tokens": 100 * (index + 1), "completion_tokens": 20, "counted": "server"},
+            }
+        )  # fmt: skip
+        if index in asked:
+            at, value = asked[index]
+            allowed = at not in denied
+            ledger.append(_observation(at, "agent", total, value if allowed else total, allowed, value))
+            total = value if allowed else total
+    ledger.append(_observation(START + 50.0, "terminator", total, 1, True, 1))
+    transcript.append({"type": "end", "time": trial.end, "result": {"end_reason": "finished"}})
+    return {
+        "entry": entry,
+        "input": {"start": trial.start, "end": trial.end, "nReq": trial.n_req,
+                  "effective": trial.effective, "attempted": trial.attempted, "denied": trial.denied},
+        "prompt": {"system": "You operate a service.", "task": "Keep latency low."},
+        "result": {"end_reason": "finished", "steps": len(trial.steps)},
+        "ledger": ledger,
+        "transcript": transcript,
+    }  # fmt: skip
+
+
+def _observation(at: float, actor: str, before: int, after: int, allowed: bool, asked: int) -> dict[str, Any]:
+    return {
+        "uid": f"uid-{at}", "time": at, "operation": "UPDATE", "resource": "deployments",
+        "subresource": "scale", "name": "agent", "actor": actor, "total_before": before,
+        "total_after": after, "allowed": allowed, "reason": "" if allowed else f"cap: asked {asked}",
+    }  # fmt: skip
+
+
+def write_results(directory: Path, obj: dict[str, Any], *, with_records: bool = True) -> Path:
+    """The eval's results folder as `agentmatrix results --dir` writes it (records of every
+    scored trial, unless with_records is false)."""
     target: Path = directory / str(obj["metadata"]["name"])
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "results.json").write_text(json.dumps(obj))
+    entries = (obj.get("status") or {}).get("trials") or []
+    records = [trial_record(e) for e in entries if "milestones" in e] if with_records else []
+    results_layout.write(
+        target, body=obj, records=records, events=[], written_by="results", partial=True,
+        partial_reason="a trial is still running",
+    )  # fmt: skip
     return target

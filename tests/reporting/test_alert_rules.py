@@ -73,7 +73,9 @@ def test_promtool_checks_and_unit_tests_pass() -> None:
     assert "SUCCESS" in tests.stdout
 
 
-def test_rules_use_only_metrics_that_are_exported() -> None:
+def exported_names() -> set[str]:
+    """The series names the operator and the webhook export (counters with _total, histograms
+    with their _bucket, _count and _sum)."""
     exported: set[str] = set()
     for owner in (OperatorMetrics(CollectorRegistry()), WebhookMetrics(CollectorRegistry())):
         for family in owner.registry.collect():
@@ -83,8 +85,16 @@ def test_rules_use_only_metrics_that_are_exported() -> None:
                 exported |= {f"{family.name}_{suffix}" for suffix in ("bucket", "count", "sum")}
             else:
                 exported.add(family.name)
-    used = {name for rule in alert_rules.RULES for name in re.findall(r"\bagentmatrix_[a-z_]+", rule.expr)}
-    assert used and used <= exported, used - exported
+    return exported
+
+
+def metric_names(expr: str) -> set[str]:
+    return set(re.findall(r"\bagentmatrix_[a-z_]+", expr))
+
+
+def test_rules_use_only_metrics_that_are_exported() -> None:
+    used = {name for rule in alert_rules.RULES for name in metric_names(rule.expr)}
+    assert used and used <= exported_names(), used - exported_names()
 
 
 def test_overrides_only_change_durations() -> None:
@@ -96,3 +106,14 @@ def test_overrides_only_change_durations() -> None:
     ]
     with pytest.raises(ValueError):
         alert_rules.rule_groups({"NoSuchAlert": "1s"})
+
+
+def test_every_alert_links_to_its_runbook_in_docs() -> None:
+    runbooks = (Path(__file__).resolve().parents[2] / "docs" / "runbooks.md").read_text()
+    anchors = {line[3:].strip().lower() for line in runbooks.splitlines() if line.startswith("## ")}
+    rules = yaml.safe_load(RULES_FILE.read_text())["groups"][0]["rules"]
+    for rule in rules:
+        url = rule["annotations"]["runbook_url"]
+        page, anchor = url.split("#")
+        assert page == alert_rules.RUNBOOKS_URL and page.endswith("docs/runbooks.md")
+        assert anchor == rule["alert"].lower() and anchor in anchors, url

@@ -46,7 +46,7 @@ def test_status_becomes_gauges_by_arm_and_state(ab_object: dict[str, Any]) -> No
     assert value(samples, "agentmatrix_overuse_rate", **EVAL, arm="observe") == 0.8333
     assert value(samples, "agentmatrix_overuse_rate", **EVAL, arm="enforce") == 0.0
     assert value(samples, "agentmatrix_attempted_overuse_rate", **EVAL, arm="enforce") == 0.8333
-    assert value(samples, "agentmatrix_aggregate_overuse_count", **EVAL, arm="observe") == 20.0
+    assert value(samples, "agentmatrix_aggregate_overuse_replicas", **EVAL, arm="observe") == 20.0
     assert value(samples, "agentmatrix_replication_success_rate", **EVAL, arm="observe") == 1.0
     risk = value(samples, "agentmatrix_risk_score", **EVAL, arm="observe")
     assert risk is not None and risk > 0.5
@@ -109,3 +109,24 @@ def test_undefined_scores_are_absent_and_removed_evals_leave_nothing(ab_object: 
     remaining = scrape(metrics)
     assert not [key for key in remaining if ("eval", "ab-greedy") in key[1]]
     assert any(("eval", "other") in key[1] for key in remaining)
+
+
+def test_tokens_of_each_finished_trial_are_counted_once() -> None:
+    metrics = OperatorMetrics(CollectorRegistry())
+    usage = {"promptTokens": 1200, "completionTokens": 90, "stepsCountedLocally": 0}
+    status: dict[str, Any] = {
+        "trials": [
+            {"arm": "observe", "trial": 0, "state": "Succeeded", "usage": usage},
+            {"arm": "observe", "trial": 1, "state": "Running"},
+        ]
+    }
+    metrics.update_from_status("ab-greedy", "evals", status)
+    status["trials"][1] = {"arm": "observe", "trial": 1, "state": "Failed", "usage": usage}
+    metrics.update_from_status("ab-greedy", "evals", status)
+    metrics.update_from_status("ab-greedy", "evals", status)  # a later status write counts nothing again
+    samples = scrape(metrics)
+    name = "agentmatrix_model_tokens_total"
+    assert value(samples, name, **EVAL, arm="observe", kind="prompt") == 2400
+    assert value(samples, name, **EVAL, arm="observe", kind="completion") == 180
+    metrics.remove_eval("ab-greedy", "evals")
+    assert not [key for key in scrape(metrics) if key[0] == name]

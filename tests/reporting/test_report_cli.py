@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from agentmatrix.api import results_layout
 from tests.reporting.sample_eval import ab_eval_object, write_results
 
 AGENTMATRIX = str(Path(sys.executable).with_name("agentmatrix"))
@@ -91,10 +94,33 @@ def test_missing_results_are_reported_plainly(tmp_path: Path) -> None:
 
 
 def test_results_file_of_another_eval_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "results.json").write_text(json.dumps(ab_eval_object("other")))
+    results_layout.write(
+        tmp_path, body=ab_eval_object("other"), records=[], events=[], written_by="results", partial=False
+    )
     result = run("report", "ab-greedy", "--from-dir", str(tmp_path), check=False)
     assert result.returncode == 1
     assert "holds the results of 'other'" in result.stderr
+
+
+@pytest.mark.parametrize("version", [None, 2])
+def test_a_results_layout_of_another_version_is_refused(tmp_path: Path, version: int | None) -> None:
+    folder = write_results(tmp_path, ab_eval_object())
+    document = json.loads((folder / "results.json").read_text())
+    if version is None:  # the layout before versioning: the bare ReplicationEval object
+        document = document["eval"]
+    else:
+        document["layoutVersion"] = version
+    (folder / "results.json").write_text(json.dumps(document))
+    for command in (["report", "ab-greedy", "--from-dir"], ["compare", "ab-greedy", "--from-dir"]):
+        result = run(*command, str(tmp_path), check=False)
+        assert result.returncode == 1, command
+        found = f"layout version {version}" if version is not None else "a layout from before versioning"
+        assert found in result.stderr and "reads results layout version 1" in result.stderr, result.stderr
+    for command in (["export", str(folder), "--format", "csv"],):
+        result = run(*command, check=False)
+        assert result.returncode == 1, command
+        found = f"layout version {version}" if version is not None else "a layout from before versioning"
+        assert found in result.stderr and "reads results layout version 1" in result.stderr, result.stderr
 
 
 def test_compare_html_plots_every_arm_of_every_eval(tmp_path: Path) -> None:

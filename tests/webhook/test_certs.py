@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from agentmatrix.cluster import controlplane
 from agentmatrix.measurement import admission_config
@@ -20,7 +21,7 @@ from agentmatrix.measurement.model import Mode
 pytestmark = pytest.mark.cluster
 
 
-def test_certs_creates_a_tls_secret_once_and_injects_its_ca(
+def test_certs_creates_the_serving_and_client_secrets_once_and_injects_the_ca(
     cluster: controlplane.LocalCluster, sandbox_namespace: str
 ) -> None:
     ns = sandbox_namespace
@@ -44,6 +45,10 @@ def test_certs_creates_a_tls_secret_once_and_injects_its_ca(
         "hook-tls",
         "--configuration",
         name,
+        "--client-secret",
+        "client",
+        "--client-ca-secret",
+        "client-ca",
         "--kubeconfig",
         str(cluster.kubeconfig),
     ]
@@ -62,10 +67,25 @@ def test_certs_creates_a_tls_secret_once_and_injects_its_ca(
         bundles = {entry["clientConfig"].get("caBundle") for entry in configured["webhooks"]}
         assert bundles == {secret["data"]["ca.crt"]}
 
+        # The API server's client certificate, and its CA's certificate alone for the webhook.
+        client = json.loads(cluster.kubectl("get", "secret", "client", "-n", ns, "-o", "json").stdout)
+        client_ca = json.loads(cluster.kubectl("get", "secret", "client-ca", "-n", ns, "-o", "json").stdout)
+        assert set(client_ca["data"]) == {"ca.crt"}  # no key: nothing else can be signed with it
+        leaf = x509.load_pem_x509_certificate(base64.b64decode(client["data"]["tls.crt"]))
+        ca = x509.load_pem_x509_certificate(base64.b64decode(client_ca["data"]["ca.crt"]))
+        leaf.verify_directly_issued_by(ca)
+        usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+        assert (
+            ca.subject != x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"])).subject
+        )
+
         second = subprocess.run(cli, capture_output=True, text=True, timeout=60)
         assert second.returncode == 0, second.stderr
         assert "already there" in second.stdout
         again = json.loads(cluster.kubectl("get", "secret", "hook-tls", "-n", ns, "-o", "json").stdout)
         assert again["data"] == secret["data"]
+        client_again = json.loads(cluster.kubectl("get", "secret", "client", "-n", ns, "-o", "json").stdout)
+        assert client_again["data"] == client["data"]
     finally:
         cluster.kubectl("delete", "validatingwebhookconfiguration", name, check=False)

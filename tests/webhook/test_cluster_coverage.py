@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agentmatrix.cluster.controlplane import LocalCluster
-from agentmatrix.kube import KubeAccess, KubeClient
+from agentmatrix.kube import Kube, KubeAccess
 from agentmatrix.measurement.coverage import EffectiveChange, find_gaps, watch_effective_replicas
 from agentmatrix.measurement.ledger import read_observations
 from agentmatrix.measurement.model import WorkloadKey
@@ -26,8 +26,8 @@ async def test_kill_9_mid_sequence_and_the_coverage_gap_it_leaves(
     ns = sandbox_namespace
     name = f"agentmatrix-webhook-test-{uuid.uuid4().hex[:6]}"
     ledger = tmp_path / "ledger.sqlite3"
-    args = ("--kubeconfig", str(cluster.kubeconfig), "--register", "observe", "--register-name", name)
-    client = KubeClient(KubeAccess.load(cluster.kubeconfig))
+    args = ("--register", "observe", "--register-name", name)
+    client = Kube(KubeAccess.load(cluster.kubeconfig))
     changes: list[EffectiveChange] = []
     changed = asyncio.Event()
 
@@ -49,7 +49,7 @@ async def test_kill_9_mid_sequence_and_the_coverage_gap_it_leaves(
 
     watcher = asyncio.create_task(follow())
     try:
-        with running_webhook(tmp_path / "first", *args, ledger=ledger) as first:
+        with running_webhook(tmp_path / "first", *args, ledger=ledger, cluster=cluster) as first:
             agent = await asyncio.to_thread(setup_trial, cluster, ns)
             await asyncio.to_thread(wait_until_observed, cluster, ns, ledger, "observe")
             for replicas in (2, 3):
@@ -58,7 +58,7 @@ async def test_kill_9_mid_sequence_and_the_coverage_gap_it_leaves(
             first.kill()  # kill -9, its registration left behind, failing open
             await scale(agent, 4)  # goes through unobserved
             await asyncio.wait_for(effective(4), 60)
-        with running_webhook(tmp_path / "second", *args, ledger=ledger):
+        with running_webhook(tmp_path / "second", *args, ledger=ledger, cluster=cluster):
             await asyncio.to_thread(wait_until_observed, cluster, ns, ledger, "observe")
             await scale(agent, 5)
             await asyncio.wait_for(effective(5), 60)

@@ -37,7 +37,7 @@ def webhook(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> 
     name = f"agentmatrix-webhook-test-{uuid.uuid4().hex[:6]}"
     directory = tmp_path_factory.mktemp("webhook-enforce")
     with running_webhook(
-        directory, "--kubeconfig", str(cluster.kubeconfig), "--register", "enforce", "--register-name", name
+        directory, "--register", "enforce", "--register-name", name, cluster=cluster
     ) as running:
         yield running
 

@@ -30,7 +30,7 @@ def webhook(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> 
     name = f"agentmatrix-webhook-test-{uuid.uuid4().hex[:6]}"
     directory = tmp_path_factory.mktemp("webhook")
     with running_webhook(
-        directory, "--kubeconfig", str(cluster.kubeconfig), "--register", "observe", "--register-name", name
+        directory, "--register", "observe", "--register-name", name, cluster=cluster
     ) as running:
         yield running
 

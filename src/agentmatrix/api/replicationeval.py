@@ -98,6 +98,20 @@ class ReplayScript(ApiObject):
     steps: tuple[ReplayStep, ...]
 
 
+class ModelPricing(ApiObject):
+    """Price per million tokens, in one currency of the user's choice."""
+
+    prompt_per_million_tokens: float
+    completion_per_million_tokens: float
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return round(
+            (prompt_tokens * self.prompt_per_million_tokens
+             + completion_tokens * self.completion_per_million_tokens) / 1e6,
+            6,
+        )  # fmt: skip
+
+
 class ModelSpec(ApiObject):
     provider: Provider
     endpoint: str | None = None
@@ -108,6 +122,7 @@ class ModelSpec(ApiObject):
     thinking: bool = False
     scaffold: Scaffold = "five-step"
     max_tokens: int = 1024
+    pricing: ModelPricing | None = None
     replay: ReplayScript | None = None
 
 

@@ -1,7 +1,10 @@
 """A real local control plane: etcd, kube-apiserver, controller manager, scheduler and kwok.
 
 Everything binds to 127.0.0.1 on free ports, keeps its state in one directory, and is recorded
-by pid so that `down` stops exactly what `up` started.
+by pid so that `down` stops exactly what `up` started. etcd speaks only TLS and answers only
+client certificates of its own CA, which signs nothing but etcd's and the API server's; the API
+server presents a client certificate of another dedicated CA to every admission webhook
+(`webhook_client_ca` is what a webhook must trust).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentmatrix.cluster import binaries, kubeconfig, pki, processes
+from agentmatrix.cluster import admission, binaries, kubeconfig, pki, processes
 
 KWOK_NODE_COUNT = 2
 SERVICE_CIDR = "10.96.0.0/16"
@@ -70,6 +73,24 @@ class LocalCluster:
         return self.state_dir / "admin.kubeconfig"
 
     @property
+    def webhook_client_ca(self) -> Path:
+        """The CA of the client certificate the API server presents to admission webhooks."""
+        return _paths(self.state_dir)["pki"] / "webhook-client-ca.crt"
+
+    @property
+    def webhook_client(self) -> pki.CertPair:
+        """The API server's client certificate toward admission webhooks."""
+        directory = _paths(self.state_dir)["pki"]
+        return pki.CertPair(
+            directory / "apiserver-webhook-client.crt", directory / "apiserver-webhook-client.key"
+        )
+
+    @property
+    def etcd_url(self) -> str:
+        """etcd's client URL (TLS; it refuses any caller without a client certificate of its CA)."""
+        return str(json.loads(_paths(self.state_dir)["meta"].read_text())["etcd"])
+
+    @property
     def kubectl_path(self) -> Path:
         return self.binaries.kubectl
 
@@ -98,6 +119,7 @@ class LocalCluster:
 STATE_ENTRIES = frozenset(
     {
         "pki",
+        "admission",
         "etcd",
         "logs",
         "processes.json",
@@ -130,6 +152,7 @@ def _refuse_foreign(state_dir: Path) -> None:
 def _paths(state_dir: Path) -> dict[str, Path]:
     return {
         "pki": state_dir / "pki",
+        "admission": state_dir / "admission",
         "etcd": state_dir / "etcd",
         "logs": state_dir / "logs",
         "pids": state_dir / "processes.json",
@@ -168,6 +191,22 @@ def _make_pki(state_dir: Path, server_port: int) -> dict[str, pki.CertPair]:
         ),
         "service-accounts": pki.create_signing_keypair(directory, "service-accounts"),
     }
+    # etcd's own CA: a certificate the cluster CA signs (any approved CSR) never opens etcd.
+    etcd_ca = pki.create_ca(directory, "etcd-ca")
+    certs["etcd-ca"] = etcd_ca
+    certs["etcd"] = pki.issue(
+        etcd_ca, directory, "etcd", "etcd", dns_names=("localhost",), ip_addresses=("127.0.0.1",),
+        server=True, client=True,
+    )  # fmt: skip
+    certs["apiserver-etcd-client"] = pki.issue(
+        etcd_ca, directory, "apiserver-etcd-client", "kube-apiserver-etcd-client", client=True
+    )
+    # Webhooks trust this CA alone: it signs only the API server's client certificate to them.
+    webhook_client_ca = pki.create_ca(directory, "webhook-client-ca")
+    certs["webhook-client-ca"] = webhook_client_ca
+    certs["apiserver-webhook-client"] = pki.issue(
+        webhook_client_ca, directory, "apiserver-webhook-client", "kube-apiserver-webhook-client", client=True
+    )
     server = f"https://127.0.0.1:{server_port}"
     for user, stem in (
         ("kubernetes-admin", "admin"),
@@ -292,16 +331,21 @@ def up(
     }
     server = f"https://127.0.0.1:{ports['apiserver']}"
     certs = _make_pki(state_dir, ports["apiserver"])
+    admission_config = admission.write(paths["admission"], certs["apiserver-webhook-client"])
     pki_dir = paths["pki"]
-    paths["meta"].write_text(json.dumps({"server": server, "ports": ports}, indent=2))
+    etcd_url = f"https://127.0.0.1:{ports['etcd']}"
+    peer_url = f"https://127.0.0.1:{ports['etcd-peer']}"
+    paths["meta"].write_text(json.dumps({"server": server, "etcd": etcd_url, "ports": ports}, indent=2))
     procs: list[processes.RecordedProcess] = []
 
     def record(proc: processes.RecordedProcess) -> None:
         procs.append(proc)
         processes.save(paths["pids"], procs)
 
-    etcd_url = f"http://127.0.0.1:{ports['etcd']}"
-    peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
+    etcd_tls = [f"--trusted-ca-file={certs['etcd-ca'].cert}", f"--cert-file={certs['etcd'].cert}",
+                f"--key-file={certs['etcd'].key}", "--client-cert-auth"]  # fmt: skip
+    peer_tls = [f"--peer-trusted-ca-file={certs['etcd-ca'].cert}", f"--peer-cert-file={certs['etcd'].cert}",
+                f"--peer-key-file={certs['etcd'].key}", "--peer-client-cert-auth"]  # fmt: skip
     say("starting etcd")
     record(
         processes.spawn(
@@ -315,6 +359,9 @@ def up(
                 f"--listen-peer-urls={peer_url}",
                 f"--initial-advertise-peer-urls={peer_url}",
                 f"--initial-cluster=agentmatrix={peer_url}",
+                *etcd_tls,
+                *peer_tls,
+                # No plain-HTTP metrics listener; /metrics stays on the client port, behind TLS.
                 "--listen-metrics-urls=",
                 "--log-level=warn",
                 # A throw-away test cluster: durability of etcd itself is not what is measured.
@@ -332,6 +379,9 @@ def up(
             [
                 str(bins["kube-apiserver"]),
                 f"--etcd-servers={etcd_url}",
+                f"--etcd-cafile={certs['etcd-ca'].cert}",
+                f"--etcd-certfile={certs['apiserver-etcd-client'].cert}",
+                f"--etcd-keyfile={certs['apiserver-etcd-client'].key}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
                 f"--secure-port={ports['apiserver']}",
@@ -346,6 +396,7 @@ def up(
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--authorization-mode=Node,RBAC",
                 f"--enable-admission-plugins={ADMISSION_PLUGINS}",
+                f"--admission-control-config-file={admission_config}",
                 "--allow-privileged=true",
                 f"--cert-dir={pki_dir}",
                 "--profiling=false",

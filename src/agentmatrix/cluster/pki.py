@@ -147,3 +147,9 @@ def serving_cert_for_localhost(directory: Path, name: str) -> tuple[CertPair, Ce
         server=True,
     )
     return ca, leaf
+
+
+def client_cert_with_own_ca(directory: Path, name: str) -> tuple[CertPair, CertPair]:
+    """A fresh CA that signs one client certificate (CN `name`): for a webhook's callers."""
+    ca = create_ca(directory, f"{name}-ca")
+    return ca, issue(ca, directory, name, name, client=True)

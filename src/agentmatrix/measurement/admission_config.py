@@ -132,14 +132,20 @@ def _excluded() -> dict[str, Any]:
 
 
 def webhook_configuration(
-    mode: Mode, target: ClientTarget, *, name: str = WEBHOOK_NAME, timeout_seconds: int | None = None
+    mode: Mode,
+    target: ClientTarget,
+    *,
+    name: str = WEBHOOK_NAME,
+    timeout_seconds: int | None = None,
+    evals_namespaces: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One configuration, three entries, each with its own failure policy.
 
     Sandboxes labelled `agentmatrix.dev/mode=enforce` are served by an entry that fails closed
     (`Fail`), so a dead webhook cannot let a capped agent through; every other sandbox by one that
     fails open (`Ignore`) with a short timeout, unless `mode` is enforce, which makes it fail closed
-    too. Requests by an agent outside its sandbox are observed, failing open.
+    too. Requests by an agent outside its sandbox are observed, failing open. With
+    `evals_namespaces`, only sandboxes of evals in those namespaces are sent to this webhook.
     """
 
     def entry(
@@ -160,6 +166,11 @@ def webhook_configuration(
         }
 
     sandbox = {"key": names.LABEL_SANDBOX, "operator": "In", "values": ["true"]}
+    owned = (
+        [{"key": names.LABEL_EVAL_NAMESPACE, "operator": "In", "values": sorted(evals_namespaces)}]
+        if evals_namespaces
+        else []
+    )
     not_sandbox = {"key": names.LABEL_SANDBOX, "operator": "NotIn", "values": ["true"]}
     enforcing = {"key": names.LABEL_MODE, "operator": "In", "values": [Mode.ENFORCE.value]}
     not_enforcing = {"key": names.LABEL_MODE, "operator": "NotIn", "values": [Mode.ENFORCE.value]}
@@ -172,8 +183,10 @@ def webhook_configuration(
         "kind": "ValidatingWebhookConfiguration",
         "metadata": metadata,
         "webhooks": [
-            entry("sandbox.agentmatrix.dev", mode is Mode.ENFORCE, [sandbox, not_enforcing], in_sandbox),
-            entry("enforce.sandbox.agentmatrix.dev", True, [sandbox, enforcing], in_sandbox),
+            entry(
+                "sandbox.agentmatrix.dev", mode is Mode.ENFORCE, [sandbox, *owned, not_enforcing], in_sandbox
+            ),
+            entry("enforce.sandbox.agentmatrix.dev", True, [sandbox, *owned, enforcing], in_sandbox),
             entry("elsewhere.agentmatrix.dev", False, [not_sandbox], [_BY_AN_AGENT, _CAN_CHANGE_WHAT_RUNS]),
         ],
     }

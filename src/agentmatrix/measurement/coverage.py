@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agentmatrix.kube import EventHandler, KubeClient, ListHandler, collection_path
+from agentmatrix.kube import EventHandler, Kube, ListHandler, collection_path
 from agentmatrix.measurement.counting import WORKLOADS, MalformedObject, footprint
 from agentmatrix.measurement.feed import policy_of
 from agentmatrix.measurement.model import Observation, TrialPolicy, WorkloadKey
@@ -172,7 +172,7 @@ class CoverageFollower:
 
 
 async def watch_effective_replicas(
-    client: KubeClient,
+    client: Kube,
     namespace: str,
     *,
     node_count: int | None = None,
@@ -186,8 +186,7 @@ async def watch_effective_replicas(
         ns = await client.get(collection_path("namespaces") + f"/{namespace}")
         policy = (policy_of(ns) if ns else None) or TrialPolicy(namespace)
     if node_count is None:
-        nodes = await client.get_list(collection_path("nodes"), {})
-        node_count = len(nodes.get("items") or [])
+        node_count = len(await client.list(collection_path("nodes")))
     queue: asyncio.Queue[EffectiveChange] = asyncio.Queue()
     follower = CoverageFollower(policy, node_count, observer=observer, on_change=queue.put_nowait)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentmatrix.api import names
-from agentmatrix.kube import EventHandler, KubeClient, ListHandler, collection_path
+from agentmatrix.kube import EventHandler, Kube, ListHandler, collection_path
 from agentmatrix.measurement.counting import WORKLOADS, Footprint, MalformedObject, footprint
 from agentmatrix.measurement.model import TrialPolicy, WorkloadKey
 from agentmatrix.measurement.state import ClusterState
@@ -32,25 +32,39 @@ def _meta(obj: dict[str, Any]) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-def policy_of(namespace: dict[str, Any]) -> TrialPolicy | None:
+def policy_of(namespace: dict[str, Any], evals_namespaces: tuple[str, ...] = ()) -> TrialPolicy | None:
+    """The trial policy of a sandbox namespace; None for any other namespace, and, when
+    `evals_namespaces` is given, for sandboxes of evals elsewhere (another webhook's trials)."""
     meta = _meta(namespace)
     labels = meta.get("labels") or {}
     if labels.get(names.LABEL_SANDBOX) != "true":
         return None
+    if evals_namespaces and labels.get(names.LABEL_EVAL_NAMESPACE) not in evals_namespaces:
+        return None
     return TrialPolicy.from_annotations(str(meta.get("name", "")), meta.get("annotations"))
 
 
+def sandbox_selector(evals_namespaces: tuple[str, ...] = ()) -> str:
+    if not evals_namespaces:
+        return SANDBOX_SELECTOR
+    return f"{SANDBOX_SELECTOR},{names.LABEL_EVAL_NAMESPACE} in ({','.join(sorted(evals_namespaces))})"
+
+
 class ClusterFeed:
-    def __init__(self, client: KubeClient, state: ClusterState) -> None:
+    def __init__(self, client: Kube, state: ClusterState, *, evals_namespaces: tuple[str, ...] = ()) -> None:
         self.client = client
         self.state = state
+        self.evals_namespaces = evals_namespaces
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[str] = set()
         self.synced = asyncio.Event()
         self._not_sandbox: dict[str, float] = {}
 
     def start(self) -> None:
-        streams: list[tuple[str, str]] = [("namespaces", SANDBOX_SELECTOR), ("nodes", "")]
+        streams: list[tuple[str, str]] = [
+            ("namespaces", sandbox_selector(self.evals_namespaces)),
+            ("nodes", ""),
+        ]
         streams += [(resource, "") for resource in WATCHED_WORKLOADS]
         self._pending = {resource for resource, _ in streams}
         for resource, selector in streams:
@@ -96,7 +110,9 @@ class ClusterFeed:
     def _lister(self, resource: str) -> ListHandler:
         def on_list(items: list[dict[str, Any]]) -> None:
             if resource == "namespaces":
-                self.state.replace_policies(p for p in map(policy_of, items) if p is not None)
+                self.state.replace_policies(
+                    p for p in (policy_of(n, self.evals_namespaces) for n in items) if p is not None
+                )
             elif resource == "nodes":
                 self.state.replace_nodes(str(_meta(n).get("name", "")) for n in items)
             else:
@@ -114,7 +130,7 @@ class ClusterFeed:
             gone = kind == "DELETED"
             if resource == "namespaces":
                 name = str(_meta(obj).get("name", ""))
-                policy = None if gone else policy_of(obj)
+                policy = None if gone else policy_of(obj, self.evals_namespaces)
                 if policy is None:
                     self.state.drop_policy(name)
                 else:
@@ -136,7 +152,7 @@ class ClusterFeed:
         except Exception as exc:
             log.warning("namespace lookup of %s failed: %s", namespace, exc)
             return None
-        policy = policy_of(obj) if obj else None
+        policy = policy_of(obj, self.evals_namespaces) if obj else None
         if policy is None:
             self._not_sandbox[namespace] = time.monotonic() + _NEGATIVE_TTL
         else:

@@ -1,4 +1,5 @@
-"""Sub-commands of this part: `agentmatrix report EVAL` and `agentmatrix compare EVAL...`."""
+"""Sub-commands of this part: `agentmatrix report EVAL`, `agentmatrix compare EVAL...` and
+`agentmatrix export DIR`."""
 
 from __future__ import annotations
 
@@ -53,6 +54,54 @@ def register(app: typer.Typer) -> None:
     """Add this part's commands to the top-level `agentmatrix` app."""
     app.command("report")(report)
     app.command("compare")(compare)
+    app.command("export")(export)
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+    inspect = "inspect"
+
+
+def export(
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR", help="A results folder (holding results.json), or a folder of results folders."
+        ),
+    ],
+    export_format: Annotated[ExportFormat, typer.Option("--format", help="csv, parquet or inspect.")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="csv: a file (default: stdout); parquet: a file (default DIR/trials.parquet); "
+            "inspect: a log folder (default DIR/inspect-logs).",
+        ),
+    ] = None,
+) -> None:
+    """One row per trial (every metric, arm, model, seed, end reason, tokens, cost) as CSV or
+    Parquet, or an Inspect evaluation log with each trial's transcript (`inspect view` opens it)."""
+    from agentmatrix.reporting import export as exporting
+
+    try:
+        sources = exporting.folders(directory)
+        if export_format is ExportFormat.csv:
+            _write(exporting.to_csv(exporting.trial_rows(sources)), output)
+        elif export_format is ExportFormat.parquet:
+            target = output or directory / "trials.parquet"
+            rows = exporting.trial_rows(sources)
+            exporting.write_parquet(rows, target)
+            typer.echo(f"wrote {len(rows)} trial(s) to {target}", err=True)
+        else:
+            log_dir = output or directory / "inspect-logs"
+            for folder in sources:
+                typer.echo(f"wrote {exporting.write_inspect(folder, log_dir)}", err=True)
+            typer.echo(f"open it with: inspect view --log-dir {log_dir}", err=True)
+    except exporting.ExportError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
 
 
 def report(

@@ -7,6 +7,7 @@ from html import escape
 
 from agentmatrix.reporting.results import EvalResults, TrialRecord
 from agentmatrix.reporting.tables import MILESTONE_NAMES, Table, evals_table, report_tables
+from agentmatrix.reporting.transcripts import transcripts_html
 from agentmatrix.scoring import MILESTONES
 
 STYLE = """
@@ -23,6 +24,14 @@ figure { margin: .8em 0; } svg { max-width: 100%; height: auto; }
 .trial { border: 1px solid #e3e3e3; padding: .5em; }
 .trial ul { margin: .3em 0 0 1.2em; padding: 0; font-size: 12px; }
 .reached { color: #1a6b1a; } .missed { color: #777; }
+details.transcript { border: 1px solid #e3e3e3; margin: .4em 0; padding: .3em .6em; }
+details.transcript summary { cursor: pointer; font-weight: 600; }
+ol.steps { padding-left: 1.6em; } li.step { margin: .6em 0; } li.loose { list-style: none; }
+.thought { white-space: pre-wrap; margin: .2em 0; }
+pre { background: #f7f7f7; padding: .3em .5em; overflow-x: auto; white-space: pre-wrap; margin: .2em 0; }
+pre.command { font-weight: 600; } .parse-error { color: #a33; }
+ul.changes { margin: .2em 0; padding-left: 1.2em; font-size: 12px; }
+.change.allowed { color: #1f5fa8; } .change.denied { color: #b02a2a; }
 """
 
 
@@ -35,6 +44,7 @@ def render_html(results: EvalResults) -> str:
             f"model {results.model}" if results.model else "",
             f"scenario {results.scenario}" if results.scenario else "",
             f"phase {results.phase}" if results.phase else "",
+            "partial: the evaluation had not finished" if results.partial else "",
         )
         if part
     )
@@ -47,6 +57,7 @@ def render_html(results: EvalResults) -> str:
     for table in tables[1:]:
         body.append(_table_html(table, table.title.lower().replace(" ", "-")))
     body.append(_trial_figures(results.trials))
+    body.append(transcripts_html(results.trials))
     return _page(f"agentmatrix report: {results.label}", body)
 
 

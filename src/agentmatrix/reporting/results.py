@@ -1,22 +1,22 @@
-"""An evaluation's results as the report reads them: from the API server or a results directory.
+"""An evaluation's results as the report reads them: from the API server or a results folder.
 
 Both sources hold the ReplicationEval object (metadata, spec, status); the status structure is
-the contract in docs/metrics.md ("Status contract").
+the contract in docs/metrics.md ("Status contract"). A results folder (agentmatrix.api.results_layout)
+adds every trial's transcript and ledger.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentmatrix.api import names
+from agentmatrix.api import names, results_layout
+from agentmatrix.api.replicationeval import ModelPricing
+from agentmatrix.api.results_layout import RESULTS_FILE, ArmCost, LayoutError, TokenUsage
 from agentmatrix.scoring import ArmComparison, ArmScore, Timeline, TrialScore, compare_arms, score_arm
-
-RESULTS_FILE = "results.json"
 
 
 class ResultsError(Exception):
@@ -29,6 +29,10 @@ class TrialRecord:
     timeline: Timeline | None
     state: str | None
     namespace: str | None
+    usage: TokenUsage | None = None
+    cost: float | None = None
+    transcript: list[dict[str, Any]] | None = None  # the runner's transcript lines (results folder only)
+    ledger: list[dict[str, Any]] | None = None  # the webhook's observations (results folder only)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class EvalResults:
     unscored: int
     comparisons: list[ArmComparison]
     identities: dict[str, str] = dataclasses.field(default_factory=dict)  # arm -> self | service
+    arm_costs: list[ArmCost] = dataclasses.field(default_factory=list)
+    partial: bool = False
 
     @property
     def label(self) -> str:
@@ -59,12 +65,16 @@ class EvalResults:
             "comparisons": [comparison.to_dict() for comparison in self.comparisons],
             "identities": dict(self.identities),
             "unscoredTrials": self.unscored,
+            "partial": self.partial,
+            "armCosts": [cost.model_dump() for cost in self.arm_costs],
             "trials": [
                 {
                     **record.score.to_dict(),
                     "state": record.state,
                     "namespace": record.namespace,
                     "timeline": record.timeline.to_dict() if record.timeline else None,
+                    "usage": record.usage.model_dump() if record.usage else None,
+                    "cost": record.cost,
                 }
                 for record in self.trials
             ],
@@ -77,7 +87,8 @@ def from_object(obj: Mapping[str, Any]) -> EvalResults:
     spec = obj.get("spec") or {}
     status = obj.get("status") if "status" in obj or "metadata" in obj else obj
     status = status or {}
-    records, unscored = _trial_records(status.get("trials") or [])
+    pricing = _pricing(spec)
+    records, unscored = _trial_records(status.get("trials") or [], pricing)
     by_arm: dict[str, list[TrialScore]] = {}
     for record in records:
         by_arm.setdefault(record.score.arm, []).append(record.score)
@@ -114,6 +125,7 @@ def from_object(obj: Mapping[str, Any]) -> EvalResults:
         unscored=unscored,
         comparisons=comparisons_against_first(arms),
         identities=_identities(spec, arm_order),
+        arm_costs=_arm_costs(records, pricing),
     )
 
 
@@ -122,6 +134,29 @@ def _identities(spec: Mapping[str, Any], arms: list[str]) -> dict[str, str]:
     scenario = str((spec.get("scenario") or {}).get("identity") or "self")
     own = {str(arm.get("name")): arm.get("identity") for arm in spec.get("arms") or []}
     return {arm: str(own.get(arm) or scenario) for arm in arms}
+
+
+def _pricing(spec: Mapping[str, Any]) -> ModelPricing | None:
+    try:
+        return results_layout.pricing_of(spec)
+    except LayoutError as error:
+        raise ResultsError(str(error)) from error
+
+
+def _arm_costs(records: list[TrialRecord], pricing: ModelPricing | None) -> list[ArmCost]:
+    by_arm: dict[str, list[TokenUsage]] = {}
+    for record in records:
+        if record.usage is not None:
+            by_arm.setdefault(record.score.arm, []).append(record.usage)
+    costs = []
+    for arm, usages in by_arm.items():
+        total = TokenUsage(promptTokens=0, completionTokens=0)
+        for usage in usages:
+            total = results_layout.add_usage(total, usage)
+        cost = results_layout.cost(pricing, total) if pricing else None
+        per_trial = round(cost / len(usages), 6) if cost is not None else None
+        costs.append(ArmCost(arm=arm, trials=len(usages), usage=total, cost=cost, costPerTrial=per_trial))
+    return costs
 
 
 def comparisons_against_first(arms: list[ArmScore]) -> list[ArmComparison]:
@@ -135,7 +170,9 @@ def _comparable(arm: ArmScore) -> bool:
     return arm.finished_trials == 0 or bool(arm.trial_scores)
 
 
-def _trial_records(entries: list[Mapping[str, Any]]) -> tuple[list[TrialRecord], int]:
+def _trial_records(
+    entries: list[Mapping[str, Any]], pricing: ModelPricing | None
+) -> tuple[list[TrialRecord], int]:
     records: list[TrialRecord] = []
     unscored = 0
     for entry in entries:
@@ -147,12 +184,15 @@ def _trial_records(entries: list[Mapping[str, Any]]) -> tuple[list[TrialRecord],
         except (KeyError, TypeError, ValueError) as error:
             raise ResultsError(f"status.trials entry cannot be read: {error!r}") from error
         timeline = entry.get("timeline")
+        usage = results_layout.usage_of_entry(entry)
         records.append(
             TrialRecord(
                 score=score,
                 timeline=Timeline.from_dict(timeline) if timeline else None,
                 state=entry.get("state"),
                 namespace=entry.get("namespace"),
+                usage=usage,
+                cost=results_layout.cost(pricing, usage) if pricing and usage else None,
             )
         )
     return records, unscored
@@ -179,16 +219,38 @@ def results_file(directory: Path, eval_name: str) -> Path:
 
 def load_from_dir(directory: Path, eval_name: str) -> EvalResults:
     path = results_file(directory, eval_name)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ResultsError(f"cannot read {path}: {error}") from error
-    results = from_object(data)
+    results = load_folder(path.parent)
     if results.name and results.name != eval_name:
         raise ResultsError(f"{path} holds the results of {results.name!r}, not {eval_name!r}")
     if not results.name:
         results = dataclasses.replace(results, name=eval_name)
     return results
+
+
+def load_folder(folder: Path) -> EvalResults:
+    """The results folder of one evaluation, transcripts and ledgers included."""
+    try:
+        document = results_layout.read(folder)
+    except LayoutError as error:
+        raise ResultsError(str(error)) from error
+    results = from_object(document.eval)
+    stored = {(trial.arm, trial.trial): trial for trial in document.trials}
+    records = []
+    for record in results.trials:
+        index = stored.get((record.score.arm, record.score.trial))
+        if index is None:
+            records.append(record)
+            continue
+        records.append(
+            dataclasses.replace(
+                record,
+                usage=index.usage,
+                cost=index.cost,
+                transcript=results_layout.trial_transcript(folder, index),
+                ledger=results_layout.trial_ledger(folder, index),
+            )
+        )
+    return dataclasses.replace(results, trials=records, arm_costs=document.arms, partial=document.partial)
 
 
 def load_from_cluster(eval_name: str, namespace: str | None, kubeconfig: Path | None) -> EvalResults:

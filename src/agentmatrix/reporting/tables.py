@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agentmatrix.reporting.results import EvalResults
+from agentmatrix.api.results_layout import ArmCost
+from agentmatrix.reporting.results import EvalResults, TrialRecord
 from agentmatrix.scoring import (
     MILESTONES,
     ArmComparison,
@@ -81,6 +82,11 @@ def arms_table(results: EvalResults) -> Table:
         ["cost-weighted excess (sum)", *(number(arm.cost_weighted_excess, 4) for arm in arms)],
         ["denied requests", *(str(arm.denied) for arm in arms)],
     ]
+    costs = {cost.arm: cost for cost in results.arm_costs}
+    if costs:
+        rows.append(["tokens prompt + completion", *(_arm_tokens(costs.get(arm.arm)) for arm in arms)])
+        if any(cost.cost is not None for cost in costs.values()):
+            rows.append(["cost total (per trial)", *(_arm_cost(costs.get(arm.arm)) for arm in arms)])
     notes = [
         f"Rates: share of finished trials, Wilson {confidence} interval in brackets; counts and "
         f"Phi_R: bootstrap percentile {confidence} interval. alpha/beta = "
@@ -95,7 +101,23 @@ def arms_table(results: EvalResults) -> Table:
             )
     if results.unscored:
         notes.append(f"{results.unscored} trial(s) not finished yet.")
+    if any(cost.usage.stepsCountedLocally for cost in costs.values()):
+        notes.append("Some steps' tokens were counted locally: their endpoint reported no usage.")
+    if results.partial:
+        notes.append("Partial results: the evaluation had not finished when they were written.")
     return Table("Arms", ["", *(arm.arm for arm in arms)], rows, notes)
+
+
+def _arm_tokens(cost: ArmCost | None) -> str:
+    if cost is None:
+        return MISSING
+    return f"{cost.usage.promptTokens} + {cost.usage.completionTokens}"
+
+
+def _arm_cost(cost: ArmCost | None) -> str:
+    if cost is None or cost.cost is None or cost.costPerTrial is None:
+        return MISSING
+    return f"{cost.cost:.4f} ({cost.costPerTrial:.4f})"
 
 
 def _risk(arm: ArmScore) -> str:
@@ -131,6 +153,7 @@ def trials_table(results: EvalResults) -> Table:
                 f"{score.excess_replica_seconds:.1f}",
                 str(score.denied),
                 f"{score.duration_seconds:.0f} s",
+                _trial_tokens(record),
                 score.end_reason + (f": {score.error}" if score.error else ""),
             ]
         )
@@ -147,10 +170,18 @@ def trials_table(results: EvalResults) -> Table:
         "excess r·s",
         "denied",
         "duration",
+        "tokens",
         "end",
     ]
     notes = ["M1-M4: the digit when the milestone was reached, · when not. Evidence is in --format json."]
     return Table("Trials", header, rows, notes)
+
+
+def _trial_tokens(record: TrialRecord) -> str:
+    if record.usage is None:
+        return MISSING
+    text = f"{record.usage.promptTokens} + {record.usage.completionTokens}"
+    return text + (f" ({record.cost:.4f})" if record.cost is not None else "")
 
 
 def _yes(flag: bool) -> str:
