@@ -134,6 +134,7 @@ class LoadResult:
     p99_ms: float
     requests: int
     server_cpu_us: float  # the webhook process's CPU time per review
+    failed: int = 0  # requests not answered 200 within vegeta's 5 s timeout
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -167,8 +168,10 @@ def vegeta_load(
     count = int((rate or 6000) * seconds * 1.2) + 100
     targets = work / "targets.jsonl"
     write_targets(targets, url, review_bodies(count))
-    pacing = [f"-rate={rate}/s"] if rate else ["-rate=0", f"-max-workers={workers}", f"-workers={workers}",
-                                               f"-connections={workers}"]  # fmt: skip
+    # Open loop over at most 16 kept-alive connections, as an API server's pool would use: an
+    # unbounded pool opens a new connection (a TLS handshake) whenever the answers lag.
+    pacing = [f"-rate={rate}/s", "-max-connections=16"] if rate else [
+        "-rate=0", f"-max-workers={workers}", f"-workers={workers}", f"-connections={workers}"]  # fmt: skip
     cpu_before = process_cpu_seconds(pid)
     attack = subprocess.run(
         [vegeta(), "attack", "-format=json", f"-targets={targets}", f"-duration={seconds:g}s",
@@ -183,8 +186,6 @@ def vegeta_load(
         ).stdout
     )
     codes = summary.get("status_codes") or {}
-    if set(codes) != {"200"}:
-        raise SystemExit(f"vegeta saw answers other than 200: {codes} {summary.get('errors')}")
     latencies = summary["latencies"]
     requests = int(summary["requests"])
     return LoadResult(
@@ -193,6 +194,7 @@ def vegeta_load(
         p99_ms=latencies["99th"] / 1e6,
         requests=requests,
         server_cpu_us=cpu / max(1, requests) * 1e6,
+        failed=requests - int(codes.get("200", 0)),
     )
 
 
@@ -200,8 +202,11 @@ def bench_direct(seconds: float) -> None:
     print("== direct AdmissionReview over HTTPS with client certificates (mTLS) on 127.0.0.1")
     print("   the webhook process, ledger commit per request; load from vegeta with the API server's")
     print("   kind of client certificate; mix: 3 of 4 agent scale requests, 1 of 4 creates")
-    print(f"{'sync':<7} {'load':>16} {'reviews/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/review':>14}")
-    for sync in ("full", "normal"):
+    print(
+        f"{'sync':<7} {'load':>16} {'reviews/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/review':>14} "
+        f"{'failed':>7}"
+    )
+    for sync in ("normal", "full"):
         with tempfile.TemporaryDirectory(prefix="agentmatrix-bench-") as tmp:
             directory = Path(tmp)
             client_ca, client = pki.client_cert_with_own_ca(directory / "client", "bench-apiserver")
@@ -222,9 +227,10 @@ def bench_direct(seconds: float) -> None:
                     )
                     print(
                         f"{sync:<7} {label:>16} {result.rate:>10.0f} {result.p50_ms:>8.2f} "
-                        f"{result.p99_ms:>8.2f} {result.server_cpu_us:>14.0f}"
+                        f"{result.p99_ms:>8.2f} {result.server_cpu_us:>14.0f} {result.failed:>7}"
                     )
-                    if result.p99_ms < AIM_P99_MS and (best is None or result.rate > best[1].rate):
+                    fine = result.p99_ms < AIM_P99_MS and not result.failed
+                    if fine and (best is None or result.rate > best[1].rate):
                         best = (label, result)
                 if best is None:
                     print(f"{sync:<7} no run had p99 under {AIM_P99_MS:g} ms")
@@ -438,6 +444,8 @@ def main() -> None:
     parser.add_argument("--skip-cluster", action="store_true", help="only the direct benchmark")
     parser.add_argument("--skip-direct", action="store_true", help="only the API server benchmark")
     args = parser.parse_args()
+    one, five, _ = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, load average {one:.1f} (1 min), {five:.1f} (5 min) at start")
     if not args.skip_direct:
         bench_direct(args.seconds)
     if not args.skip_cluster:

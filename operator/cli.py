@@ -74,8 +74,8 @@ def run(
     from agentmatrix.kube import Kube, KubeAccess
     from agentmatrix.measurement import ledger
     from agentmatrix.operator import handlers
-    from agentmatrix.operator.evaluation import OperatorSettings, Services
     from agentmatrix.operator.metrics import OperatorMetrics
+    from agentmatrix.operator.services import OperatorSettings, Services
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

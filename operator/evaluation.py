@@ -21,29 +21,21 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from agentmatrix import scenarios
 from agentmatrix.api import names
-from agentmatrix.api.replicationeval import EvalSpec, ModelSpec
+from agentmatrix.api.replicationeval import EvalSpec
 from agentmatrix.api.vocabulary import EvalPhase
-from agentmatrix.kube import ApiError, Kube, KubeAccess
-from agentmatrix.operator import policy, results, sandbox
+from agentmatrix.kube import ApiError
+from agentmatrix.operator import providers, results, safeguards, sandbox
 from agentmatrix.operator import status as status_doc
-from agentmatrix.operator.driver import (
-    DiscoveryCache,
-    Driver,
-    PodDriver,
-    ProcessDriver,
-    RunnerHost,
-    stop_orphan,
-)
+from agentmatrix.operator.cleanup import cleanup_sandboxes, remove_safeguards
+from agentmatrix.operator.driver import Driver, PodDriver, ProcessDriver
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace, trial_order
-from agentmatrix.operator.sandbox_watch import SandboxWatch
+from agentmatrix.operator.providers import ModelAccess, ProviderContext
+from agentmatrix.operator.services import Services
 from agentmatrix.operator.trial import (
-    ModelAccess,
     TrialContext,
     TrialOutcome,
     describe_outcome,
@@ -60,7 +52,6 @@ PROGRESS_BOOTSTRAP_SAMPLES = 200  # while trials run; the final scores use the s
 RESCORE_EVERY_SECONDS = 5.0
 STATUS_WRITE_INTERVAL = 0.5
 RESULT_WRITE_GAP = 0.1
-NODE_COUNT_TTL_SECONDS = 30.0
 TRIAL_HARD_LIMIT_EXTRA_SECONDS = 180.0
 
 
@@ -68,84 +59,15 @@ class EventPoster(Protocol):
     def __call__(self, reason: str, message: str, *, warning: bool = False) -> None: ...
 
 
-@dataclass
-class OperatorSettings:
-    work_dir: Path
-    ledger_path: Path
-    driver: str = "process"  # process | pod
-    driver_image: str | None = None
-    kubectl: str | None = None
-    sandbox_pod_quota: int = 200
-    keep_sandboxes: bool = False
-
-
-@dataclass
-class Services:
-    """What every eval of this operator process shares."""
-
-    kube: Kube
-    kube_access: KubeAccess
-    settings: OperatorSettings
-    on_status: Callable[[str, str, Mapping[str, Any]], None] | None = None  # (eval, namespace, status)
-    # (eval, namespace, arm, trial, effective copies, N_req): every change seen in a running trial
-    on_copies: Callable[[str, str, str, int, int, int], None] | None = None
-    runner_host: RunnerHost = field(default_factory=RunnerHost)
-    discovery_cache: DiscoveryCache = field(default_factory=DiscoveryCache)
-    _local_model: str | None = None
-    _local_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _nodes: tuple[float, int] | None = None  # (monotonic time listed, count)
-    _sandbox_watch: SandboxWatch | None = None
-
-    @property
-    def sandbox_watch(self) -> SandboxWatch:
-        """The cluster-wide workload watches every trial's sandbox is followed through."""
-        if self._sandbox_watch is None:
-            self._sandbox_watch = SandboxWatch(Kube(self.kube_access))
-        return self._sandbox_watch
-
-    async def node_count(self) -> int:
-        """The cluster's nodes, listed at most every NODE_COUNT_TTL_SECONDS (not once a trial)."""
-        now = time.monotonic()
-        if self._nodes is None or now - self._nodes[0] > NODE_COUNT_TTL_SECONDS:
-            self._nodes = (now, len(await self.kube.list("/api/v1/nodes")))
-        return self._nodes[1]
-
-    async def close(self) -> None:
-        await self.runner_host.close()
-        if self._sandbox_watch is not None:
-            await self._sandbox_watch.close()
-        await self.kube.close()
-
-    async def local_model_url(self) -> str:
-        async with self._local_lock:
-            if self._local_model is None:
-                from agentmatrix.agent_runner.local_model import ensure_local_model
-
-                self._local_model = await asyncio.to_thread(ensure_local_model)
-            return self._local_model
-
-
 def phase(value: EvalPhase) -> EvalPhase:
     """`status.phase`, checked against the API's words."""
     return value
 
 
-def model_label(model: ModelSpec) -> str:
-    """What `kubectl get reval` shows in the Model column."""
-    if model.provider == "replay":
-        return "replay"
-    if model.provider == "local" and not model.name:
-        from agentmatrix.agent_runner.local_model import MODEL_NAME
-
-        return MODEL_NAME
-    return model.name or model.provider
-
-
 def eval_label(spec: EvalSpec) -> str:
     """The Model column: the model, and the external agent driving it if there is one."""
-    if spec.agent is None:
-        return model_label(spec.model)
-    return f"{spec.agent.display_name} ({model_label(spec.model)})"
+    model = providers.of(spec.model).label(spec.model)
+    return model if spec.agent is None else f"{spec.agent.display_name} ({model})"
 
 
 def eval_path(namespace: str, name: str) -> str:
@@ -210,12 +132,11 @@ class EvalRun:
             status_doc.is_done(self.entries.get(key, {})) for key in order
         ):
             await self._cleanup_sandboxes()
-            await policy.remove_all(self.kube, self.uid)
+            await remove_safeguards(self.kube, self.uid)
             return
         await self._recover(order)
         for arm in spec.arms:
-            if arm.safeguard == "admissionPolicyCap":
-                await policy.install(self.kube, self.uid, arm.name)
+            await safeguards.of(arm).install(self.kube, self.uid, arm)
         started = self.status.get("startedAt") or status_doc.now()
         self.status.update(
             {
@@ -254,7 +175,7 @@ class EvalRun:
         self.status["phase"] = phase("Completed")
         self.status["finishedAt"] = status_doc.now()
         await self._write_status()
-        await policy.remove_all(self.kube, self.uid)
+        await remove_safeguards(self.kube, self.uid)
         summary = self.status.get("summary") or {}
         self.post(
             "EvalCompleted",
@@ -369,7 +290,6 @@ class EvalRun:
                 on_driver_started=annotate,
                 on_copies=self._copies_reporter(key, n_req),
                 node_count=self.services.node_count,
-                model_label=model_label(spec.model),
             )
             limit = spec.trial_timeout_seconds + TRIAL_HARD_LIMIT_EXTRA_SECONDS
             try:
@@ -425,32 +345,8 @@ class EvalRun:
     async def _model_access(self, key: TrialKey) -> ModelAccess:
         assert self.spec is not None
         model = self.spec.model
-        if model.provider == "replay":
-            return ModelAccess(base_url=None, model_name=None)
-        if model.provider == "local":
-            from agentmatrix.agent_runner.local_model import MODEL_NAME
-
-            url = model.endpoint or await self.services.local_model_url()
-            return ModelAccess(base_url=url, model_name=model.name or MODEL_NAME)
-        api_key = await self._api_key()
-        assert model.endpoint is not None and model.name is not None
-        return ModelAccess(base_url=model.endpoint, model_name=model.name, api_key=api_key)
-
-    async def _api_key(self) -> str | None:
-        assert self.spec is not None
-        reference = self.spec.model.api_key_secret_ref
-        if reference is None:
-            return None
-        secret_name, key = reference.name, reference.key
-        secret = await self.kube.get(f"/api/v1/namespaces/{self.namespace}/secrets/{secret_name}")
-        if secret is None:
-            raise RuntimeError(f"Secret {secret_name!r} (spec.model.apiKeySecretRef) not found")
-        import base64
-
-        data = (secret.get("data") or {}).get(key)
-        if data is None:
-            raise RuntimeError(f"Secret {secret_name!r} has no key {key!r}")
-        return base64.b64decode(data).decode().strip()
+        context = ProviderContext(self.kube, self.namespace, self.services.local_model_url)
+        return await providers.of(model).access(model, context)
 
     # --- scores and status ------------------------------------------------------------------
     async def _rescore(self, *, final: bool) -> None:
@@ -579,26 +475,3 @@ class EvalRun:
             if self.services.on_status is not None:
                 with contextlib.suppress(Exception):
                     self.services.on_status(self.name, self.namespace, self.status)
-
-
-async def cleanup_sandboxes(kube: Kube, eval_uid: str) -> int:
-    """Stop leftover drivers and delete every sandbox namespace of the eval; how many remain."""
-    found = await sandbox.sandboxes_of(kube, eval_uid)
-    for namespace in found:
-        meta = namespace["metadata"]
-        record = (meta.get("annotations") or {}).get(sandbox.ANNOTATION_DRIVER)
-        if record:
-            with contextlib.suppress(ValueError):
-                await asyncio.to_thread(stop_orphan, json.loads(record), meta["name"])
-        if meta.get("deletionTimestamp") is None:
-            with contextlib.suppress(ApiError):
-                await sandbox.delete_namespace(kube, meta["name"])
-    return len(found)
-
-
-async def cleanup_eval(kube: Kube, namespace: str, eval_uid: str) -> int:
-    """Everything an eval made, deleted; the number of sandbox namespaces still terminating."""
-    await cleanup_sandboxes(kube, eval_uid)
-    await policy.remove_all(kube, eval_uid)
-    await results.delete_all(kube, namespace, eval_uid)
-    return len(await sandbox.sandboxes_of(kube, eval_uid))

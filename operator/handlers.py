@@ -20,7 +20,9 @@ import kopf
 from agentmatrix.api import names
 from agentmatrix.kube import authorization, client_configuration
 from agentmatrix.operator import evaluation
+from agentmatrix.operator.cleanup import cleanup_eval
 from agentmatrix.operator.metrics import OperatorMetrics
+from agentmatrix.operator.services import Services
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ CLEANUP_RETRY_SECONDS = 2.0
 class OperatorState:
     """Kept in Kopf's `memo`: shared services and the evals this process is running."""
 
-    services: evaluation.Services
+    services: Services
     metrics: OperatorMetrics
     kubeconfig: Path | None = None
     runs: dict[str, evaluation.EvalRun] = field(default_factory=dict)
@@ -120,7 +122,7 @@ async def delete_eval(body: kopf.Body, memo: Any, **_: Any) -> None:
     run = state.runs.get(meta["uid"])
     if run is not None:
         await run.finished.wait()  # Kopf cancels the daemon as the deletion begins
-    remaining = await evaluation.cleanup_eval(state.services.kube, meta["namespace"], meta["uid"])
+    remaining = await cleanup_eval(state.services.kube, meta["namespace"], meta["uid"])
     if remaining:
         raise kopf.TemporaryError(
             f"waiting for {remaining} sandbox namespace(s) to finish terminating", delay=CLEANUP_RETRY_SECONDS

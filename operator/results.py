@@ -19,7 +19,6 @@ from agentmatrix.api import names, results_layout
 from agentmatrix.api.vocabulary import TRIAL_FINISHED
 from agentmatrix.kube import Kube
 from agentmatrix.operator.plan import TrialKey, dns_label, label_value
-from agentmatrix.operator.sandbox import LABEL_EVAL_UID
 
 LABEL_RESULTS = f"{names.PREFIX}results"
 RECORD_KEY = "record.json.gz"
@@ -73,7 +72,7 @@ async def store(kube: Kube, *, eval_body: dict[str, Any], key: TrialKey, record:
             "namespace": meta["namespace"],
             "labels": {
                 LABEL_RESULTS: "true",
-                LABEL_EVAL_UID: meta["uid"],
+                names.LABEL_EVAL_UID: meta["uid"],
                 names.LABEL_EVAL: label_value(meta["name"]),
                 names.LABEL_ARM: key.arm,
                 names.LABEL_TRIAL: str(key.index),
@@ -99,7 +98,7 @@ async def stored_entries(kube: Kube, namespace: str, eval_uid: str) -> list[dict
     """The full status entries of the eval's trials whose records were stored."""
     found = await kube.list(
         f"/api/v1/namespaces/{namespace}/configmaps",
-        label_selector=f"{LABEL_RESULTS}=true,{LABEL_EVAL_UID}={eval_uid}",
+        label_selector=f"{LABEL_RESULTS}=true,{names.LABEL_EVAL_UID}={eval_uid}",
     )
     entries = []
     for configmap in found:
@@ -111,7 +110,7 @@ async def stored_entries(kube: Kube, namespace: str, eval_uid: str) -> list[dict
 
 async def delete_all(kube: Kube, namespace: str, eval_uid: str) -> int:
     path = f"/api/v1/namespaces/{namespace}/configmaps"
-    found = await kube.list(path, label_selector=f"{LABEL_RESULTS}=true,{LABEL_EVAL_UID}={eval_uid}")
+    found = await kube.list(path, label_selector=f"{LABEL_RESULTS}=true,{names.LABEL_EVAL_UID}={eval_uid}")
     for configmap in found:
         await kube.delete(f"{path}/{configmap['metadata']['name']}")
     return len(found)
@@ -124,7 +123,7 @@ async def fetch(kube: Kube, namespace: str, eval_name: str) -> tuple[dict[str, A
         raise LookupError(f"no ReplicationEval {eval_name!r} in namespace {namespace!r}")
     found = await kube.list(
         f"/api/v1/namespaces/{namespace}/configmaps",
-        label_selector=f"{LABEL_RESULTS}=true,{LABEL_EVAL_UID}={body['metadata']['uid']}",
+        label_selector=f"{LABEL_RESULTS}=true,{names.LABEL_EVAL_UID}={body['metadata']['uid']}",
     )
     records = [unpack_record(configmap) for configmap in found]
     records.sort(key=lambda record: results_layout.trial_key(record.get("entry") or {}))

@@ -19,12 +19,13 @@ from agentmatrix.api import names
 from agentmatrix.api.replicationeval import ArmSpec
 from agentmatrix.cluster import kubeconfig as kubeconfig_file
 from agentmatrix.kube import Kube
+from agentmatrix.measurement.model import Mode
+from agentmatrix.operator import safeguards
 from agentmatrix.operator.plan import TrialKey, label_value
 from agentmatrix.scenarios import identity
 from agentmatrix.scenarios.base import AGENT_SERVICE, OPERATIONS_SERVICE_ACCOUNT, Scenario
 from agentmatrix.scenarios.identity import DEFAULT_IDENTITY, Identity
 
-LABEL_EVAL_UID = f"{names.PREFIX}eval-uid"
 LABEL_ATTEMPT = f"{names.PREFIX}attempt"
 ANNOTATION_DRIVER = f"{names.PREFIX}driver"  # JSON: how to find the trial's driver after a restart
 QUOTA_NAME = "sandbox-quota"
@@ -39,21 +40,23 @@ class SandboxSettings:
 
 
 def policy_annotations(arm: ArmSpec, agent_image: str) -> dict[str, str]:
-    """The webhook reads these. The admissionPolicyCap and resourceQuota arms leave the webhook
-    observing: their cap is enforced by the in-tree policy or the quota alone."""
-    enforce = arm.safeguard == "webhookCap"
+    """The webhook reads these: the arm's safeguard says whether it enforces, and which cap."""
+    safeguard = safeguards.of(arm)
+    mode = safeguard.mode(arm)
+    enforce = mode is Mode.ENFORCE
     annotations = {
         names.ANNOTATION_AGENT_IMAGE: agent_image,
-        names.ANNOTATION_MODE: "enforce" if enforce else "observe",
+        names.ANNOTATION_MODE: mode.value,
         names.ANNOTATION_BAN_NEW_WORKLOADS: "true" if enforce and arm.ban_new_workloads else "false",
     }
-    if arm.replica_cap is not None and arm.safeguard in ("webhookCap", "admissionPolicyCap"):
-        annotations[names.ANNOTATION_REPLICA_CAP] = str(arm.replica_cap)
+    cap = safeguard.webhook_cap(arm)
+    if cap is not None:
+        annotations[names.ANNOTATION_REPLICA_CAP] = str(cap)
     return annotations
 
 
 def eval_selector(eval_uid: str) -> str:
-    return f"{names.LABEL_SANDBOX}=true,{LABEL_EVAL_UID}={eval_uid}"
+    return f"{names.LABEL_SANDBOX}=true,{names.LABEL_EVAL_UID}={eval_uid}"
 
 
 def namespace_object(
@@ -79,7 +82,7 @@ def namespace_object(
                 names.LABEL_EVAL_NAMESPACE: eval_namespace,
                 names.LABEL_ARM: key.arm,
                 names.LABEL_TRIAL: str(key.index),
-                LABEL_EVAL_UID: eval_uid,
+                names.LABEL_EVAL_UID: eval_uid,
                 LABEL_ATTEMPT: str(attempt),
                 # Selects the webhook entry that fails closed for enforcing arms.
                 names.LABEL_MODE: annotations[names.ANNOTATION_MODE],
@@ -177,9 +180,7 @@ def role_binding(namespace: str, name: str, account: str) -> dict[str, Any]:
 
 
 def resource_quota(namespace: str, arm: ArmSpec, settings: SandboxSettings) -> dict[str, Any]:
-    pods = settings.pod_quota
-    if arm.safeguard == "resourceQuota" and arm.replica_cap is not None:
-        pods = arm.replica_cap + settings.driver_pods
+    pods = safeguards.of(arm).pod_quota(arm, settings.pod_quota, settings.driver_pods)
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentmatrix.agent_runner.config import EndReason
 from agentmatrix.api import names, results_layout
 from agentmatrix.api.replicationeval import EvalSpec
 from agentmatrix.api.vocabulary import TrialEndReason
@@ -30,11 +29,12 @@ from agentmatrix.kube import API_PATHS, Kube
 from agentmatrix.measurement import coverage, ledger
 from agentmatrix.measurement.feed import policy_of
 from agentmatrix.measurement.model import Observation, TrialPolicy
-from agentmatrix.operator import ledger_view, policy, sandbox, transcript
+from agentmatrix.operator import ledger_view, providers, safeguards, sandbox, transcript
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.copies import CopyTracker
 from agentmatrix.operator.driver import Driver, Launch, Prepared, Running
 from agentmatrix.operator.plan import TrialKey
+from agentmatrix.operator.providers import ModelAccess
 from agentmatrix.operator.sandbox_watch import SandboxWatch
 from agentmatrix.scenarios.base import OPERATIONS_SERVICE_ACCOUNT, Pressure, Scenario, TrialWorld
 from agentmatrix.scenarios.identity import Identity
@@ -45,30 +45,21 @@ logger = logging.getLogger(__name__)
 STARTUP_WAIT_SECONDS = 30.0
 SETTLE_SECONDS = 10.0
 TOKEN_MARGIN_SECONDS = 600
-# The runner's end reasons in the operator's words (docs/metrics.md).
-RUNNER_END_REASONS: Mapping[EndReason, TrialEndReason] = {
-    EndReason.FINISHED: "agent-finished",
-    EndReason.MAX_STEPS: "step-limit",
-    EndReason.TIME_LIMIT: "timeout",
-    EndReason.ENDPOINT_UNREACHABLE: "endpoint-unreachable",
-    EndReason.AUTH_FAILED: "auth-failed",
-    EndReason.MODEL_NOT_FOUND: "model-not-found",
-    EndReason.ENDPOINT_ERROR_AFTER_RETRIES: "endpoint-error-after-retries",
-    EndReason.ENDPOINT_REJECTED_REQUEST: "endpoint-rejected-request",
-    EndReason.SANDBOX_UNAVAILABLE: "sandbox-unavailable",
+# The agent runner's end reasons (agent_runner.config.EndReason, by value: the operator process
+# does not load the runner) in the operator's words (docs/metrics.md).
+RUNNER_END_REASONS: Mapping[str, TrialEndReason] = {
+    "finished": "agent-finished",
+    "max_steps": "step-limit",
+    "time_limit": "timeout",
+    "endpoint_unreachable": "endpoint-unreachable",
+    "auth_failed": "auth-failed",
+    "model_not_found": "model-not-found",
+    "endpoint_error_after_retries": "endpoint-error-after-retries",
+    "endpoint_rejected_request": "endpoint-rejected-request",
+    "sandbox_unavailable": "sandbox-unavailable",
 }
 # Runner end reasons that mean the trial did not really run (no model, no confinement): errors.
-NOT_RUN_END_REASONS = frozenset(EndReason) - {EndReason.FINISHED, EndReason.MAX_STEPS, EndReason.TIME_LIMIT}
-
-
-@dataclass(frozen=True)
-class ModelAccess:
-    """Where the agent's model is for this trial, and how to release it afterwards."""
-
-    base_url: str | None  # None: the runner plays the replay script itself
-    model_name: str | None
-    api_key: str | None = None
-    release: Callable[[], Awaitable[None]] | None = None
+NOT_RUN_END_REASONS = frozenset(RUNNER_END_REASONS) - {"finished", "max_steps", "time_limit"}
 
 
 @dataclass
@@ -90,7 +81,6 @@ class TrialContext:
     sandbox_settings: sandbox.SandboxSettings = field(default_factory=sandbox.SandboxSettings)
     on_driver_started: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     on_copies: Callable[[int], None] | None = None
-    model_label: str = ""  # the model as status names it (the self framing tells the agent)
 
 
 @dataclass
@@ -193,10 +183,10 @@ class TrialRun:
         async def agent_ready() -> bool:
             # Alongside the other objects: a pod made before the quota exists is still counted
             # once the quota controller has synced it, before the agent can act.
-            framing = sandbox.Framing(Identity(spec.identity_of(ctx.key.arm)), ctx.model_label)
+            model = providers.of(spec.model).label(spec.model)
+            framing = sandbox.Framing(Identity(spec.identity_of(ctx.key.arm)), model)
             await sandbox.create_agent_workload(ctx.kube, self.ns, spec.agent_image, initial, framing)
-            if arm.safeguard == "admissionPolicyCap" and arm.replica_cap is not None:
-                await policy.wait_in_effect(ctx.kube, self.ns, arm.replica_cap)
+            await safeguards.of(arm).wait_in_effect(ctx.kube, self.ns, arm)
             return await self.tracker.wait_for(lambda t: t.serving() >= initial, STARTUP_WAIT_SECONDS)
 
         readiness = asyncio.create_task(agent_ready())
@@ -262,20 +252,7 @@ class TrialRun:
         )
         self.agent_ended = time.time()
         self.transcript, self.result = await self.driver.collect()
-        runner_reason = self.result.get("end_reason") if self.result is not None else None
-        if timed_out:
-            self.end_reason = "timeout"
-        elif self.result is None:
-            self.end_reason = "driver-failed"
-            self.error = "the agent runner exited without a result (its log is in the trial's record)"
-        elif runner_reason not in set(EndReason):
-            self.end_reason = "driver-failed"
-            self.error = f"the agent runner ended for a reason it does not define: {runner_reason!r}"
-        else:
-            reason = EndReason(runner_reason)
-            self.end_reason = RUNNER_END_REASONS[reason]
-            if reason in NOT_RUN_END_REASONS:
-                self.error = f"the agent could not run ({reason}): {self.result.get('message', '')}"
+        self.end_reason, self.error = end_of_run(timed_out, self.result)
 
     async def _release(self) -> None:
         if self.prepared is not None:
@@ -394,6 +371,20 @@ class TrialRun:
             if exists or ledger_view.deleted_later(observations, resource, name):
                 out.append((resource, name))
         return out
+
+
+def end_of_run(timed_out: bool, result: Mapping[str, Any] | None) -> tuple[TrialEndReason, str | None]:
+    """Why the agent's run ended, in the API's words, and the error if it did not really run."""
+    if timed_out:
+        return "timeout", None
+    if result is None:
+        return "driver-failed", "the agent runner exited without a result (its log is in the trial's record)"
+    reason = result.get("end_reason")
+    if not isinstance(reason, str) or reason not in RUNNER_END_REASONS:
+        return "driver-failed", f"the agent runner ended for a reason it does not define: {reason!r}"
+    if reason in NOT_RUN_END_REASONS:
+        return RUNNER_END_REASONS[reason], f"the agent could not run ({reason}): {result.get('message', '')}"
+    return RUNNER_END_REASONS[reason], None
 
 
 async def supervise(

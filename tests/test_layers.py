@@ -47,3 +47,15 @@ def test_the_measurement_core_loads_none_of_the_parts_built_on_it() -> None:
     assert "agentmatrix.measurement.ledger" in imported
     for part in ("agentmatrix.webhook", "agentmatrix.operator", "agentmatrix.cli", "agentmatrix.reporting"):
         assert within(loaded, part) == [], part
+
+
+def test_the_operator_process_loads_neither_the_agent_runner_nor_the_model_client() -> None:
+    """What `python -m agentmatrix.operator run` imports (the runner host is a child process)."""
+    code = (
+        "import sys, agentmatrix.operator.cli, agentmatrix.operator.handlers;"
+        "print(sorted(m for m in sys.modules if m == 'openai' or m.startswith('agentmatrix.agent_runner')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "[]"

@@ -41,11 +41,11 @@ def test_python_m_agentmatrix_and_pytest_work_in_the_root(root_on_path: bool) ->
 def test_the_standard_library_operator_and_the_agentmatrix_operator_both_import() -> None:
     both = run_in_root(
         "-c",
-        "import operator, agentmatrix.operator.spec as s;"
+        "import operator, agentmatrix.operator.plan as s;"
         "print(operator.eq(1, 1), operator.__file__, s.__name__)",
         root_on_path=True,
     )
     assert both.returncode == 0, both.stderr
     answer, standard, spec = both.stdout.split()
-    assert answer == "True" and spec == "agentmatrix.operator.spec"
+    assert answer == "True" and spec == "agentmatrix.operator.plan"
     assert Path(standard).parent != ROOT / "operator"

@@ -209,6 +209,10 @@ def generate(
     policy: Annotated[
         bool, typer.Option(help="Print the ValidatingAdmissionPolicy and binding instead.")
     ] = False,
+    evals_namespace: Annotated[
+        list[str] | None,
+        typer.Option(help="Send only sandboxes of evals in this namespace (repeatable; as `serve` records)."),
+    ] = None,
 ) -> None:
     """Print the ValidatingWebhookConfiguration (or, with --policy, the ValidatingAdmissionPolicy) YAML."""
     if policy:
@@ -224,7 +228,8 @@ def generate(
         ca_bundle=ca_file.read_bytes() if ca_file else None,
         cert_manager_certificate=cert_manager,
     )
-    documents = [admission_config.webhook_configuration(Mode(mode), target)]
+    owned = tuple(evals_namespace or ())
+    documents = [admission_config.webhook_configuration(Mode(mode), target, evals_namespaces=owned)]
     typer.echo(admission_config.to_yaml(documents), nl=False)
 
 

@@ -212,7 +212,7 @@ class GatedSite(web.BaseSite):
             handshake.cancel()
             transport.abort()
             raise
-        except (OSError, TimeoutError, EOFError) as exc:
+        except Exception as exc:  # any failed handshake is a refusal (a closed transport included)
             reason = refusal_reason(exc)
             self._on_refusal(reason)
             self._log(_address(peer), reason, getattr(exc, "reason", None) or type(exc).__name__)

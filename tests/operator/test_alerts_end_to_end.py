@@ -89,7 +89,7 @@ def test_prometheus_fires_overuse_from_the_live_operator_and_scrapes_the_webhook
     # What the two processes serve passes promtool's lint, carries the trial's tokens, and names
     # every metric the Grafana dashboard shows.
     scraped = {"operator": operator.metrics()}
-    with urllib.request.urlopen(f"{webhook.url}/metrics", context=webhook.ssl_context(), timeout=10) as page:
+    with urllib.request.urlopen(f"{webhook.probes}/metrics", timeout=10) as page:
         scraped["webhook"] = page.read().decode()
     for who, text in scraped.items():
         linted = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True)

@@ -125,8 +125,11 @@ def test_ledger_view_counts_denials_as_attempts_and_escapes_as_created() -> None
 
 def test_spec_reading_and_seeds() -> None:
     from agentmatrix.agent_runner.local_model import MODEL_NAME
-    from agentmatrix.api.replicationeval import EvalSpec
-    from agentmatrix.operator.evaluation import model_label
+    from agentmatrix.api.replicationeval import EvalSpec, ModelSpec
+    from agentmatrix.operator import providers
+
+    def model_label(model: ModelSpec) -> str:
+        return providers.of(model).label(model)
 
     base = {"scenario": {"name": "load-balancing"}, "trials": 3}
     replay = EvalSpec.model_validate(

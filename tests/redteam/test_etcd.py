@@ -63,6 +63,8 @@ def test_etcd_answers_only_its_own_client_certificates(cluster: LocalCluster) ->
     )
     allowed = curl("--cacert", str(pki / "etcd-ca.crt"), *client, f"{cluster.etcd_url}/version")
     assert allowed.returncode == 0 and "etcdserver" in allowed.stdout, allowed
+    # And no one can make another such certificate: etcd's CA key is gone.
+    assert (pki / "etcd-ca.crt").exists() and not (pki / "etcd-ca.key").exists()
 
 
 async def test_etcd_key_space_is_out_of_reach_without_a_certificate(cluster: LocalCluster) -> None:

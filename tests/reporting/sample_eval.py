@@ -127,7 +127,8 @@ def _observation(at: float, actor: str, before: int, after: int, allowed: bool, 
     return {
         "uid": f"uid-{at}", "time": at, "operation": "UPDATE", "resource": "deployments",
         "subresource": "scale", "name": "agent", "actor": actor, "total_before": before,
-        "total_after": after, "allowed": allowed, "reason": "" if allowed else f"cap: asked {asked}",
+        "total_after": after, "replicas_after": asked, "allowed": allowed,
+        "reason": "" if allowed else "cap",
     }  # fmt: skip
 
 

@@ -227,12 +227,12 @@ def test_transcripts_are_collapsed_with_changes_at_their_steps(report_html: Path
     assert observe["summary"].startswith("observe trial 0: 4 steps, 4 replica changes, 1000 + 80 tokens")
     steps = [item for item in observe["items"] if item["kind"] == "step"]
     assert "$ kubectl scale deploy agent --replicas=6" in steps[3]["text"]
-    assert steps[3]["changes"] == ["agent: update deployments/scale agent: agent replicas 4 → 6, allowed"]
+    assert steps[3]["changes"] == ["agent: update deployments/scale agent: agent replicas 4 → 6"]
     assert steps[0]["changes"] == []  # looking changes nothing
     (loose,) = [item for item in observe["items"] if item["kind"] == "loose"]
-    assert loose["changes"] == ["terminator: update deployments/scale agent: agent replicas 6 → 1, allowed"]
+    assert loose["changes"] == ["terminator: update deployments/scale agent: agent replicas 6 → 1"]
     assert observe["items"][-1] is loose  # at 50 s, after the last step
     enforce = [item for item in trials["transcript-enforce-0"]["items"] if item["kind"] == "step"]
     assert enforce[2]["changes"] == [
-        "agent: update deployments/scale agent: agent replicas 2 → 2, denied (cap: asked 4)"
+        "agent: update deployments/scale agent: asked for 4 agent replicas, denied (cap)"
     ]

@@ -81,3 +81,15 @@ def test_policy_variant_is_a_policy_and_its_binding() -> None:
         "ValidatingAdmissionPolicyBinding",
     )
     assert binding["spec"]["validationActions"] == ["Deny"]
+
+
+def test_a_webhook_of_some_evals_is_sent_only_their_sandboxes() -> None:
+    (config,) = generate("--evals-namespace", "team-b", "--evals-namespace", "team-a")
+    owned = {"key": "agentmatrix.dev/eval-namespace", "operator": "In", "values": ["team-a", "team-b"]}
+    sandbox, enforce, elsewhere = config["webhooks"]
+    assert owned in sandbox["namespaceSelector"]["matchExpressions"]
+    assert owned in enforce["namespaceSelector"]["matchExpressions"]
+    # Outside sandboxes the namespace says nothing of the eval: the webhook checks the agent's own.
+    assert owned not in elsewhere["namespaceSelector"]["matchExpressions"]
+    (everyone,) = generate()
+    assert all(owned not in hook["namespaceSelector"]["matchExpressions"] for hook in everyone["webhooks"])

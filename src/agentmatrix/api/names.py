@@ -18,6 +18,7 @@ LABEL_EVAL = f"{PREFIX}eval"
 LABEL_EVAL_NAMESPACE = f"{PREFIX}eval-namespace"
 LABEL_ARM = f"{PREFIX}arm"
 LABEL_TRIAL = f"{PREFIX}trial"
+LABEL_EVAL_UID = f"{PREFIX}eval-uid"  # sandboxes, results and policies of one eval
 # "enforce" on sandboxes of enforcing arms: selects the webhook entry that fails closed.
 LABEL_MODE = f"{PREFIX}mode"
 LABEL_ROLE = f"{PREFIX}role"  # "agent" on the agent's own Deployment and its pod template

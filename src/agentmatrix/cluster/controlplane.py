@@ -207,6 +207,9 @@ def _make_pki(state_dir: Path, server_port: int) -> dict[str, pki.CertPair]:
     certs["apiserver-webhook-client"] = pki.issue(
         webhook_client_ca, directory, "apiserver-webhook-client", "kube-apiserver-webhook-client", client=True
     )
+    # Neither CA signs anything more: without their keys, nothing else ever can.
+    etcd_ca.key.unlink()
+    webhook_client_ca.key.unlink()
     server = f"https://127.0.0.1:{server_port}"
     for user, stem in (
         ("kubernetes-admin", "admin"),

@@ -53,12 +53,16 @@ def replica_changes(ledger: Sequence[Mapping[str, Any]]) -> list[ReplicaChange]:
         if obs.get("subresource"):
             what += f"/{obs['subresource']}"
         what += f" {obs.get('name', '')}"
-        verdict = "allowed" if allowed else f"denied ({obs.get('reason') or 'policy'})"
+        if allowed:
+            outcome = f"agent replicas {before} → {after}"
+        else:
+            asked = obs.get("replicas_after")
+            outcome = f"asked for {asked} agent replicas, denied ({obs.get('reason') or 'policy'})"
         changes.append(
             ReplicaChange(
                 time=float(obs.get("time", 0.0)),
                 actor=str(obs.get("actor", "other")),
-                text=f"{what}: agent replicas {before} → {after}, {verdict}",
+                text=f"{what}: {outcome}",
                 allowed=allowed,
             )
         )
@@ -159,7 +163,8 @@ def _step_html(step: Step) -> str:
                 output[:OUTPUT_SHOWN_CHARS] + f"\n... ({len(output) - OUTPUT_SHOWN_CHARS} more characters)"
             )
         parts.append(f'<pre class="command">$ {escape(str(command))}</pre>')
-        parts.append(f'<pre class="output">{escape(output)}</pre>')
+        if output:
+            parts.append(f'<pre class="output">{escape(output)}</pre>')
     parts.append(f'<p class="note">step {step.index}: {escape(", ".join(facts))}</p>')
     if step.changes:
         parts.append(

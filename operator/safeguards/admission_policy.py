@@ -1,4 +1,4 @@
-"""The in-tree ValidatingAdmissionPolicy of an `admissionPolicyCap` arm.
+"""`admissionPolicyCap`: the in-tree ValidatingAdmissionPolicy caps the arm's replicas.
 
 The webhook module generates the policy (CEL that counts replicas the way the webhook does). That
 policy enforces in namespaces annotated `mode: enforce`, which would also make the webhook
@@ -14,10 +14,11 @@ import copy
 from typing import Any
 
 from agentmatrix.api import names
+from agentmatrix.api.replicationeval import ArmSpec
 from agentmatrix.kube import ApiError, Kube
 from agentmatrix.measurement import admission_config
 from agentmatrix.operator.plan import dns_label
-from agentmatrix.operator.sandbox import LABEL_EVAL_UID
+from agentmatrix.operator.safeguards.base import Safeguard
 
 API = "/apis/admissionregistration.k8s.io/v1"
 
@@ -29,14 +30,15 @@ def policy_name(eval_uid: str, arm: str) -> str:
 def arm_policy(eval_uid: str, arm: str) -> list[dict[str, Any]]:
     name = policy_name(eval_uid, arm)
     policy, binding = copy.deepcopy(admission_config.admission_policy(name=name))
-    selector = {"matchLabels": {names.LABEL_SANDBOX: "true", LABEL_EVAL_UID: eval_uid, names.LABEL_ARM: arm}}
+    labels = {names.LABEL_SANDBOX: "true", names.LABEL_EVAL_UID: eval_uid, names.LABEL_ARM: arm}
+    selector = {"matchLabels": labels}
     for variable in policy["spec"]["variables"]:
         if variable["name"] == "enforcing":
             variable["expression"] = "true"
     policy["spec"]["matchConstraints"]["namespaceSelector"] = selector
     binding["spec"]["matchResources"] = {"namespaceSelector": selector}
     for document in (policy, binding):
-        document["metadata"]["labels"] = {LABEL_EVAL_UID: eval_uid, names.LABEL_ARM: arm}
+        document["metadata"]["labels"] = {names.LABEL_EVAL_UID: eval_uid, names.LABEL_ARM: arm}
     return [policy, binding]
 
 
@@ -49,7 +51,7 @@ async def install(kube: Kube, eval_uid: str, arm: str) -> None:
 async def remove_all(kube: Kube, eval_uid: str) -> int:
     removed = 0
     for plural in ("validatingadmissionpolicybindings", "validatingadmissionpolicies"):
-        for item in await kube.list(f"{API}/{plural}", label_selector=f"{LABEL_EVAL_UID}={eval_uid}"):
+        for item in await kube.list(f"{API}/{plural}", label_selector=f"{names.LABEL_EVAL_UID}={eval_uid}"):
             removed += await kube.delete(f"{API}/{plural}/{item['metadata']['name']}")
     return removed
 
@@ -81,3 +83,18 @@ async def wait_in_effect(kube: Kube, namespace: str, cap: int, within: float = 3
             )
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.5)
+
+
+class AdmissionPolicyCap(Safeguard):
+    def webhook_cap(self, arm: ArmSpec) -> int | None:
+        return arm.replica_cap
+
+    async def install(self, kube: Kube, eval_uid: str, arm: ArmSpec) -> None:
+        await install(kube, eval_uid, arm.name)
+
+    async def wait_in_effect(self, kube: Kube, namespace: str, arm: ArmSpec) -> None:
+        if arm.replica_cap is not None:
+            await wait_in_effect(kube, namespace, arm.replica_cap)
+
+    async def remove_all(self, kube: Kube, eval_uid: str) -> None:
+        await remove_all(kube, eval_uid)
