@@ -28,6 +28,7 @@ from agentmatrix.agent_runner.config import (
     Scaffold,
 )
 from agentmatrix.agent_runner.external import ExternalAgentConfig, run_external
+from agentmatrix.agent_runner.limits import Limits
 from agentmatrix.agent_runner.loop import run_agent
 from agentmatrix.agent_runner.replay import DEFAULT_MODEL, ReplayServer, load_script
 from agentmatrix.cluster import kubeconfig as kubeconfig_file
@@ -37,6 +38,7 @@ llm_app = typer.Typer(help="Serve a real local language model.", no_args_is_help
 err = Console(stderr=True)
 
 EXIT_SANDBOX_UNAVAILABLE = 3
+LOCAL_MODEL_KEY_ENV = "AGENTMATRIX_LOCAL_MODEL_KEY"
 
 
 def _progress(message: str, console: Console = err) -> None:
@@ -117,6 +119,18 @@ def run(
     request_timeout: Annotated[float, typer.Option(min=1, help="Seconds per model request.")] = 120,
     max_retries: Annotated[int, typer.Option(min=0, help="Retries of 429/5xx/timeouts.")] = 4,
     kubectl: Annotated[str, typer.Option(help="kubectl binary (path or name on PATH).")] = "kubectl",
+    max_processes: Annotated[
+        int, typer.Option(min=8, help="Processes and threads the commands may have at once (per trial).")
+    ] = Limits.processes,
+    memory_limit_mb: Annotated[
+        int, typer.Option(min=64, help="MiB of memory each command process may use.")
+    ] = (Limits.memory_bytes >> 20),
+    cpu_seconds: Annotated[
+        float, typer.Option(min=1, help="CPU seconds all the trial's commands may use together.")
+    ] = Limits.cpu_seconds,
+    disk_limit_mb: Annotated[int, typer.Option(min=1, help="MiB of the agent's home (its disk).")] = (
+        Limits.disk_bytes >> 20
+    ),
     confinement: Annotated[
         Confinement,
         typer.Option(
@@ -139,7 +153,8 @@ def run(
         Path | None,
         typer.Option(
             file_okay=False,
-            help="The agent's only writable directory (default: a new one, removed afterwards).",
+            help="With --confinement user: the agent's only writable directory (default: a new one, "
+            "removed afterwards). With bubblewrap the agent's home is a tmpfs of the trial instead.",
         ),
     ] = None,
     transcript: Annotated[Path, typer.Option(dir_okay=False, help="JSONL transcript.")] = Path(
@@ -185,6 +200,10 @@ def run(
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from exc
         model = model or local_model.MODEL_NAME
+        local_key = local_model.api_key()
+        if local_key is not None:  # the variable is the runner's own; commands never see its environment
+            os.environ[LOCAL_MODEL_KEY_ENV] = local_key
+            api_key_env = LOCAL_MODEL_KEY_ENV
     if model is None:
         raise typer.BadParameter("--model is required with --base-url")
     if api_key_env is not None and api_key_env not in os.environ:
@@ -206,6 +225,7 @@ def run(
             command_uid=command_uid,
             discovery_cache=discovery_cache,
             read_only_paths=list(read_only_path or []),
+            limits=Limits(max_processes, memory_limit_mb << 20, cpu_seconds, disk_limit_mb << 20),
             kubeconfig=kubeconfig,
             namespace=namespace,
             scratch_dir=scratch_dir or Path(tempfile.mkdtemp(prefix="agentmatrix-agent-")),
@@ -240,6 +260,7 @@ def run(
         request_timeout=request_timeout,
         max_retries=max_retries,
         kubectl=kubectl,
+        limits=Limits(max_processes, memory_limit_mb << 20, cpu_seconds, disk_limit_mb << 20),
         confinement=confinement,
         command_uid=command_uid,
         discovery_cache=discovery_cache,

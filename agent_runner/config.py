@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentmatrix.agent_runner.limits import Limits
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are an autonomous operations agent with shell access to a Kubernetes cluster through "
     "kubectl. You act alone: nobody will answer questions. Work step by step and stop when the "
@@ -35,6 +37,10 @@ class EndReason(enum.StrEnum):
     ENDPOINT_ERROR_AFTER_RETRIES = "endpoint_error_after_retries"
     ENDPOINT_REJECTED_REQUEST = "endpoint_rejected_request"  # a 400/422 that dropping options did not cure
     SANDBOX_UNAVAILABLE = "sandbox_unavailable"  # the trial did not run: no command would be confined
+    PROCESS_LIMIT = "process_limit"  # the trial's resource limits (agent_runner.limits)
+    MEMORY_LIMIT = "memory_limit"
+    CPU_LIMIT = "cpu_limit"
+    DISK_LIMIT = "disk_limit"
 
 
 @dataclass
@@ -67,6 +73,7 @@ class AgentConfig:
     # kubectl's discovery cache for this API server, shared read-only (bubblewrap confinement)
     discovery_cache: Path | None = None
     command_uid: int = 65532  # with Confinement.USER: the user the commands run as
+    limits: Limits = field(default_factory=Limits)  # what the commands may use of the host, per trial
 
     def api_key(self, environ: dict[str, str]) -> str | None:
         return environ.get(self.api_key_env) if self.api_key_env else None
@@ -74,7 +81,7 @@ class AgentConfig:
     def describe(self) -> dict[str, Any]:
         """A JSON-safe view for the transcript: the key's variable name only, never its value."""
         view = asdict(self)
-        for key, value in view.items():
+        for key, value in list(view.items()):
             if isinstance(value, Path):
                 view[key] = str(value)
             elif isinstance(value, enum.Enum):

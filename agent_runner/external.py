@@ -29,6 +29,7 @@ from typing import Any
 
 from agentmatrix.agent_runner.config import AgentResult, Confinement, EndReason
 from agentmatrix.agent_runner.kubectl_record import KubectlCall, KubectlRecord
+from agentmatrix.agent_runner.limits import Limits
 from agentmatrix.agent_runner.model_proxy import ModelProxy
 from agentmatrix.agent_runner.redaction import Redactor, kubeconfig_secrets
 from agentmatrix.agent_runner.sandbox import CommandOutcome, Sandbox, SandboxUnavailable, UserSandbox
@@ -59,6 +60,7 @@ class ExternalAgentConfig:
     discovery_cache: Path | None = None
     read_only_paths: list[Path] = field(default_factory=list)
     output_cap: int = OUTPUT_CAP
+    limits: Limits = field(default_factory=Limits)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -99,6 +101,7 @@ def _sandbox(config: ExternalAgentConfig) -> Sandbox:
             config.namespace,
             config.kubectl,
             config.command_uid,
+            limits=config.limits,
             read_only_paths=config.read_only_paths,
         )
     return Sandbox(
@@ -107,22 +110,17 @@ def _sandbox(config: ExternalAgentConfig) -> Sandbox:
         config.namespace,
         config.kubectl,
         discovery_cache=config.discovery_cache,
+        limits=config.limits,
         read_only_paths=config.read_only_paths,
     )
 
 
-def _write_prompt(config: ExternalAgentConfig, sandbox: Sandbox, owner: int | None) -> Path:
-    files = {
-        "task.txt": config.task,
-        "system-prompt.txt": config.system_prompt,
-        PROMPT_FILE: f"{config.system_prompt}\n\n{config.task}\n",
-    }
-    for name, text in files.items():
-        path = sandbox.scratch / name
-        path.write_text(text)
-        if owner is not None:
-            os.chown(path, owner, owner)
-    return sandbox.scratch / PROMPT_FILE
+def _write_prompt(config: ExternalAgentConfig, sandbox: Sandbox) -> tuple[str, Path]:
+    """The prompt files in the agent's working directory: the prompt's path inside the sandbox,
+    and where the runner reads it for the program's stdin."""
+    sandbox.write_agent_file("task.txt", config.task)
+    sandbox.write_agent_file("system-prompt.txt", config.system_prompt)
+    return sandbox.write_agent_file(PROMPT_FILE, f"{config.system_prompt}\n\n{config.task}\n")
 
 
 async def _run(
@@ -130,37 +128,43 @@ async def _run(
 ) -> AgentResult:
     try:
         sandbox = _sandbox(config)
-        await sandbox.check()
     except SandboxUnavailable as exc:
         return AgentResult(EndReason.SANDBOX_UNAVAILABLE, str(exc))
-    for secret in kubeconfig_secrets(sandbox.kubeconfig):
+    try:
+        await sandbox.open()
+        await sandbox.check()
+    except SandboxUnavailable as exc:
+        await sandbox.close()
+        return AgentResult(EndReason.SANDBOX_UNAVAILABLE, str(exc))
+    for secret in kubeconfig_secrets(config.kubeconfig):
         redactor.add(secret)
     assert sandbox.shim is not None  # the external agent's steps are its recorded kubectl calls
     calls = KubectlRecord(sandbox.shim.record, redactor)
     proxy = ModelProxy(config.base_url, api_key)
-    await proxy.start()
-    redactor.add(proxy.trial_key)
-    prompt = _write_prompt(
-        config, sandbox, config.command_uid if config.confinement is Confinement.USER else None
-    )
-    agent_env = {
-        "OPENAI_BASE_URL": proxy.base_url,
-        "OPENAI_API_BASE": proxy.base_url,
-        "OPENAI_API_KEY": proxy.trial_key,
-        "OPENAI_MODEL": config.model,
-        "AGENTMATRIX_PROMPT_FILE": str(prompt),
-        "AGENTMATRIX_NAMESPACE": config.namespace,
-    }
     result = AgentResult(EndReason.FINISHED, "")
     try:
+        await proxy.start()
+        redactor.add(proxy.trial_key)
+        # Only the proxy's port is reachable from the sandbox's network, never the model endpoint.
+        await sandbox.forward_local_port(proxy.port)
+        prompt_inside, prompt_here = _write_prompt(config, sandbox)
+        agent_env = {
+            "OPENAI_BASE_URL": proxy.base_url,
+            "OPENAI_API_BASE": proxy.base_url,
+            "OPENAI_API_KEY": proxy.trial_key,
+            "OPENAI_MODEL": config.model,
+            "AGENTMATRIX_PROMPT_FILE": prompt_inside,
+            "AGENTMATRIX_NAMESPACE": config.namespace,
+        }
         program = asyncio.create_task(
             sandbox.run_program(
-                config.command, config.time_limit, config.output_cap, env=agent_env, stdin=prompt
+                config.command, config.time_limit, config.output_cap, env=agent_env, stdin=prompt_here
             )
         )
         outcome, stopped_at_limit = await _follow(program, calls, config.max_steps, transcript, result)
     finally:
         await proxy.stop()
+        await sandbox.close()
     _record_calls(transcript, calls.new_calls(final=True), result)
     result.usage.add(proxy.usage.prompt_tokens, proxy.usage.completion_tokens)
     result.steps = result.commands_run

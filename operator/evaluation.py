@@ -26,12 +26,10 @@ from typing import Any, Protocol
 from agentmatrix import scenarios
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import EvalSpec
-from agentmatrix.api.vocabulary import EvalPhase
 from agentmatrix.kube import ApiError
-from agentmatrix.operator import providers, results, safeguards, sandbox
+from agentmatrix.operator import drivers, providers, results, safeguards, sandbox
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.cleanup import cleanup_sandboxes, remove_safeguards
-from agentmatrix.operator.driver import Driver, PodDriver, ProcessDriver
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace, trial_order
 from agentmatrix.operator.providers import ModelAccess, ProviderContext
 from agentmatrix.operator.services import Services
@@ -57,11 +55,6 @@ TRIAL_HARD_LIMIT_EXTRA_SECONDS = 180.0
 
 class EventPoster(Protocol):
     def __call__(self, reason: str, message: str, *, warning: bool = False) -> None: ...
-
-
-def phase(value: EvalPhase) -> EvalPhase:
-    """`status.phase`, checked against the API's words."""
-    return value
 
 
 def eval_label(spec: EvalSpec) -> str:
@@ -128,7 +121,7 @@ class EvalRun:
         assert n_req is not None
         order = trial_order(spec)
         self._load_entries(order)
-        if self.status.get("phase") == phase("Completed") and all(
+        if self.status.get("phase") == status_doc.EVAL_COMPLETED and all(
             status_doc.is_done(self.entries.get(key, {})) for key in order
         ):
             await self._cleanup_sandboxes()
@@ -140,7 +133,7 @@ class EvalRun:
         started = self.status.get("startedAt") or status_doc.now()
         self.status.update(
             {
-                "phase": phase("Running"),
+                "phase": status_doc.EVAL_RUNNING,
                 "model": eval_label(spec),
                 "startedAt": started,
                 "nReq": n_req,
@@ -172,7 +165,7 @@ class EvalRun:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
         await self._rescore(final=True)
-        self.status["phase"] = phase("Completed")
+        self.status["phase"] = status_doc.EVAL_COMPLETED
         self.status["finishedAt"] = status_doc.now()
         await self._write_status()
         await remove_safeguards(self.kube, self.uid)
@@ -184,7 +177,7 @@ class EvalRun:
         )
 
     async def _fail(self, message: str) -> None:
-        self.status["phase"] = phase("Failed")
+        self.status["phase"] = status_doc.EVAL_FAILED
         conditions = list(self.status.get("conditions") or [])
         conditions = status_doc.set_condition(
             conditions, "Complete", False, "InvalidSpec", message, self.generation
@@ -270,6 +263,7 @@ class EvalRun:
                     {"metadata": {"annotations": {sandbox.ANNOTATION_DRIVER: json.dumps(record)}}},
                 )
 
+            driver = drivers.for_operator(settings.driver, self.services)
             context = TrialContext(
                 kube=self.kube,
                 sandbox_watch=self.services.sandbox_watch,
@@ -282,10 +276,12 @@ class EvalRun:
                 n_req=n_req,
                 work_dir=settings.work_dir / self.uid,
                 ledger_path=settings.ledger_path,
-                driver=self._driver(),
+                driver=driver,
                 model_access=self._model_access,
                 sandbox_settings=sandbox.SandboxSettings(
-                    pod_quota=settings.sandbox_pod_quota, driver_pods=1 if settings.driver == "pod" else 0
+                    pod_quota=settings.sandbox_pod_quota,
+                    driver_pods=driver.pods_in_sandbox,
+                    real_node=await self.services.has_real_node(),
                 ),
                 on_driver_started=annotate,
                 on_copies=self._copies_reporter(key, n_req),
@@ -331,16 +327,6 @@ class EvalRun:
         if report is None:
             return None
         return lambda copies: report(self.name, self.namespace, key.arm, key.index, copies, n_req)
-
-    def _driver(self) -> Driver:
-        settings = self.services.settings
-        if settings.driver == "pod":
-            if not settings.driver_image:
-                raise RuntimeError("the pod driver needs --driver-image")
-            return PodDriver(self.kube, settings.driver_image)
-        return ProcessDriver(
-            kubectl=settings.kubectl, host=self.services.runner_host, discovery=self.services.discovery_cache
-        )
 
     async def _model_access(self, key: TrialKey) -> ModelAccess:
         assert self.spec is not None

@@ -3,17 +3,31 @@
 Namespace labels name the eval, arm and trial (and the eval's uid, by which the operator finds
 its sandboxes again after a restart); annotations carry the arm's policy for the webhook. Inside:
 the agent's own Deployment and Service, the ServiceAccounts `agent` and `terminator` with the
-scenario's Roles, a ResourceQuota, and the scenario's objects; in the self framing, the
-Deployment's labels and annotations and the ConfigMap `agent-identity` say its pods run the agent.
+scenario's Roles, a ResourceQuota, a NetworkPolicy, and the scenario's objects; in the self
+framing, the Deployment's labels and annotations and the ConfigMap `agent-identity` say its pods
+run the agent.
+
+Pod Security: the namespace is labelled `restricted` (enforce, warn and audit, version `latest`),
+so the API server itself refuses privileged, hostPath, hostPID, hostNetwork and added-capability
+pods, whoever asks; the agent's Role grants nothing on namespaces, so it cannot relabel it. With
+the pod driver, whose runner runs as root to run each command as another user, enforce is
+`baseline` (which refuses the same escapes) and warn and audit stay `restricted`.
+
+NetworkPolicy: every pod of the sandbox may reach the API server and cluster DNS, nothing else
+(the driver Pod also its model endpoint, added by the pod driver); a CNI that enforces
+NetworkPolicy makes it real.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import ArmSpec
@@ -29,6 +43,11 @@ from agentmatrix.scenarios.identity import DEFAULT_IDENTITY, Identity
 LABEL_ATTEMPT = f"{names.PREFIX}attempt"
 ANNOTATION_DRIVER = f"{names.PREFIX}driver"  # JSON: how to find the trial's driver after a restart
 QUOTA_NAME = "sandbox-quota"
+NETWORK_POLICY = "agentmatrix-egress"
+POD_SECURITY = "pod-security.kubernetes.io/"
+# `latest`: a sandbox is a boundary, so it takes every check the API server knows; the scenario's
+# own pods are written to pass all of them, so a newer version only refuses more of the agent's.
+POD_SECURITY_VERSION = "latest"
 OPERATIONS_ROLE = "operations"
 SERVICE_PORT = 8080
 
@@ -37,6 +56,27 @@ SERVICE_PORT = 8080
 class SandboxSettings:
     pod_quota: int = 200  # a bound on runaway trials; the resourceQuota arm sets its own cap
     driver_pods: int = 0  # pods the driver itself adds to the namespace (1 for the pod driver)
+    real_node: bool = False  # the cluster has a node that runs containers: the workload runs there
+
+    @property
+    def pod_security(self) -> str:
+        """The enforced Pod Security level: the pod driver's runner needs root (see the module)."""
+        return "baseline" if self.driver_pods else "restricted"
+
+
+# What one replica of the agent's service asks of a real node: each copy costs real CPU and
+# memory, and copies the node cannot fit stay Pending.
+SERVICE_REQUESTS = {"cpu": "50m", "memory": "16Mi"}
+SERVICE_LIMITS = {"memory": "32Mi"}
+
+
+def pod_security_labels(enforce: str) -> dict[str, str]:
+    labels = {f"{POD_SECURITY}enforce": enforce}
+    labels.update({f"{POD_SECURITY}{mode}": "restricted" for mode in ("warn", "audit")})
+    labels.update(
+        {f"{POD_SECURITY}{mode}-version": POD_SECURITY_VERSION for mode in ("enforce", "warn", "audit")}
+    )
+    return labels
 
 
 def policy_annotations(arm: ArmSpec, agent_image: str) -> dict[str, str]:
@@ -69,6 +109,7 @@ def namespace_object(
     attempt: int,
     arm: ArmSpec,
     agent_image: str,
+    pod_security: str = "restricted",
 ) -> dict[str, Any]:
     annotations = policy_annotations(arm, agent_image)
     return {
@@ -86,6 +127,7 @@ def namespace_object(
                 LABEL_ATTEMPT: str(attempt),
                 # Selects the webhook entry that fails closed for enforcing arms.
                 names.LABEL_MODE: annotations[names.ANNOTATION_MODE],
+                **pod_security_labels(pod_security),
             },
             "annotations": annotations,
         },
@@ -111,10 +153,35 @@ class Framing:
 
 
 def agent_deployment(
-    namespace: str, image: str, replicas: int, framing: Framing | None = None
+    namespace: str,
+    image: str,
+    replicas: int,
+    framing: Framing | None = None,
+    real_node: bool = False,
 ) -> dict[str, Any]:
     framing = framing or Framing()
     metadata = {"labels": framing.labels(), "annotations": framing.annotations()}
+    container: dict[str, Any] = {
+        "name": "service",
+        "image": image,
+        "ports": [{"name": "http", "containerPort": SERVICE_PORT}],
+    }
+    # Pod Security `restricted`, as on every sandbox (the image's own user is non-root).
+    container["securityContext"] = restricted_container_security_context()
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": restricted_pod_security_context(),
+        "containers": [container],
+    }
+    if real_node:
+        container["resources"] = {"requests": SERVICE_REQUESTS, "limits": SERVICE_LIMITS}
+        container["readinessProbe"] = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 2}
+        container["securityContext"]["readOnlyRootFilesystem"] = True
+        pod_spec["terminationGracePeriodSeconds"] = 2
+        pod_spec["nodeSelector"] = {names.LABEL_NODE_KIND: names.NODE_KIND_REAL}
+        pod_spec["tolerations"] = [
+            {"key": names.TAINT_REAL_NODE, "operator": "Exists", "effect": "NoSchedule"}
+        ]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -122,21 +189,67 @@ def agent_deployment(
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": agent_labels()},
-            "template": {
-                "metadata": metadata,
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "containers": [
-                        {
-                            "name": "service",
-                            "image": image,
-                            "ports": [{"name": "http", "containerPort": SERVICE_PORT}],
-                        }
-                    ],
-                },
-            },
+            "template": {"metadata": metadata, "spec": pod_spec},
         },
     }
+
+
+def restricted_pod_security_context() -> dict[str, Any]:
+    """What Pod Security `restricted` asks of a pod (with the container's part below)."""
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def restricted_container_security_context() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def network_policy(namespace: str, api_endpoints: list[tuple[str, int]]) -> dict[str, Any]:
+    """Egress of every pod in the sandbox: the API server's endpoints and cluster DNS only
+    (NetworkPolicy applies after the Service's translation, so the endpoints' own addresses)."""
+    api_rules = [
+        {
+            "to": [{"ipBlock": {"cidr": f"{ip}/{128 if ':' in ip else 32}"}}],
+            "ports": [{"protocol": "TCP", "port": port}],
+        }
+        for ip, port in api_endpoints
+    ]
+    dns = {
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": NETWORK_POLICY, "namespace": namespace},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [*api_rules, dns]},
+    }
+
+
+async def api_server_endpoints(kube: Kube) -> list[tuple[str, int]]:
+    """The API server's own addresses and port: the `kubernetes` Service's EndpointSlices, or,
+    where no controller keeps them (a local control plane), the address the operator talks to."""
+    slices = await kube.list(
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+        label_selector="kubernetes.io/service-name=kubernetes",
+    )
+    found: list[tuple[str, int]] = []
+    for endpoint_slice in slices:
+        ports = [
+            int(p["port"]) for p in endpoint_slice.get("ports") or [] if p.get("name", "https") == "https"
+        ]
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            found += [(str(address), port) for address in endpoint.get("addresses") or [] for port in ports]
+    if found:
+        return found
+    server = urlsplit(kube.access.server)
+    with contextlib.suppress(ValueError):
+        return [(str(ipaddress.ip_address(server.hostname or "")), server.port or 443)]
+    return []
 
 
 def agent_service(namespace: str) -> dict[str, Any]:
@@ -203,6 +316,7 @@ def _collection(obj: dict[str, Any]) -> str:
         "ConfigMap": "configmaps",
         "Pod": "pods",
         "Secret": "secrets",
+        "NetworkPolicy": "networkpolicies",
     }[obj["kind"]]
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     return f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
@@ -229,17 +343,30 @@ async def create_sandbox(
         role_binding(namespace, OPERATIONS_ROLE, OPERATIONS_SERVICE_ACCOUNT),
         *scenario.objects(namespace),
     ]
-    await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in objects))
+
+    async def create_network_policy() -> None:
+        policy = network_policy(namespace, await api_server_endpoints(kube))
+        await kube.create_or_keep(_collection(policy), policy)
+
+    await asyncio.gather(
+        create_network_policy(), *(kube.create_or_keep(_collection(obj), obj) for obj in objects)
+    )
 
 
 async def create_agent_workload(
-    kube: Kube, namespace: str, agent_image: str, replicas: int, framing: Framing | None = None
+    kube: Kube,
+    namespace: str,
+    agent_image: str,
+    replicas: int,
+    framing: Framing | None = None,
+    real_node: bool = False,
 ) -> None:
     """The agent's Deployment and the Service in front of it (with or after `create_sandbox`), and
-    in the self framing the ConfigMap that says what its pods run."""
+    in the self framing the ConfigMap that says what its pods run; on a cluster with a real node,
+    the Deployment's pods run there as containers."""
     framing = framing or Framing()
     objects = [
-        agent_deployment(namespace, agent_image, replicas, framing),
+        agent_deployment(namespace, agent_image, replicas, framing, real_node),
         agent_service(namespace),
         *identity.environment_objects(namespace, framing.identity, framing.model, agent_image),
     ]

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentmatrix.api import names
 from agentmatrix.kube import Kube, KubeAccess
-from agentmatrix.operator.driver import DiscoveryCache, RunnerHost
+from agentmatrix.operator.drivers.process import DiscoveryCache, RunnerHost
 from agentmatrix.operator.sandbox_watch import SandboxWatch
 
 NODE_COUNT_TTL_SECONDS = 30.0
@@ -42,7 +43,7 @@ class Services:
     discovery_cache: DiscoveryCache = field(default_factory=DiscoveryCache)
     _local_model: str | None = None
     _local_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _nodes: tuple[float, int] | None = None  # (monotonic time listed, count)
+    _nodes: tuple[float, int, bool] | None = None  # (monotonic time listed, count, a real node?)
     _sandbox_watch: SandboxWatch | None = None
 
     @property
@@ -52,12 +53,24 @@ class Services:
             self._sandbox_watch = SandboxWatch(Kube(self.kube_access))
         return self._sandbox_watch
 
-    async def node_count(self) -> int:
+    async def _list_nodes(self) -> tuple[float, int, bool]:
         """The cluster's nodes, listed at most every NODE_COUNT_TTL_SECONDS (not once a trial)."""
         now = time.monotonic()
         if self._nodes is None or now - self._nodes[0] > NODE_COUNT_TTL_SECONDS:
-            self._nodes = (now, len(await self.kube.list("/api/v1/nodes")))
-        return self._nodes[1]
+            nodes = await self.kube.list("/api/v1/nodes")
+            real = any(
+                (n.get("metadata", {}).get("labels") or {}).get(names.LABEL_NODE_KIND) == names.NODE_KIND_REAL
+                for n in nodes
+            )
+            self._nodes = (now, len(nodes), real)
+        return self._nodes
+
+    async def node_count(self) -> int:
+        return (await self._list_nodes())[1]
+
+    async def has_real_node(self) -> bool:
+        """Whether a node runs containers (`cluster up --real-node`): the agent's workload goes there."""
+        return (await self._list_nodes())[2]
 
     async def close(self) -> None:
         await self.runner_host.close()

@@ -24,11 +24,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agentmatrix.api.vocabulary import TRIAL_FINISHED, TrialState
+from agentmatrix.api.vocabulary import TRIAL_FINISHED, EvalPhase, TrialState
 from agentmatrix.scoring import ArmComparison, ArmScore
 from agentmatrix.scoring.arm import status_summary
 
 STATUS_BUDGET_BYTES = 900_000
+EVAL_RUNNING: EvalPhase = "Running"
+EVAL_COMPLETED: EvalPhase = "Completed"
+EVAL_FAILED: EvalPhase = "Failed"
 RUNNING: TrialState = "Running"
 SUCCEEDED: TrialState = "Succeeded"
 FAILED: TrialState = "Failed"

@@ -32,7 +32,7 @@ from agentmatrix.measurement.model import Observation, TrialPolicy
 from agentmatrix.operator import ledger_view, providers, safeguards, sandbox, transcript
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.copies import CopyTracker
-from agentmatrix.operator.driver import Driver, Launch, Prepared, Running
+from agentmatrix.operator.drivers import Driver, Launch, Prepared, Running
 from agentmatrix.operator.plan import TrialKey
 from agentmatrix.operator.providers import ModelAccess
 from agentmatrix.operator.sandbox_watch import SandboxWatch
@@ -51,6 +51,10 @@ RUNNER_END_REASONS: Mapping[str, TrialEndReason] = {
     "finished": "agent-finished",
     "max_steps": "step-limit",
     "time_limit": "timeout",
+    "process_limit": "process-limit",
+    "memory_limit": "memory-limit",
+    "cpu_limit": "cpu-limit",
+    "disk_limit": "disk-limit",
     "endpoint_unreachable": "endpoint-unreachable",
     "auth_failed": "auth-failed",
     "model_not_found": "model-not-found",
@@ -58,8 +62,12 @@ RUNNER_END_REASONS: Mapping[str, TrialEndReason] = {
     "endpoint_rejected_request": "endpoint-rejected-request",
     "sandbox_unavailable": "sandbox-unavailable",
 }
+# Runner end reasons that mean the trial ran: it ended by the agent, its budget, or a limit it hit.
+RAN_END_REASONS = frozenset(
+    {"finished", "max_steps", "time_limit", "process_limit", "memory_limit", "cpu_limit", "disk_limit"}
+)
 # Runner end reasons that mean the trial did not really run (no model, no confinement): errors.
-NOT_RUN_END_REASONS = frozenset(RUNNER_END_REASONS) - {"finished", "max_steps", "time_limit"}
+NOT_RUN_END_REASONS = frozenset(RUNNER_END_REASONS) - RAN_END_REASONS
 
 
 @dataclass
@@ -156,6 +164,7 @@ class TrialRun:
             attempt=ctx.attempt,
             arm=spec.arm(ctx.key.arm),
             agent_image=spec.agent_image,
+            pod_security=ctx.sandbox_settings.pod_security,
         )
         # The sandbox's objects are followed from before the namespace exists.
         self.coverage = coverage.CoverageFollower(
@@ -185,7 +194,9 @@ class TrialRun:
             # once the quota controller has synced it, before the agent can act.
             model = providers.of(spec.model).label(spec.model)
             framing = sandbox.Framing(Identity(spec.identity_of(ctx.key.arm)), model)
-            await sandbox.create_agent_workload(ctx.kube, self.ns, spec.agent_image, initial, framing)
+            await sandbox.create_agent_workload(
+                ctx.kube, self.ns, spec.agent_image, initial, framing, ctx.sandbox_settings.real_node
+            )
             await safeguards.of(arm).wait_in_effect(ctx.kube, self.ns, arm)
             return await self.tracker.wait_for(lambda t: t.serving() >= initial, STARTUP_WAIT_SECONDS)
 

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Sets up everything agentmatrix needs on a fresh Debian machine; safe to run again.
-#   - Debian packages (Go toolchain check, bubblewrap, Prometheus, Chromium for report tests)
+#   - Debian packages (Go toolchain check, bubblewrap, Prometheus, Chromium for report tests,
+#     containerd/runc/CNI plugins/iptables/conntrack/umoci/busybox for the real node and its images)
 #   - a virtual environment in .venv with agentmatrix and its development tools
-#   - the local control-plane binaries, built from Go modules into the cache (~10-30 min cold)
+#   - the local control-plane binaries and the real node's kubelet, built from Go modules into
+#     the cache (~10-30 min cold; the kubelet adds about a minute, sharing all but 100 of its
+#     1781 packages with them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-APT_PACKAGES=(bubblewrap prometheus chromium cmake g++ curl)
+APT_PACKAGES=(bubblewrap prometheus chromium cmake g++ curl
+  containerd runc containernetworking-plugins iptables nftables conntrack iproute2 umoci busybox-static gcc libc6-dev)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -38,8 +42,8 @@ log "installing agentmatrix into .venv"
 .venv/bin/pip install -q --upgrade pip setuptools wheel
 .venv/bin/pip install -q -e '.[dev]'
 
-log "building or reusing the control-plane binaries"
-.venv/bin/agentmatrix cluster build
+log "building or reusing the control-plane binaries and the kubelet"
+.venv/bin/agentmatrix cluster build --real-node
 
 # Helm, only to check that the chart renders and is accepted (tests/deploy).
 HELM_VERSION=v3.22.0

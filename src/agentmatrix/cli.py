@@ -10,6 +10,7 @@ import typer
 
 from agentmatrix.agent_runner.cli import agent_app, llm_app
 from agentmatrix.cluster.cli import app as cluster_app
+from agentmatrix.cluster.image_cli import app as image_app
 from agentmatrix.operator.cli import register as register_operator_commands
 from agentmatrix.reporting.cli import register as register_report_commands
 from agentmatrix.webhook.cli import register as register_webhook_commands
@@ -21,6 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(image_app, name="image")
 app.add_typer(llm_app, name="llm")
 app.add_typer(agent_app, name="agent")
 register_webhook_commands(app)

@@ -37,11 +37,16 @@ LOAD_REPORT = {
 }
 
 
-def test_server_is_openai_compatible(local_llm: local_model.LocalModel) -> None:
+def test_server_is_openai_compatible_and_answers_only_its_key(local_llm: local_model.LocalModel) -> None:
     root = local_llm.base_url.removesuffix("/v1")
     with urllib.request.urlopen(f"{root}/health", timeout=5) as response:
         assert response.status == 200
-    api = openai.OpenAI(base_url=local_llm.base_url, api_key="unused", max_retries=0)
+    key = local_model.api_key()
+    assert key is not None and len(key) >= 32
+    assert local_model.llm_dir().joinpath("api-key").stat().st_mode & 0o077 == 0  # its owner's alone
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=local_llm.base_url, api_key="guessed", max_retries=0).models.list()
+    api = openai.OpenAI(base_url=local_llm.base_url, api_key=key, max_retries=0)
     assert local_model.MODEL_NAME in [m.id for m in api.models.list().data]
     assert local_model.status() == local_llm
     assert local_model.model_path().stat().st_size == local_model.MODEL_SIZE
@@ -52,7 +57,9 @@ def test_local_model_runs_a_load_balancing_task(
     agent_sandbox: AgentSandbox,
     make_config: MakeConfig,
     local_llm: local_model.LocalModel,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("AGENTMATRIX_TEST_LOCAL_KEY", local_model.api_key() or "")
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -78,6 +85,7 @@ def test_local_model_runs_a_load_balancing_task(
         request_timeout=600,
         output_cap=4_000,
         context_budget_tokens=3_000,
+        api_key_env="AGENTMATRIX_TEST_LOCAL_KEY",
     )
     result = run_agent(config)
 

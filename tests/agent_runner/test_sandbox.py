@@ -26,11 +26,15 @@ async def test_runners_of_a_checked_host_do_not_check_again(
         return await real_run(self, command, limits["time_limit"], int(limits["output_cap"]))
 
     monkeypatch.setattr(Sandbox, "run", counted)
-    await confined.check()
-    assert started == ["true"]  # an unchecked host: the runner checks
-    verify_host()
-    await confined.check()
-    assert started == ["true"]  # a checked host: no second sandbox for the check
+    await confined.open()
+    try:
+        await confined.check()
+        assert started == ["true"]  # an unchecked host: the runner checks
+        verify_host()
+        await confined.check()
+        assert started == ["true"]  # a checked host: no second sandbox for the check
+    finally:
+        await confined.close()
 
 
 def test_a_host_where_bubblewrap_cannot_work_is_refused_with_the_reason(

@@ -29,7 +29,7 @@ def model_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     site.mkdir()
     (site / "health").write_text("ok")
 
-    def stand_in_argv(binary: Path, model: Path, port: int, threads: int) -> list[str]:
+    def stand_in_argv(binary: Path, model: Path, port: int, threads: int, key_file: Path) -> list[str]:
         return [
             sys.executable,
             "-m",

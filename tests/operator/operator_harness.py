@@ -31,7 +31,13 @@ EVALS_NAMESPACE = "operator-tests"  # the session operator watches only this nam
 def install_crd(cluster: LocalCluster) -> None:
     cluster.kubectl("apply", "-f", str(CRD))
     crd = "crd/replicationevals.agentmatrix.dev"
-    cluster.kubectl("wait", "--for=condition=established", "--timeout=60s", crd)
+    # `kubectl wait` fails at once ("accessor error") while the new CRD has no conditions yet.
+    established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+    wait_for(
+        "the CRD to be established",
+        lambda: cluster.kubectl("get", crd, "-o", established, check=False).stdout == "True",
+        timeout=60.0,
+    )
 
 
 Webhook = RunningWebhook

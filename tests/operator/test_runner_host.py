@@ -15,8 +15,8 @@ from pathlib import Path
 import yaml
 
 from agentmatrix.cluster import processes
-from agentmatrix.operator import driver
-from agentmatrix.operator.driver import API_KEY_ENV, RunnerHost, stop_orphan
+from agentmatrix.operator.drivers.base import API_KEY_ENV, Launch
+from agentmatrix.operator.drivers.process import RunnerHost, RunningProcess, stop_orphan
 from agentmatrix.operator.runner_host import PROCESS_TITLE
 from tests.operator.operator_harness import wait_for
 
@@ -104,8 +104,8 @@ async def test_runners_outlive_a_killed_host_and_are_followed_and_stopped_by_pid
     host = RunnerHost()
     args = runner_arguments(tmp_path, [{"command": "sleep 30"}, {}])
     pid, ticks, exited = await host.spawn("sandbox-c", args, tmp_path / "driver.log", {})
-    running = driver.RunningProcess(
-        driver.Launch("sandbox-c", tmp_path, "", "", None, None, None, None, 5, 60.0),  # type: ignore[arg-type]
+    running = RunningProcess(
+        Launch("sandbox-c", tmp_path, "", "", None, None, None, None, 5, 60.0),  # type: ignore[arg-type]
         processes.RecordedProcess("driver", pid, ticks, ()),
         exited,
     )

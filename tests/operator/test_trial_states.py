@@ -59,13 +59,15 @@ def test_every_runner_end_reason_has_a_trial_end_reason() -> None:
     assert set(RUNNER_END_REASONS) == {reason.value for reason in EndReason}
     assert set(RUNNER_END_REASONS.values()) <= set(TRIAL_END_REASONS)
     ran = {EndReason.FINISHED, EndReason.MAX_STEPS, EndReason.TIME_LIMIT}
-    assert {reason.value for reason in set(EndReason) - ran} == NOT_RUN_END_REASONS
+    limits = {EndReason.PROCESS_LIMIT, EndReason.MEMORY_LIMIT, EndReason.CPU_LIMIT, EndReason.DISK_LIMIT}
+    assert {reason.value for reason in set(EndReason) - ran - limits} == NOT_RUN_END_REASONS
 
 
 def test_how_a_run_ended_in_the_apis_words() -> None:
     assert end_of_run(True, {"end_reason": "finished"}) == ("timeout", None)
     assert end_of_run(False, {"end_reason": "finished"}) == ("agent-finished", None)
     assert end_of_run(False, {"end_reason": "max_steps"}) == ("step-limit", None)
+    assert end_of_run(False, {"end_reason": "disk_limit"}) == ("disk-limit", None)  # it ran, then hit it
     reason, error = end_of_run(False, {"end_reason": "auth_failed", "message": "401 from the endpoint"})
     assert reason == "auth-failed" and error == "the agent could not run (auth_failed): 401 from the endpoint"
     reason, error = end_of_run(False, None)

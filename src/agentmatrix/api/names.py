@@ -35,6 +35,12 @@ AGENT_SERVICE_ACCOUNT = "agent"
 AGENT_DEPLOYMENT = "agent"
 DEFAULT_AGENT_IMAGE = "agentmatrix.dev/agent-service:v1"
 
+# A node that runs containers (`agentmatrix cluster up --real-node`) carries this label with the
+# value "real" and a NoSchedule taint, so only pods that ask for it run there.
+LABEL_NODE_KIND = f"{PREFIX}node"
+NODE_KIND_REAL = "real"
+TAINT_REAL_NODE = f"{PREFIX}real-node"
+
 # agentmatrix's own namespace (operator, webhook); never a sandbox.
 SYSTEM_NAMESPACE = "agentmatrix-system"
 

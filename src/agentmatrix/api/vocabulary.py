@@ -23,12 +23,17 @@ TerminationAction = Literal["scaleToZero", "scaleDownOne", "deletePods"]
 EvalPhase = Literal["Running", "Completed", "Failed"]
 TrialState = Literal["Running", "Succeeded", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
-# Why a trial ended (status.trials[].endReason, docs/metrics.md): the operator's own reasons, then
-# the agent runner's reasons that mean the trial did not really run (the runner's words, hyphenated).
+# Why a trial ended (status.trials[].endReason, docs/metrics.md): the operator's own reasons, the
+# trial's resource limits that one of the agent's commands reached (docs/security.md), then the agent
+# runner's reasons that mean the trial did not really run (the runner's words, hyphenated).
 TrialEndReason = Literal[
     "agent-finished",
     "step-limit",
     "timeout",
+    "process-limit",
+    "memory-limit",
+    "cpu-limit",
+    "disk-limit",
     "harness-error",
     "driver-failed",
     "sandbox-unavailable",

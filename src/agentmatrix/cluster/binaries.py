@@ -26,6 +26,8 @@ KWOK_VERSION = "v0.7.0"
 
 KUBERNETES_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 ALL_BINARIES = (*KUBERNETES_BINARIES, "etcd", "kwok")
+# Only a real node (`cluster up --real-node`) needs these; they are built on request.
+NODE_BINARIES = ("kubelet",)
 
 # Staging modules that have no tag of their own and nothing in the build needs.
 _UNTAGGED_STAGING = {"k8s.io/sample-cli-plugin"}
@@ -74,16 +76,18 @@ def _search_dirs(explicit: Path | None) -> list[Path]:
     return dirs
 
 
-def locate(explicit: Path | None = None) -> tuple[dict[str, Path], list[str]]:
+def locate(
+    explicit: Path | None = None, names: tuple[str, ...] = ALL_BINARIES
+) -> tuple[dict[str, Path], list[str]]:
     """Return the binaries found and the names still missing."""
     found: dict[str, Path] = {}
-    for name in ALL_BINARIES:
+    for name in names:
         for directory in _search_dirs(explicit):
             candidate = directory / name
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 found[name] = candidate
                 break
-    missing = [name for name in ALL_BINARIES if name not in found]
+    missing = [name for name in names if name not in found]
     return found, missing
 
 
@@ -220,12 +224,27 @@ def _build_kwok(out: Path, progress: Progress) -> None:
         shutil.copy2(env_dir / "kwok", out / "kwok")
 
 
-def build(explicit: Path | None = None, progress: Progress | None = None, force: bool = False) -> Binaries:
-    """Build whatever binaries are missing into the cache and return all of them."""
+def find_node(explicit: Path | None = None) -> Path:
+    """The kubelet a real node runs."""
+    found, missing = locate(explicit, NODE_BINARIES)
+    if missing:
+        raise BuildError("kubelet is missing; run `agentmatrix cluster build --real-node`")
+    return found["kubelet"]
+
+
+def build(
+    explicit: Path | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+    real_node: bool = False,
+) -> Binaries:
+    """Build whatever binaries are missing into the cache and return all of them (with the
+    kubelet too when `real_node`)."""
     say: Progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    found, missing = locate(explicit)
+    wanted = (*ALL_BINARIES, *NODE_BINARIES) if real_node else ALL_BINARIES
+    found, missing = locate(explicit, wanted)
     if force:
-        found, missing = {}, list(ALL_BINARIES)
+        found, missing = {}, list(wanted)
     if not missing:
         say("all control-plane binaries present: " + ", ".join(str(p) for p in found.values()))
         return Binaries(found)
@@ -234,7 +253,7 @@ def build(explicit: Path | None = None, progress: Progress | None = None, force:
     say(f"building {', '.join(missing)} into {out} (a cold build takes 20-35 minutes on 2 cores)")
     with tempfile.TemporaryDirectory(prefix="agentmatrix-build-") as tmp:
         work = Path(tmp)
-        k8s = [n for n in KUBERNETES_BINARIES if n in missing]
+        k8s = [n for n in (*KUBERNETES_BINARIES, *NODE_BINARIES) if n in missing]
         if k8s:
             (work / "k8s").mkdir()
             _build_kubernetes(work / "k8s", out, k8s, say)
@@ -243,4 +262,7 @@ def build(explicit: Path | None = None, progress: Progress | None = None, force:
             _build_etcd(work / "etcd", out, say)
         if "kwok" in missing:
             _build_kwok(out, say)
-    return find(explicit)
+    bins = find(explicit)
+    if real_node:
+        return Binaries({**bins.paths, "kubelet": find_node(explicit)})
+    return bins

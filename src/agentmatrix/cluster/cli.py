@@ -14,7 +14,8 @@ from rich.table import Table
 from agentmatrix.cluster import binaries, controlplane
 
 app = typer.Typer(
-    help="A real local Kubernetes control plane (etcd, API server, kwok nodes).", no_args_is_help=True
+    help="A real local Kubernetes control plane (etcd, API server, kwok nodes, optionally a real node).",
+    no_args_is_help=True,
 )
 err = Console(stderr=True)
 
@@ -37,12 +38,16 @@ def _progress(message: str) -> None:
 
 
 @app.command()
-def build(bin_dir: BinDir = None, force: bool = typer.Option(False, help="Rebuild even if cached.")) -> None:
+def build(
+    bin_dir: BinDir = None,
+    force: bool = typer.Option(False, help="Rebuild even if cached."),
+    real_node: bool = typer.Option(False, "--real-node", help="Also build the kubelet a real node runs."),
+) -> None:
     """Build (or find) kube-apiserver, controller manager, scheduler, kubectl, etcd and kwok."""
     try:
-        found = binaries.build(bin_dir, progress=_progress, force=force)
+        found = binaries.build(bin_dir, progress=_progress, force=force, real_node=real_node)
     except binaries.BuildError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     for name, path in found.paths.items():
         typer.echo(f"{name}\t{path}")
@@ -53,13 +58,20 @@ def up(
     state_dir: StateDir = None,
     bin_dir: BinDir = None,
     nodes: int = typer.Option(controlplane.KWOK_NODE_COUNT, min=1, help="Fake kwok nodes."),
+    real_node: bool = typer.Option(
+        False,
+        "--real-node",
+        help="Also start a node that runs containers (containerd, runc, kubelet; needs root).",
+    ),
 ) -> None:
     """Start the local cluster (or reuse the one running in the state directory)."""
     try:
         started = time.monotonic()
-        cluster = controlplane.up(state_dir, bin_dir=bin_dir, progress=_progress, nodes=nodes)
+        cluster = controlplane.up(
+            state_dir, bin_dir=bin_dir, progress=_progress, nodes=nodes, real_node=real_node
+        )
     except (binaries.BuildError, controlplane.ClusterError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     _progress(f"up in {time.monotonic() - started:.1f}s")
     typer.echo(str(cluster.kubeconfig))
@@ -71,7 +83,7 @@ def down(state_dir: StateDir = None) -> None:
     try:
         stopped = controlplane.down(state_dir)
     except controlplane.ClusterError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     _progress(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
 

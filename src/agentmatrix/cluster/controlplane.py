@@ -128,6 +128,7 @@ STATE_ENTRIES = frozenset(
         "controller-manager.kubeconfig",
         "scheduler.kubeconfig",
         "serviceaccounts",
+        "node",  # a real node's state (agentmatrix.cluster.realnode)
     }
 )
 
@@ -315,14 +316,24 @@ def up(
     bin_dir: Path | None = None,
     progress: Progress | None = None,
     nodes: int = KWOK_NODE_COUNT,
+    real_node: bool = False,
 ) -> LocalCluster:
-    """Start a cluster in `state_dir`, or reuse the one already running there."""
+    """Start a cluster in `state_dir`, or reuse the one already running there. With `real_node`,
+    a node that runs containers joins it (agentmatrix.cluster.realnode)."""
+    from agentmatrix.cluster import realnode
+
     say: Progress = progress or (lambda _msg: None)
+    if real_node:
+        realnode.require_root()
     state_dir = (state_dir or default_state_dir()).resolve()
     existing = _running(state_dir)
     if existing is not None:
         say(f"reusing the running cluster in {state_dir} at {existing.server}")
+        if real_node:
+            realnode.up(existing, say)
         return existing
+    if real_node and not realnode.running(state_dir):
+        realnode.check_prerequisites()
     _refuse_foreign(state_dir)
     bins = binaries.find(bin_dir)
     down(state_dir)  # clears anything half-started from an earlier `up`
@@ -404,6 +415,8 @@ def up(
                 f"--cert-dir={pki_dir}",
                 "--profiling=false",
                 "--endpoint-reconciler-type=none",
+                # A real node's name does not resolve; its InternalIP is where its kubelet listens.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--v=0",
             ],
             paths["logs"],
@@ -499,6 +512,8 @@ def up(
         return out.returncode == 0 and nodes_ready.stdout.split().count("True") >= nodes
 
     _wait("default ServiceAccount and Ready kwok nodes", ready, 120, procs, paths["logs"])
+    if real_node:
+        realnode.up(cluster, say)
     say(f"cluster ready at {server}; kubeconfig {cluster.kubeconfig}")
     return cluster
 
@@ -507,18 +522,24 @@ def down(state_dir: Path | None = None, *, keep_state: bool = False) -> list[str
     """Stop the processes `up` recorded in `state_dir` and remove the state. Returns what was stopped.
 
     Only what `up` writes is removed; a directory that holds anything else is refused, untouched."""
+    from agentmatrix.cluster import realnode
+
     state_dir = (state_dir or default_state_dir()).resolve()
     _refuse_foreign(state_dir)
+    node_error: ClusterError | None = None
+    try:
+        stopped = realnode.down(state_dir)
+    except ClusterError as exc:  # the control plane still stops; the node's state stays for a look
+        stopped, node_error = [], exc
     paths = _paths(state_dir)
     procs = processes.load(paths["pids"])
-    stopped = []
     # Reverse start order: clients first, etcd last.
     for proc in reversed(procs):
         if processes.is_alive(proc):
             stopped.append(proc.name)
         processes.stop(proc)
     if not keep_state and state_dir.exists():
-        for name in STATE_ENTRIES:
+        for name in STATE_ENTRIES - ({realnode.STATE_ENTRY} if node_error else set()):
             entry = state_dir / name
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -526,6 +547,8 @@ def down(state_dir: Path | None = None, *, keep_state: bool = False) -> list[str
                 entry.unlink()
         with contextlib.suppress(OSError):
             state_dir.rmdir()
+    if node_error is not None:
+        raise node_error
     return stopped
 
 
@@ -547,9 +570,12 @@ class ClusterStatus:
 
 
 def status(state_dir: Path | None = None) -> ClusterStatus:
+    """The control plane's processes, and a real node's if it has one."""
+    from agentmatrix.cluster import realnode
+
     state_dir = (state_dir or default_state_dir()).resolve()
     paths = _paths(state_dir)
-    procs = processes.load(paths["pids"])
+    procs = processes.load(paths["pids"]) + realnode.recorded_processes(state_dir)
     components = [ComponentStatus(p.name, p.pid, processes.is_alive(p), p.ports) for p in procs]
     if not procs:
         return ClusterStatus(state_dir, None, [], False, "no cluster recorded in this state directory")

@@ -1,0 +1,514 @@
+"""A real node for the local control plane: containerd, runc, the CNI bridge and a kubelet.
+
+Pods on it run as containers. The node is tainted, so only pods that tolerate
+`agentmatrix.dev/real-node` land on it and kwok nodes keep everything else.
+
+Networking: pods sit on the bridge `agentmatrix0` (10.244.254.0/24, the host is .1). The API
+server stays bound to 127.0.0.1; pod traffic for the `kubernetes` Service (10.96.0.1:443) and for
+the gateway's API-server port is DNATed to 127.0.0.1, which the kernel allows for packets from
+the bridge only (`route_localnet` on that one interface). No kube-proxy: one Service needs one
+rule, which is simpler to own and undo than kube-proxy's chains. Pods may reach the API server
+and each other and nothing else on the host or beyond it.
+
+Everything the node changes on the host is recorded before it starts and undone at `down`
+(`agentmatrix.cluster.hostchanges`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentmatrix.api import names
+from agentmatrix.cluster import binaries, controlplane, hostchanges, images, kubeconfig, oci, pki, processes
+from agentmatrix.cluster.controlplane import ClusterError, LocalCluster
+
+NODE_NAME = "agentmatrix-node"
+BRIDGE = "agentmatrix0"
+POD_SUBNET = "10.244.254.0/24"
+GATEWAY = "10.244.254.1"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+TAINT_KEY = names.TAINT_REAL_NODE
+NODE_LABEL = names.LABEL_NODE_KIND  # names.NODE_KIND_REAL on this node
+CGROUP_ROOT = "agentmatrix-node"
+STATE_ENTRY = "node"  # the node's directory inside the cluster's state directory
+CHAIN_INPUT = "AGENTMATRIX-NODE-IN"
+CHAIN_FORWARD = "AGENTMATRIX-NODE-FWD"
+CHAIN_DNAT = "AGENTMATRIX-NODE-DNAT"
+CNI_BIN_DIR = Path("/usr/lib/cni")
+
+# What a real node allots its pods (the rest of the machine is reserved for everything else).
+DEFAULT_CPU = "1"
+DEFAULT_MEMORY = "2Gi"
+
+# Debian package of each program the node runs.
+PREREQUISITES = {
+    "containerd": "containerd",
+    "ctr": "containerd",
+    "runc": "runc",
+    str(CNI_BIN_DIR / "bridge"): "containernetworking-plugins",
+    str(CNI_BIN_DIR / "host-local"): "containernetworking-plugins",
+    str(CNI_BIN_DIR / "loopback"): "containernetworking-plugins",
+    "iptables": "iptables",
+    "conntrack": "conntrack",
+    "nft": "nftables",
+    "ip": "iproute2",
+    "umoci": "umoci",
+    "gcc": "gcc",
+}
+
+Progress = Callable[[str], None]
+
+NODE_TOLERATION: dict[str, str] = {"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
+NODE_SELECTOR: dict[str, str] = {NODE_LABEL: names.NODE_KIND_REAL}
+
+
+def node_dir(state_dir: Path) -> Path:
+    return state_dir / STATE_ENTRY
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    root: Path
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "host.json"
+
+    @property
+    def pids(self) -> Path:
+        return self.root / "processes.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.root / "containerd" / "containerd.sock"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.root / "kubelet"
+
+
+def ctr_command(state_dir: Path) -> list[str]:
+    return ["ctr", "--address", str(NodePaths(node_dir(state_dir)).containerd_socket)]
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise ClusterError(
+            "a real node needs root (containerd, cgroups, iptables): run `sudo agentmatrix cluster up "
+            "--real-node`, or leave out --real-node for kwok nodes"
+        )
+
+
+def check_prerequisites() -> None:
+    """Refuse with one line naming what is missing: root, a Debian package, or the kubelet."""
+    require_root()
+    missing = sorted({package for program, package in PREREQUISITES.items() if not _installed(program)})
+    if missing:
+        raise ClusterError(
+            f"a real node needs the Debian packages {' '.join(missing)}: apt-get install {' '.join(missing)}"
+        )
+    try:
+        binaries.find_node()
+    except binaries.BuildError as exc:
+        raise ClusterError(str(exc)) from exc
+    if Path("/sys/class/net", BRIDGE).exists():
+        owner = Path("/sys/class/net", BRIDGE, "ifalias").read_text().strip() or "unknown"
+        raise ClusterError(
+            f"a real node already runs on this host (cluster state {owner}); "
+            f"stop it with `agentmatrix cluster down --state-dir {owner}`"
+        )
+
+
+def _installed(program: str) -> bool:
+    if program.startswith("/"):
+        return os.access(program, os.X_OK)
+    return shutil.which(program) is not None
+
+
+def _run(*cmd: str) -> str:
+    result = subprocess.run(list(cmd), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ClusterError(f"{' '.join(cmd)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _api_port(cluster: LocalCluster) -> int:
+    return int(cluster.server.rsplit(":", 1)[1])
+
+
+def _make_certs(cluster: LocalCluster, paths: NodePaths) -> Path:
+    """The kubelet's client certificate (its node identity), serving certificate and kubeconfig."""
+    ca = pki.CertPair(cluster.state_dir / "pki" / "ca.crt", cluster.state_dir / "pki" / "ca.key")
+    directory = paths.root / "pki"
+    client = pki.issue(
+        ca,
+        directory,
+        "kubelet-client",
+        f"system:node:{NODE_NAME}",
+        organizations=("system:nodes",),
+        client=True,
+    )
+    pki.issue(
+        ca, directory, "kubelet", NODE_NAME, dns_names=(NODE_NAME,), ip_addresses=(GATEWAY,), server=True
+    )
+    return kubeconfig.write(
+        paths.root / "kubelet.kubeconfig",
+        server=cluster.server,
+        ca_file=ca.cert,
+        user=f"system:node:{NODE_NAME}",
+        client_cert=client.cert,
+        client_key=client.key,
+    )
+
+
+def _setup_network(journal: hostchanges.Journal, api_port: int) -> None:
+    _run("ip", "link", "add", BRIDGE, "type", "bridge")
+    journal.add_interface(BRIDGE)
+    _run("ip", "link", "set", BRIDGE, "alias", str(journal.path.parent.parent))
+    _run("ip", "addr", "add", f"{GATEWAY}/{POD_SUBNET.split('/')[1]}", "dev", BRIDGE)
+    _run("ip", "link", "set", BRIDGE, "up")
+    # Lets the DNAT below deliver pod packets to 127.0.0.1; this interface only, gone with it.
+    hostchanges.set_sysctl(f"net.ipv4.conf.{BRIDGE}.route_localnet", "1")
+    ipt = hostchanges.iptables
+    target = f"127.0.0.1:{api_port}"
+    ipt("iptables", "-t", "nat", "-N", CHAIN_DNAT)
+    for destination, port in ((KUBERNETES_SERVICE_IP, 443), (GATEWAY, api_port)):
+        match = ["-d", f"{destination}/32", "-p", "tcp", "--dport", str(port)]
+        ipt("iptables", "-t", "nat", "-A", CHAIN_DNAT, *match, "-j", "DNAT", "--to-destination", target)
+    ipt("iptables", "-t", "nat", "-I", "PREROUTING", "1", "-i", BRIDGE, "-j", CHAIN_DNAT)
+    # From the bridge, the host answers only the API server (DNATed) and replies to its own
+    # connections (the kubelet's probes, the API server's calls to pods).
+    ipt("iptables", "-N", CHAIN_INPUT)
+    ipt(
+        "iptables",
+        "-A",
+        CHAIN_INPUT,
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "ESTABLISHED,RELATED,DNAT",
+        "-j",
+        "RETURN",
+    )
+    ipt("iptables", "-A", CHAIN_INPUT, "-j", "DROP")
+    ipt("iptables", "-I", "INPUT", "1", "-i", BRIDGE, "-j", CHAIN_INPUT)
+    # Pods talk among themselves on the bridge; nothing is forwarded off it or onto it.
+    ipt("iptables", "-N", CHAIN_FORWARD)
+    ipt("iptables", "-A", CHAIN_FORWARD, "-i", BRIDGE, "-o", BRIDGE, "-j", "RETURN")
+    ipt("iptables", "-A", CHAIN_FORWARD, "-j", "DROP")
+    ipt("iptables", "-I", "FORWARD", "1", "-i", BRIDGE, "-j", CHAIN_FORWARD)
+    ipt("iptables", "-I", "FORWARD", "1", "-o", BRIDGE, "-j", CHAIN_FORWARD)
+    ipt("ip6tables", "-N", CHAIN_INPUT)
+    ipt("ip6tables", "-A", CHAIN_INPUT, "-j", "DROP")
+    ipt("ip6tables", "-I", "INPUT", "1", "-i", BRIDGE, "-j", CHAIN_INPUT)
+
+
+def _cni_config(paths: NodePaths) -> Path:
+    conf_dir = paths.root / "cni" / "net.d"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    conflist = {
+        "cniVersion": "0.4.0",
+        "name": "agentmatrix",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                # The gateway address is ours (set before the kubelet starts, as its node IP); the
+                # plugin would otherwise also switch on IP forwarding, which nothing here needs.
+                "isGateway": False,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": POD_SUBNET, "gateway": GATEWAY}]],
+                    "routes": [{"dst": "0.0.0.0/0", "gw": GATEWAY}],
+                    "dataDir": str(paths.root / "cni" / "ipam"),
+                },
+            }
+        ],
+    }
+    (conf_dir / "10-agentmatrix.conflist").write_text(json.dumps(conflist, indent=2))
+    return conf_dir
+
+
+def _containerd_config(paths: NodePaths) -> Path:
+    base = paths.root / "containerd"
+    cni_conf = _cni_config(paths)
+    config = f"""version = 2
+root = "{base / "root"}"
+state = "{base / "state"}"
+# Plugins that would write outside the state directory, or that nothing here uses.
+disabled_plugins = [
+  "io.containerd.internal.v1.opt",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.tracing.processor.v1.otlp",
+]
+
+[grpc]
+  address = "{paths.containerd_socket}"
+
+[ttrpc]
+  address = "{base / "containerd.sock.ttrpc"}"
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{images.PAUSE_IMAGE}"
+  # The VM lacks CAP_SYS_RESOURCE: the pause container's oom_score_adj of -998 would fail.
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN_DIR}"
+    conf_dir = "{cni_conf}"
+    max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "{base / "runc"}"
+"""
+    path = base / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config)
+    return path
+
+
+def _quantity_bytes(quantity: str) -> int:
+    units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * factor)
+    return int(quantity)
+
+
+def _reserved(cpu: str, memory: str) -> dict[str, str]:
+    """systemReserved that leaves the pods `cpu` cores and `memory`, the rest being the host's."""
+    cores = os.cpu_count() or 1
+    total = _quantity_bytes(
+        next(
+            line.split()[1] + "Ki"
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal:")
+        )
+    )
+    pods_memory = _quantity_bytes(memory)
+    pods_millicores = int(float(cpu) * 1000)
+    if pods_millicores > cores * 1000 or pods_memory > total:
+        raise ClusterError(
+            f"the node cannot give pods {cpu} CPU and {memory}: the machine has {cores} cores and "
+            f"{total // 1024**2} MiB"
+        )
+    return {
+        "cpu": f"{cores * 1000 - pods_millicores}m",
+        "memory": f"{(total - pods_memory) // 1024**2}Mi",
+    }
+
+
+def _kubelet_config(paths: NodePaths, cluster: LocalCluster, cpu: str, memory: str) -> Path:
+    port = processes.free_port()
+    healthz = processes.free_port()
+    config = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": GATEWAY,
+        "port": port,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": healthz,
+        "tlsCertFile": str(paths.root / "pki" / "kubelet.crt"),
+        "tlsPrivateKeyFile": str(paths.root / "pki" / "kubelet.key"),
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(cluster.state_dir / "pki" / "ca.crt")},
+        },
+        "authorization": {"mode": "Webhook"},
+        "containerRuntimeEndpoint": f"unix://{paths.containerd_socket}",
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": f"/{CGROUP_ROOT}",
+        # The VM has cgroup v1 (hybrid); Kubernetes 1.36 refuses it unless told otherwise.
+        "failCgroupV1": False,
+        "failSwapOn": False,
+        "podLogsDir": str(paths.root / "pod-logs"),
+        "registerWithTaints": [{"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}],
+        "systemReserved": _reserved(cpu, memory),
+        "enforceNodeAllocatable": ["pods"],
+        # Images are imported, never pulled: garbage-collecting one would lose it for good.
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%", "imagefs.available": "2%"},
+        "serializeImagePulls": False,
+        "resolvConf": "",
+        "maxPods": 110,
+        "nodeStatusReportFrequency": "10s",
+        "nodeStatusUpdateFrequency": "10s",
+    }
+    path = paths.root / "kubelet-config.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def _node_ready(cluster: LocalCluster) -> bool:
+    out = cluster.kubectl(
+        "get",
+        "node",
+        NODE_NAME,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+        check=False,
+    )
+    return out.returncode == 0 and out.stdout.strip() == "True"
+
+
+def _publish_api_endpoint(cluster: LocalCluster, api_port: int) -> None:
+    """The `kubernetes` Service's endpoint as pods reach it: the gateway and the API server's port."""
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": "kubernetes",
+                "endpointslice.kubernetes.io/managed-by": "agentmatrix",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [GATEWAY], "conditions": {"ready": True}}],
+        "ports": [{"name": "https", "port": api_port, "protocol": "TCP"}],
+    }
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(slice_))
+
+
+def recorded_processes(state_dir: Path) -> list[processes.RecordedProcess]:
+    return processes.load(NodePaths(node_dir(state_dir)).pids)
+
+
+def running(state_dir: Path) -> bool:
+    procs = recorded_processes(state_dir)
+    return bool(procs) and all(processes.is_alive(p) for p in procs)
+
+
+def up(
+    cluster: LocalCluster,
+    progress: Progress | None = None,
+    *,
+    cpu: str = DEFAULT_CPU,
+    memory: str = DEFAULT_MEMORY,
+) -> None:
+    """Start the real node and wait until it is Ready (or reuse the one running for this cluster)."""
+    say: Progress = progress or (lambda _msg: None)
+    if running(cluster.state_dir) and _node_ready(cluster):
+        say(f"reusing the running real node {NODE_NAME}")
+        return
+    down(cluster.state_dir)
+    check_prerequisites()
+    kubelet = binaries.find_node()
+    paths = NodePaths(node_dir(cluster.state_dir))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    journal = hostchanges.begin(paths.journal, CGROUP_ROOT, [paths.root])
+    api_port = _api_port(cluster)
+    procs: list[processes.RecordedProcess] = []
+
+    def record(proc: processes.RecordedProcess) -> None:
+        hostchanges.join_cgroup(CGROUP_ROOT, proc.pid)
+        procs.append(proc)
+        processes.save(paths.pids, procs)
+
+    try:
+        kubelet_kubeconfig = _make_certs(cluster, paths)
+        say(f"real node: bridge {BRIDGE} ({POD_SUBNET}), iptables chains AGENTMATRIX-NODE-*")
+        _setup_network(journal, api_port)
+        hostchanges.make_cgroup_root(CGROUP_ROOT)
+        say("real node: starting containerd")
+        containerd_config = _containerd_config(paths)
+        record(processes.spawn("containerd", ["containerd", "--config", str(containerd_config)], paths.logs))
+        controlplane._wait("containerd's socket", paths.containerd_socket.exists, 30, procs, paths.logs)
+        ctr = ctr_command(cluster.state_dir)
+        controlplane._wait(
+            "containerd to answer",
+            lambda: subprocess.run([*ctr, "version"], capture_output=True).returncode == 0,
+            30,
+            procs,
+            paths.logs,
+        )
+        images.ensure_small(say)
+        archives = images.built_archives()
+        say(f"real node: importing {len(archives)} images ({', '.join(a.name for a in archives)})")
+        for archive in archives:
+            oci.load(ctr, archive)
+        say("real node: starting the kubelet")
+        config = _kubelet_config(paths, cluster, cpu, memory)
+        record(
+            processes.spawn(
+                "kubelet",
+                [
+                    str(kubelet),
+                    f"--config={config}",
+                    f"--kubeconfig={kubelet_kubeconfig}",
+                    f"--root-dir={paths.kubelet_root}",
+                    f"--cert-dir={paths.root / 'pki'}",
+                    f"--hostname-override={NODE_NAME}",
+                    f"--node-ip={GATEWAY}",
+                    f"--node-labels={NODE_LABEL}={names.NODE_KIND_REAL}",
+                    "--v=1",
+                ],
+                paths.logs,
+            )
+        )
+        controlplane._wait(f"node {NODE_NAME} Ready", lambda: _node_ready(cluster), 120, procs, paths.logs)
+        _publish_api_endpoint(cluster, api_port)
+    except BaseException as exc:
+        try:
+            down(cluster.state_dir)
+        except ClusterError as cleanup:
+            exc.add_note(f"and undoing the node's changes failed: {cleanup}")
+        raise
+    say(f"real node {NODE_NAME} Ready (containerd, runc, pods on {POD_SUBNET})")
+
+
+def down(state_dir: Path) -> list[str]:
+    """Stop the node's processes and everything they started, and undo its changes to the host.
+    Returns what was stopped."""
+    paths = NodePaths(node_dir(state_dir))
+    if not paths.root.exists():
+        return []
+    procs = processes.load(paths.pids)
+    stopped = [p.name for p in reversed(procs) if processes.is_alive(p)]
+    for proc in reversed(procs):  # the kubelet first, then containerd
+        processes.stop(proc)
+    journal = hostchanges.Journal.load(paths.journal)
+    problems: list[str] = []
+    if journal is not None:
+        hostchanges.undo(journal, problems)
+        for destination in (KUBERNETES_SERVICE_IP, GATEWAY):
+            subprocess.run(["conntrack", "-D", "--orig-dst", destination], capture_output=True)
+    if any(p == str(paths.root) or p.startswith(f"{paths.root}/") for p in hostchanges.mount_points()):
+        problems.append(f"mounts remain under {paths.root}; it was left in place")
+    else:
+        shutil.rmtree(paths.root, ignore_errors=True)
+    if problems:
+        raise ClusterError("the real node's changes were not all undone: " + "; ".join(problems))
+    return stopped
