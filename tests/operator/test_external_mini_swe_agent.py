@@ -3,11 +3,15 @@ through spec.agent.command, side by side with the built-in loop in `agentmatrix 
 
 The agent is installed by examples/mini-swe-agent/install.sh (once, into the tool cache: about
 700 MB from PyPI) and run by the operator exactly as examples/external-mini-swe-agent.yaml
-says, with its install directory as the only extra path the sandbox shows."""
+says, with its install directory as the only extra path the sandbox shows.
+
+It takes about 13 minutes, so it runs only when asked: set AGENTMATRIX_SLOW_LLM=1, e.g.
+`AGENTMATRIX_SLOW_LLM=1 pytest -m llm tests/operator/test_external_mini_swe_agent.py`."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +32,14 @@ from tests.operator.operator_harness import (
     wait_completed,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.llm, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.llm,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("AGENTMATRIX_SLOW_LLM") != "1", reason="about 13 minutes: set AGENTMATRIX_SLOW_LLM=1"
+    ),
+]
 
 EXAMPLE = "/opt/agentmatrix/mini-swe-agent"
 
