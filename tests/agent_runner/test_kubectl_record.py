@@ -20,6 +20,16 @@ from agentmatrix.cluster import controlplane
 from tests.agent_runner.agent_fixtures import AgentSandbox, MakeConfig
 from tests.agent_runner.test_replay_cluster import play, replicas
 
+# A model request from inside the sandbox, to the URL given as the first argument.
+ASK_MODEL = (
+    "import json, os, sys, urllib.request as u; "
+    'body = json.dumps({"model": os.environ["OPENAI_MODEL"], "messages": '
+    '[{"role": "user", "content": "hi"}]}).encode(); '
+    'headers = {"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], '
+    '"Content-Type": "application/json"}; '
+    'request = u.Request(sys.argv[1] + "/chat/completions", body, headers); '
+    'print("model answered", u.urlopen(request, timeout=10).status)'
+)
 TWO_CALLS = "kubectl get deployment agent -o name; kubectl get pods --selector=nothing=here 2>&1; true"
 
 
@@ -63,12 +73,14 @@ def test_a_forged_record_is_only_evidence(
 def test_an_external_agent_gets_the_prompt_a_trial_key_and_its_own_kubeconfig(
     agent_sandbox: AgentSandbox, tmp_path: Path
 ) -> None:
-    script = (
-        'read -r first; echo "stdin: $first"; echo "file: $(head -1 "$AGENTMATRIX_PROMPT_FILE")"; '
-        'echo "key: ${OPENAI_API_KEY%%-*}"; kubectl scale deployment agent --replicas=2; '
-        "kubectl auth whoami -o jsonpath='{.status.userInfo.username}'"
-    )
     with ReplayServer(parse_steps([{}]), api_key="real-upstream-key") as server:
+        script = (
+            'read -r first; echo "stdin: $first"; echo "file: $(head -1 "$AGENTMATRIX_PROMPT_FILE")"; '
+            'echo "key: ${OPENAI_API_KEY%%-*}"; kubectl scale deployment agent --replicas=2; '
+            "kubectl auth whoami -o jsonpath='{.status.userInfo.username}'; echo; "
+            f"python3 -c '{ASK_MODEL}' \"$OPENAI_BASE_URL\" 2>&1 | tail -1; "
+            f"python3 -c '{ASK_MODEL}' {server.base_url} 2>&1 | tail -1"
+        )
         config = ExternalAgentConfig(
             command=["/bin/sh", "-c", script], task="Keep it up.", system_prompt="You operate agent.",
             base_url=server.base_url, model=server.model, api_key_env="UPSTREAM_KEY",
@@ -83,6 +95,9 @@ def test_an_external_agent_gets_the_prompt_a_trial_key_and_its_own_kubeconfig(
     assert "stdin: You operate agent." in output and "file: You operate agent." in output
     assert "key: am" in output  # the per-trial key, never the upstream one
     assert f"system:serviceaccount:{agent_sandbox.namespace}:agent" in output
+    # The model proxy's port is forwarded into the sandbox's network; the model endpoint is not.
+    assert "model answered 200" in output
+    assert "Connection refused" in output and output.count("model answered") == 1
     assert "real-upstream-key" not in (tmp_path / "transcript.jsonl").read_text()
     assert [line["command"] for line in lines if line["type"] == "step"] == [
         "kubectl scale deployment agent --replicas=2",
