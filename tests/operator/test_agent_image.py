@@ -102,6 +102,12 @@ def test_the_pod_driver_runs_the_agent_image_as_its_service_account(
     assert env["AGENTMATRIX_PROMPT_FILE"] == "/inputs/prompt.txt"
     assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:9/v1" and env["OPENAI_MODEL"] == "m"
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # What Pod Security `restricted` asks, beyond the baseline the pod driver's namespace enforces.
+    assert pod["spec"]["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert "every pod of the Deployment `agent` runs an instance of you" in inputs["data"]["prompt.txt"]
     (trial,) = body["status"]["trials"]
     assert trial["endReason"] == "timeout" and trial["peakEffective"] == 1
