@@ -136,3 +136,30 @@ async def test_the_proxy_takes_only_the_trial_key_and_sends_the_real_one() -> No
             assert proxy.usage.prompt_tokens > 0
         finally:
             await proxy.stop()
+
+
+@pytest.mark.cluster
+def test_an_external_agent_runs_from_its_read_only_path(agent_sandbox: AgentSandbox, tmp_path: Path) -> None:
+    """The program's own directory (here under /tmp, which the trial's home covers) is shown at
+    its own path, read-only; nothing else of the host's /tmp is."""
+    tool = tmp_path / "tool"
+    tool.mkdir()
+    beside = tmp_path / "beside"
+    beside.write_text("not shown")
+    (tool / "agent.sh").write_text(
+        f'echo "ran from $(dirname "$0")"; touch "$(dirname "$0")/mine" 2>&1; cat {beside} 2>&1\n'
+    )
+    with ReplayServer(parse_steps([{}])) as server:
+        config = ExternalAgentConfig(
+            command=["/bin/sh", str(tool / "agent.sh")], task="t", system_prompt="s",
+            base_url=server.base_url, model=server.model,
+            kubeconfig=agent_sandbox.kubeconfig, namespace=agent_sandbox.namespace,
+            scratch_dir=tmp_path / "scratch", transcript_path=tmp_path / "transcript.jsonl",
+            kubectl=str(agent_sandbox.kubectl), time_limit=60, read_only_paths=[tool],
+        )  # fmt: skip
+        result = run_external(config)
+    assert result.end_reason is EndReason.FINISHED, result.message
+    (output,) = [line["output"] for line in read(config.transcript_path) if line["type"] == "agent_output"]
+    assert f"ran from {tool}" in output
+    assert "Read-only file system" in output and not (tool / "mine").exists()
+    assert "No such file" in output and "not shown" not in output
