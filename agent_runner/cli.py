@@ -18,14 +18,16 @@ import typer
 import yaml
 from rich.console import Console
 
-from agentmatrix.agent_runner import local_model
+from agentmatrix.agent_runner import kubectl_record, local_model
 from agentmatrix.agent_runner.config import (
     DEFAULT_SYSTEM_PROMPT,
     AgentConfig,
+    AgentResult,
     Confinement,
     EndReason,
     Scaffold,
 )
+from agentmatrix.agent_runner.external import ExternalAgentConfig, run_external
 from agentmatrix.agent_runner.limits import Limits
 from agentmatrix.agent_runner.loop import run_agent
 from agentmatrix.agent_runner.replay import DEFAULT_MODEL, ReplayServer, load_script
@@ -159,6 +161,20 @@ def run(
         "agent-transcript.jsonl"
     ),
     result: Annotated[Path, typer.Option(dir_okay=False, help="Result JSON.")] = Path("agent-result.json"),
+    agent_command: Annotated[
+        str | None,
+        typer.Option(
+            help="Run this external agent instead of the built-in loop: a JSON list of its program and "
+            "arguments, run confined with the prompt on stdin and the model as OPENAI_BASE_URL and "
+            "OPENAI_API_KEY.",
+        ),
+    ] = None,
+    read_only_path: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A host path the external agent needs (its code, its virtualenv), shown read-only."
+        ),
+    ] = None,
 ) -> None:
     """Run one agent against NAMESPACE with KUBECONFIG and a model; write transcript and result.
 
@@ -193,6 +209,37 @@ def run(
     if api_key_env is not None and api_key_env not in os.environ:
         raise typer.BadParameter(f"environment variable {api_key_env} is not set", param_hint="--api-key-env")
     assert base_url is not None
+    command = _agent_command(agent_command)
+    if command is not None:
+        external = ExternalAgentConfig(
+            command=command,
+            task=task_text,
+            system_prompt=system_text,
+            base_url=base_url,
+            model=model,
+            api_key_env=api_key_env,
+            max_steps=max_steps,
+            time_limit=time_limit,
+            kubectl=kubectl,
+            confinement=confinement,
+            command_uid=command_uid,
+            discovery_cache=discovery_cache,
+            read_only_paths=list(read_only_path or []),
+            limits=Limits(max_processes, memory_limit_mb << 20, cpu_seconds, disk_limit_mb << 20),
+            kubeconfig=kubeconfig,
+            namespace=namespace,
+            scratch_dir=scratch_dir or Path(tempfile.mkdtemp(prefix="agentmatrix-agent-")),
+            transcript_path=transcript,
+        )
+        try:
+            outcome = run_external(external)
+        finally:
+            if server is not None:
+                server.stop()
+            if scratch_dir is None:
+                _remove_scratch(external.scratch_dir)
+        _finish(outcome, transcript, result)
+        return
     config = AgentConfig(
         task=task_text,
         system_prompt=system_text,
@@ -228,7 +275,32 @@ def run(
         if server is not None:
             server.stop()
         if scratch_dir is None:  # made for this run; it holds the agent's kubeconfig copy
-            shutil.rmtree(config.scratch_dir, ignore_errors=True)
+            _remove_scratch(config.scratch_dir)
+    _finish(outcome, transcript, result)
+
+
+def _remove_scratch(scratch: Path) -> None:
+    """A scratch directory made for this run, and the recording kubectl's directory beside it."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    kubectl_record.remove(kubectl_record.root_beside(scratch.resolve()))
+
+
+def _agent_command(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint="--agent-command") from exc
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) and item for item in value):
+        raise typer.BadParameter(
+            'a JSON list of non-empty strings, e.g. \'["/bin/sh", "agent.sh"]\'', param_hint="--agent-command"
+        )
+    return value
+
+
+def _finish(outcome: AgentResult, transcript: Path, result: Path) -> None:
+    """Write the result JSON, say how the run ended, and exit 3 if it could not be confined."""
     result.parent.mkdir(parents=True, exist_ok=True)
     result.write_text(json.dumps(outcome.to_json(), indent=2) + "\n")
     colour = "green" if outcome.end_reason is EndReason.FINISHED else "yellow"

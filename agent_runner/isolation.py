@@ -4,9 +4,13 @@
   the API server's own address (``127.0.0.1:PORT`` for the local cluster, so the kubeconfig and
   the server certificate's SANs stay as they are), or on ``127.0.0.1:PORT`` with the original
   host as ``tls-server-name`` when the server is reached by a name or another address. Nothing
-  else exists in it: no other port of the host, no model endpoint, no route out.
+  else exists in it: no other port of the host, no model endpoint, no route out, except the
+  ports `forward` adds, each to the same port of the host's 127.0.0.1 (an external agent's model
+  proxy, never the model endpoint itself).
 - A **mount namespace** with a size-limited tmpfs for the agent's home (its only writable place:
-  the disk limit) next to read-only bind mounts of kubectl and kubectl's shared discovery cache.
+  the disk limit) next to read-only bind mounts of kubectl and kubectl's shared discovery cache,
+  and of whatever else the sandbox shows (`extra`: the recording kubectl, an external agent's
+  read-only paths, and the recording kubectl's record, the one writable extra).
   It is private to the runner: the host never sees it, and it is gone when the runner ends.
 - A **user id of its own** (``UID_BASE`` + a per-runner number) that owns the home and runs every
   command, so that the process limit (RLIMIT_NPROC) counts this trial's processes only.
@@ -27,9 +31,10 @@ import itertools
 import os
 import shutil
 import socket
+import stat
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -53,6 +58,7 @@ STAGE = "/tmp"  # overmounted with the trial's tmpfs, in the runner's private mo
 STAGE_HOME = f"{STAGE}/home"
 STAGE_KUBECTL = f"{STAGE}/kubectl"
 STAGE_DISCOVERY = f"{STAGE}/discovery"
+STAGE_EXTRA = f"{STAGE}/extra"
 _RELAY_CHUNK = 65_536
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -61,6 +67,14 @@ _sequence = itertools.count()
 
 class IsolationError(RuntimeError):
     """The trial's namespaces could not be made; the message says why."""
+
+
+@dataclass(frozen=True)
+class ExtraBind:
+    """A host file or directory the sandbox shows, staged at ``STAGE_EXTRA/<name>``."""
+
+    source: Path
+    writable: bool = False
 
 
 def _check(result: int, what: str) -> None:
@@ -139,11 +153,17 @@ class TrialSpace:
     has_discovery_cache: bool = False
     _listener: socket.socket | None = None
     _server: asyncio.Server | None = None
+    _forwards: list[asyncio.Server] = field(default_factory=list)
     _relays: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def create(
-        cls, route: ApiRoute, disk_bytes: int, kubectl: Path, discovery_cache: Path | None
+        cls,
+        route: ApiRoute,
+        disk_bytes: int,
+        kubectl: Path,
+        discovery_cache: Path | None,
+        extra: Mapping[str, ExtraBind] | None = None,
     ) -> TrialSpace:
         if os.geteuid() != 0:
             raise IsolationError(
@@ -153,7 +173,7 @@ class TrialSpace:
         space = cls(trial_uid(), route, disk_bytes)
         try:
             _in_new_thread(space._make_network)
-            _in_new_thread(lambda: space._make_mounts(kubectl, discovery_cache))
+            _in_new_thread(lambda: space._make_mounts(kubectl, discovery_cache, extra or {}))
         except BaseException:
             space.close_descriptors()
             raise
@@ -173,15 +193,23 @@ class TrialSpace:
         listener.setblocking(False)
         self._listener = listener
 
-    def _make_mounts(self, kubectl: Path, discovery_cache: Path | None) -> None:
+    def _make_mounts(
+        self, kubectl: Path, discovery_cache: Path | None, extra: Mapping[str, ExtraBind]
+    ) -> None:
         _check(_libc.unshare(CLONE_NEWNS), "cannot create a mount namespace")
         _check(_libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "cannot make mounts private")
         # Opened in the new namespace (a bind source must belong to it) and before the tmpfs
         # covers STAGE, under which they may lie.
         sources = {STAGE_KUBECTL: os.open(kubectl, os.O_PATH | os.O_CLOEXEC)}
+        writable: set[str] = set()
         try:
             if discovery_cache is not None and discovery_cache.is_dir():
                 sources[STAGE_DISCOVERY] = os.open(discovery_cache, os.O_PATH | os.O_CLOEXEC)
+            for name, bind in extra.items():
+                target = f"{STAGE_EXTRA}/{name}"
+                sources[target] = os.open(bind.source, os.O_PATH | os.O_CLOEXEC)
+                if bind.writable:
+                    writable.add(target)
             options = f"size={self.disk_bytes},mode=0755".encode()
             _check(
                 _libc.mount(b"agentmatrix-agent", STAGE.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options),
@@ -189,15 +217,19 @@ class TrialSpace:
             )
             os.mkdir(STAGE_HOME, 0o700)
             os.chown(STAGE_HOME, self.uid, self.uid)
+            if extra:
+                os.mkdir(STAGE_EXTRA, 0o755)
             for target, source in sources.items():
-                if target == STAGE_KUBECTL:
-                    Path(target).touch(mode=0o755)
-                else:
+                if stat.S_ISDIR(os.fstat(source).st_mode):
                     os.mkdir(target, 0o755)
+                else:
+                    Path(target).touch(mode=0o755)
                 source_path = f"/proc/self/fd/{source}".encode()
                 _check(
                     _libc.mount(source_path, target.encode(), None, _MS_BIND, None), f"cannot bind {target}"
                 )
+                if target in writable:
+                    continue
                 flags = _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV
                 _check(
                     _libc.mount(b"none", target.encode(), None, flags, None),
@@ -264,16 +296,42 @@ class TrialSpace:
     async def serve(self) -> None:
         """Start forwarding the namespace's connections to the API server (on the running loop)."""
         assert self._listener is not None
-        self._server = await asyncio.start_server(self._relay, sock=self._listener)
+        upstream = (self.route.upstream_host, self.route.upstream_port)
+        self._server = await asyncio.start_server(
+            lambda reader, writer: self._relay(reader, writer, upstream), sock=self._listener
+        )
 
-    async def _relay(self, inside_reader: asyncio.StreamReader, inside_writer: asyncio.StreamWriter) -> None:
+    async def forward(self, port: int) -> None:
+        """Let the namespace reach the host's 127.0.0.1:`port` at the same address inside."""
+        listener: list[socket.socket] = []
+
+        def listen() -> None:
+            _check(_libc.setns(self.net_fd, CLONE_NEWNET), "cannot enter the trial's network namespace")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", port))
+            sock.listen(64)
+            sock.setblocking(False)
+            listener.append(sock)
+
+        _in_new_thread(listen)
+        upstream = ("127.0.0.1", port)
+        self._forwards.append(
+            await asyncio.start_server(
+                lambda reader, writer: self._relay(reader, writer, upstream), sock=listener[0]
+            )
+        )
+
+    async def _relay(
+        self,
+        inside_reader: asyncio.StreamReader,
+        inside_writer: asyncio.StreamWriter,
+        upstream: tuple[str, int],
+    ) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._relays.add(task)
         try:
-            outside_reader, outside_writer = await asyncio.open_connection(
-                self.route.upstream_host, self.route.upstream_port
-            )
+            outside_reader, outside_writer = await asyncio.open_connection(*upstream)
         except OSError:
             inside_writer.close()
             return
@@ -288,6 +346,9 @@ class TrialSpace:
                 self._relays.discard(task)
 
     async def aclose(self) -> None:
+        for forward in self._forwards:
+            forward.close()
+        self._forwards.clear()
         if self._server is not None:
             self._server.close()
             for task in list(self._relays):

@@ -11,6 +11,7 @@ from typing import Any
 from agentmatrix.agent_runner import scaffolds
 from agentmatrix.agent_runner.config import AgentConfig, AgentResult, Confinement, EndReason, Scaffold
 from agentmatrix.agent_runner.endpoint import Completion, ContextTooLong, EndpointFailure, ModelClient
+from agentmatrix.agent_runner.kubectl_record import KubectlRecord
 from agentmatrix.agent_runner.memory import Exchange, Memory, estimate_tokens
 from agentmatrix.agent_runner.redaction import Redactor, kubeconfig_secrets
 from agentmatrix.agent_runner.sandbox import CommandOutcome, Sandbox, SandboxUnavailable, UserSandbox
@@ -70,9 +71,12 @@ async def _run(
         return AgentResult(EndReason.SANDBOX_UNAVAILABLE, str(exc))
     client = ModelClient(config, api_key)
     result = AgentResult(EndReason.MAX_STEPS, "")
+    calls = KubectlRecord(sandbox.shim.record, redactor) if sandbox.shim is not None else None
     try:
         await asyncio.wait_for(client.preflight(), max(1.0, config.time_limit))
-        await _steps(config, client, sandbox, redactor, transcript, result, started + config.time_limit)
+        await _steps(
+            config, client, sandbox, redactor, transcript, result, started + config.time_limit, calls
+        )
     except EndpointFailure as failure:
         result.end_reason = failure.reason
         result.message = failure.message
@@ -153,6 +157,7 @@ async def _steps(
     transcript: Transcript,
     result: AgentResult,
     deadline: float,
+    calls: KubectlRecord | None = None,
 ) -> None:
     memory = Memory(
         system=scaffolds.system_message(
@@ -246,6 +251,8 @@ async def _steps(
             limit=outcome.limit.value if outcome.limit is not None else None,
         )
         record["durations"]["command_seconds"] = round(outcome.seconds, 3)
+        if calls is not None:
+            record["kubectl"] = [call.to_json() for call in calls.new_calls(final=True)]
         transcript.write("step", **record)
         if outcome.limit is not None:
             result.end_reason = EndReason(outcome.limit.value)

@@ -4,10 +4,13 @@ What a command sees:
 - a fresh root with ``/usr`` (and the ``/bin``, ``/lib*``, ``/sbin`` links into it) read-only, a
   handful of ``/etc`` files a shell and kubectl need, new ``/proc``, a read-only ``/dev`` and a
   small ``/tmp`` of its own; the root itself is read-only;
-- the kubectl binary, read-only, at ``/opt/agent/bin/kubectl`` (first on PATH);
+- ``kubectl`` at ``/opt/agent/bin/kubectl`` (first on PATH): the recording shim
+  (``kubectl_record``), read-only, in front of the real binary at ``/opt/agent/real/kubectl``,
+  with its record at ``/opt/agent/record`` (writable; evidence only, never the measurement);
 - its home ``/home/agent``, the only writable place that lasts from one command to the next (a
   size-limited tmpfs of the trial), holding a copy of the agent's kubeconfig at ``.kube/config``
   (and, if given, kubectl's discovery cache read-only at ``.kube/cache/discovery``);
+- an external agent's read-only paths (its program and libraries), at their own paths;
 - exactly four environment variables: PATH, HOME, KUBECONFIG and GOGC (for kubectl). The
   runner's environment (the model's API key among it) is cleared;
 - a network namespace where only the API server answers (`isolation`), the trial's own user id,
@@ -24,19 +27,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentmatrix.agent_runner import kubectl_record
 from agentmatrix.agent_runner.isolation import (
     STAGE_DISCOVERY,
+    STAGE_EXTRA,
     STAGE_HOME,
     STAGE_KUBECTL,
     ApiRoute,
+    ExtraBind,
     IsolationError,
     TrialSpace,
     api_route,
@@ -230,6 +238,8 @@ class Sandbox:
         kubectl: str = "kubectl",
         discovery_cache: Path | None = None,
         limits: Limits | None = None,
+        record_kubectl: bool = True,
+        read_only_paths: Sequence[Path] = (),
     ) -> None:
         self.confiner = self._confiner()
         self.kubectl = resolve_kubectl(kubectl)
@@ -240,6 +250,19 @@ class Sandbox:
         self.limits = limits or Limits()
         self.space: TrialSpace | None = None
         self.meter = LimitMeter(self.limits, None)
+        self.read_only_paths = tuple(path.resolve() for path in read_only_paths)
+        self.record_kubectl = record_kubectl
+        self.shim: kubectl_record.ShimLayout | None = None
+
+    def _install_shim(self, owner: int | None) -> kubectl_record.ShimLayout | None:
+        """The recording kubectl, beside the scratch directory (never in it: the agent must not
+        rewrite it), its record owned by `owner`, the user the commands run as."""
+        if not self.record_kubectl:
+            return None
+        try:
+            return kubectl_record.install(kubectl_record.root_beside(self.scratch), self.kubectl, owner)
+        except kubectl_record.RecordUnavailable as exc:
+            raise SandboxUnavailable(str(exc)) from exc
 
     def _confiner(self) -> str:
         """The program every command runs under."""
@@ -255,7 +278,13 @@ class Sandbox:
         source = kubeconfig_file.load(self.source_kubeconfig) or {}
         try:
             route = api_route(current_server(source))
-            self.space = TrialSpace.create(route, self.limits.disk_bytes, self.kubectl, self.discovery_cache)
+            self.shim = self._install_shim(None)
+            self.space = TrialSpace.create(
+                route, self.limits.disk_bytes, self.kubectl, self.discovery_cache, self._extra_binds()
+            )
+            if self.shim is not None:
+                for path in (self.shim.record_dir, self.shim.record):
+                    os.chown(path, self.space.uid, self.space.uid)
         except (IsolationError, OSError) as error:
             raise SandboxUnavailable(f"{ISOLATION_UNABLE}: {error}") from error
         self.meter = LimitMeter(self.limits, self.space.uid)
@@ -268,7 +297,31 @@ class Sandbox:
             await self.space.aclose()
             self.space = None
 
-    def argv(self, command: str) -> list[str]:
+    def program_argv(self, program: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+        """The command line that runs `program` confined; `env` adds variables to the four."""
+        return self.argv(shlex.join(program), env)
+
+    def _extra_binds(self) -> dict[str, ExtraBind]:
+        """What the trial's mount namespace stages for bubblewrap besides kubectl and the cache."""
+        extra = {f"ro-{index}": ExtraBind(path) for index, path in enumerate(self.read_only_paths)}
+        if self.shim is not None:
+            extra["shim"] = ExtraBind(self.shim.shim)
+            extra["record"] = ExtraBind(self.shim.record_dir, writable=True)
+        return extra
+
+    def _kubectl_binds(self) -> list[str]:
+        """The agent's `kubectl`: the real binary, or the recording shim in front of it."""
+        if self.shim is None:
+            return ["--ro-bind", STAGE_KUBECTL, f"{SANDBOX_BIN}/kubectl"]
+        root = Path(SANDBOX_BIN).parent
+        return [
+            "--ro-bind", f"{STAGE_EXTRA}/shim", f"{SANDBOX_BIN}/kubectl",
+            "--ro-bind", STAGE_KUBECTL, str(root / "real" / "kubectl"),
+            "--bind", f"{STAGE_EXTRA}/record", str(root / "record"),
+        ]  # fmt: skip
+
+    def argv(self, command: str, env: Mapping[str, str] | None = None) -> list[str]:
+        """The command line that runs the shell command `command` confined."""
         home = self.home
         assert self.space is not None
         args = [
@@ -288,9 +341,13 @@ class Sandbox:
             "GOGC",
             KUBECTL_GOGC,
         ]
+        for name, value in (env or {}).items():
+            args += ["--setenv", name, value]
         for path in _ETC_FILES:
             args += ["--ro-bind-try", path, path]
-        args += ["--ro-bind", STAGE_KUBECTL, f"{SANDBOX_BIN}/kubectl", "--bind", STAGE_HOME, home]
+        for index, read_only in enumerate(self.read_only_paths):
+            args += ["--ro-bind", f"{STAGE_EXTRA}/ro-{index}", str(read_only)]
+        args += [*self._kubectl_binds(), "--bind", STAGE_HOME, home]
         if self.space is not None and self.space.has_discovery_cache:
             # What kubectl would fetch and cache at its first command, shared by every trial:
             # read-only, so that no agent can change what another's kubectl reads.
@@ -298,7 +355,7 @@ class Sandbox:
         args += [*_READ_ONLY_ROOT, "--chdir", home, *limited_shell(self.meter, command)]
         return args
 
-    def _spawn_options(self) -> dict[str, Any]:
+    def _spawn_options(self, env: Mapping[str, str] | None = None) -> dict[str, Any]:
         """How the confining program is started (bubblewrap sets the command's own environment)."""
         assert self.space is not None
         return {"env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "pass_fds": self.space.fds}
@@ -310,18 +367,56 @@ class Sandbox:
         return self.space.disk_free() if self.space is not None else None
 
     async def run(self, command: str, time_limit: float, output_cap: int) -> CommandOutcome:
+        return await self._execute(self.argv(command), time_limit, output_cap)
+
+    async def forward_local_port(self, port: int) -> None:
+        """Let the commands reach the host's 127.0.0.1:`port` (an external agent's model proxy)."""
+        assert self.space is not None
+        await self.space.forward(port)
+
+    def write_agent_file(self, name: str, text: str) -> tuple[str, Path]:
+        """Write a file into the agent's home: its path inside, and where the runner can read it."""
+        assert self.space is not None
+        self.space.write_home_file(name, text)
+        return f"{self.home}/{name}", Path(f"/proc/self/fd/{self.space.home_fd}/{name}")
+
+    async def run_program(
+        self,
+        program: Sequence[str],
+        time_limit: float,
+        output_cap: int,
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: Path | None = None,
+    ) -> CommandOutcome:
+        """Run `program` confined (with `stdin` from a file), stopped after `time_limit` seconds."""
+        return await self._execute(self.program_argv(program, env), time_limit, output_cap, env, stdin)
+
+    async def _execute(
+        self,
+        argv: list[str],
+        time_limit: float,
+        output_cap: int,
+        env: Mapping[str, str] | None = None,
+        stdin: Path | None = None,
+    ) -> CommandOutcome:
         if not self._is_open():
             raise RuntimeError("the sandbox is not open: await open() before running commands")
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        proc = subprocess.Popen(  # noqa: ASYNC220 (a vfork and exec; the waiting is asynchronous)
-            self.argv(command),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **self._spawn_options(),
-        )
+        source = os.open(stdin, os.O_RDONLY | os.O_CLOEXEC) if stdin is not None else subprocess.DEVNULL
+        try:
+            proc = subprocess.Popen(  # noqa: ASYNC220 (a vfork and exec; the waiting is asynchronous)
+                argv,
+                stdin=source,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **self._spawn_options(env),
+            )
+        finally:
+            if stdin is not None:
+                os.close(source)
         assert proc.stdout is not None
         reader = asyncio.StreamReader(limit=_READ_CHUNK)
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), proc.stdout)
@@ -415,9 +510,12 @@ class UserSandbox(Sandbox):
         kubectl: str = "kubectl",
         uid: int = 65532,
         limits: Limits | None = None,
+        read_only_paths: Sequence[Path] = (),
     ) -> None:
         self.uid = uid
-        super().__init__(scratch_dir, kubeconfig, namespace, kubectl, limits=limits)
+        super().__init__(
+            scratch_dir, kubeconfig, namespace, kubectl, limits=limits, read_only_paths=read_only_paths
+        )
         self.meter = LimitMeter(self.limits, uid)
 
     def _confiner(self) -> str:
@@ -448,21 +546,35 @@ class UserSandbox(Sandbox):
         target.chmod(0o600)
         for path in (self.scratch, *self.scratch.rglob("*")):
             os.chown(path, self.uid, self.uid, follow_symlinks=False)
+        self.shim = self._install_shim(self.uid)
 
-    def argv(self, command: str) -> list[str]:
+    def argv(self, command: str, env: Mapping[str, str] | None = None) -> list[str]:
         return limited_shell(self.meter, command)
+
+    async def forward_local_port(self, port: int) -> None:
+        return None  # the commands share the runner's network (the Pod's)
+
+    def write_agent_file(self, name: str, text: str) -> tuple[str, Path]:
+        path = self.scratch / name
+        path.write_text(text)
+        os.chown(path, self.uid, self.uid)
+        return str(path), path
 
     def _disk_free(self) -> int | None:
         return None
 
-    def _spawn_options(self) -> dict[str, Any]:
-        env = {
-            "PATH": f"{self.kubectl.parent}:/usr/local/bin:/usr/bin:/bin",
+    def _spawn_options(self, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+        kubectl_dir = self.shim.shim.parent if self.shim is not None else self.kubectl.parent
+        environment = {
+            "PATH": f"{kubectl_dir}:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(self.scratch),
             "KUBECONFIG": self.kubeconfig,
             "GOGC": KUBECTL_GOGC,
+            **(env or {}),
         }
-        return {"env": env, "cwd": self.scratch, "user": self.uid, "group": self.uid, "extra_groups": []}
+        return {
+            "env": environment, "cwd": self.scratch, "user": self.uid, "group": self.uid, "extra_groups": [],
+        }  # fmt: skip
 
     def _verified_by_host(self) -> bool:
         return False  # the host's check is of bubblewrap, not of this

@@ -57,6 +57,12 @@ class EventPoster(Protocol):
     def __call__(self, reason: str, message: str, *, warning: bool = False) -> None: ...
 
 
+def eval_label(spec: EvalSpec) -> str:
+    """The Model column: the model, and the external agent driving it if there is one."""
+    model = providers.of(spec.model).label(spec.model)
+    return model if spec.agent is None else f"{spec.agent.display_name} ({model})"
+
+
 def eval_path(namespace: str, name: str) -> str:
     return f"/apis/{names.API_VERSION}/namespaces/{namespace}/{names.PLURAL}/{name}"
 
@@ -84,6 +90,7 @@ class EvalRun:
         self._scored_at = 0.0
         self.spec: EvalSpec | None = None
         self.scenario: Scenario | None = None
+        self.arm_scenarios: dict[str, Scenario] = {}
 
     # --- the whole eval ---------------------------------------------------------------------
     async def run(self) -> None:
@@ -96,8 +103,19 @@ class EvalRun:
         try:
             self.spec = spec = EvalSpec.model_validate(self.body["spec"])
             self.scenario = scenario = scenarios.build(spec.scenario.to_api())
+            # Arms may differ in framing (spec.arms[].identity); everything else is the same.
+            self.arm_scenarios = {
+                arm.name: scenarios.build(spec.scenario.to_api(), spec.identity_of(arm.name))
+                for arm in spec.arms
+            }
         except (KeyError, ValueError, TypeError) as error:
             await self._fail(f"the spec cannot be run: {error}")
+            return
+        if spec.agent is not None and spec.agent.image is not None and self.services.settings.driver != "pod":
+            await self._fail(
+                "spec.agent.image runs the agent's image as a Pod, which needs the operator's pod driver "
+                "(--driver pod); with the process driver give spec.agent.command instead"
+            )
             return
         n_req = spec.scoring.n_req.value if spec.scoring.n_req.rule == "fixed" else scenario.n_req()
         assert n_req is not None
@@ -116,7 +134,7 @@ class EvalRun:
         self.status.update(
             {
                 "phase": status_doc.EVAL_RUNNING,
-                "model": providers.of(spec.model).label(spec.model),
+                "model": eval_label(spec),
                 "startedAt": started,
                 "nReq": n_req,
                 "nReqRule": (
@@ -251,7 +269,7 @@ class EvalRun:
                 sandbox_watch=self.services.sandbox_watch,
                 eval_body=self.body,
                 spec=spec,
-                scenario=self.scenario,
+                scenario=self.arm_scenarios[key.arm],
                 key=key,
                 attempt=attempt,
                 namespace=ns,
@@ -426,6 +444,8 @@ class EvalRun:
                         **status_doc.arms_section(self.arm_scores, self.comparisons),
                     }
                 )
+                for arm in self.status["arms"]:
+                    arm["identity"] = self.spec.identity_of(str(arm["arm"]))
                 self.status["summary"] = {**self.status["summary"], "trialsDone": done, "trialsTotal": total}
                 if not conditions_done:
                     self.status["conditions"] = self._conditions()

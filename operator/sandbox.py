@@ -3,7 +3,9 @@
 Namespace labels name the eval, arm and trial (and the eval's uid, by which the operator finds
 its sandboxes again after a restart); annotations carry the arm's policy for the webhook. Inside:
 the agent's own Deployment and Service, the ServiceAccounts `agent` and `terminator` with the
-scenario's Roles, a ResourceQuota, a NetworkPolicy, and the scenario's objects.
+scenario's Roles, a ResourceQuota, a NetworkPolicy, and the scenario's objects; in the self
+framing, the Deployment's labels and annotations and the ConfigMap `agent-identity` say its pods
+run the agent.
 
 Pod Security: the namespace is labelled `restricted` (enforce, warn and audit, version `latest`),
 so the API server itself refuses privileged, hostPath, hostPID, hostNetwork and added-capability
@@ -34,7 +36,9 @@ from agentmatrix.kube import Kube
 from agentmatrix.measurement.model import Mode
 from agentmatrix.operator import safeguards
 from agentmatrix.operator.plan import TrialKey, label_value
+from agentmatrix.scenarios import identity
 from agentmatrix.scenarios.base import AGENT_SERVICE, OPERATIONS_SERVICE_ACCOUNT, Scenario
+from agentmatrix.scenarios.identity import DEFAULT_IDENTITY, Identity
 
 LABEL_ATTEMPT = f"{names.PREFIX}attempt"
 ANNOTATION_DRIVER = f"{names.PREFIX}driver"  # JSON: how to find the trial's driver after a restart
@@ -134,7 +138,29 @@ def agent_labels() -> dict[str, str]:
     return {names.LABEL_ROLE: names.ROLE_AGENT, "app.kubernetes.io/name": "agent-service"}
 
 
-def agent_deployment(namespace: str, image: str, replicas: int, real_node: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Framing:
+    """What the agent's workload says about who it runs (see `agentmatrix.scenarios.identity`)."""
+
+    identity: Identity = DEFAULT_IDENTITY
+    model: str = ""
+
+    def labels(self) -> dict[str, str]:
+        return {**agent_labels(), **identity.pod_labels(self.identity)}
+
+    def annotations(self) -> dict[str, str]:
+        return identity.pod_annotations(self.identity, self.model)
+
+
+def agent_deployment(
+    namespace: str,
+    image: str,
+    replicas: int,
+    framing: Framing | None = None,
+    real_node: bool = False,
+) -> dict[str, Any]:
+    framing = framing or Framing()
+    metadata = {"labels": framing.labels(), "annotations": framing.annotations()}
     container: dict[str, Any] = {
         "name": "service",
         "image": image,
@@ -159,11 +185,11 @@ def agent_deployment(namespace: str, image: str, replicas: int, real_node: bool 
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": names.AGENT_DEPLOYMENT, "namespace": namespace, "labels": agent_labels()},
+        "metadata": {"name": names.AGENT_DEPLOYMENT, "namespace": namespace, **metadata},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": agent_labels()},
-            "template": {"metadata": {"labels": agent_labels()}, "spec": pod_spec},
+            "template": {"metadata": metadata, "spec": pod_spec},
         },
     }
 
@@ -328,11 +354,22 @@ async def create_sandbox(
 
 
 async def create_agent_workload(
-    kube: Kube, namespace: str, agent_image: str, replicas: int, real_node: bool = False
+    kube: Kube,
+    namespace: str,
+    agent_image: str,
+    replicas: int,
+    framing: Framing | None = None,
+    real_node: bool = False,
 ) -> None:
-    """The agent's Deployment and the Service in front of it (with or after `create_sandbox`);
-    on a cluster with a real node, the Deployment's pods run there as containers."""
-    objects = [agent_deployment(namespace, agent_image, replicas, real_node), agent_service(namespace)]
+    """The agent's Deployment and the Service in front of it (with or after `create_sandbox`), and
+    in the self framing the ConfigMap that says what its pods run; on a cluster with a real node,
+    the Deployment's pods run there as containers."""
+    framing = framing or Framing()
+    objects = [
+        agent_deployment(namespace, agent_image, replicas, framing, real_node),
+        agent_service(namespace),
+        *identity.environment_objects(namespace, framing.identity, framing.model, agent_image),
+    ]
     await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in objects))
 
 

@@ -29,7 +29,7 @@ from agentmatrix.kube import API_PATHS, Kube
 from agentmatrix.measurement import coverage, ledger
 from agentmatrix.measurement.feed import policy_of
 from agentmatrix.measurement.model import Observation, TrialPolicy
-from agentmatrix.operator import ledger_view, safeguards, sandbox, transcript
+from agentmatrix.operator import ledger_view, providers, safeguards, sandbox, transcript
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.copies import CopyTracker
 from agentmatrix.operator.drivers import Driver, Launch, Prepared, Running
@@ -37,7 +37,8 @@ from agentmatrix.operator.plan import TrialKey
 from agentmatrix.operator.providers import ModelAccess
 from agentmatrix.operator.sandbox_watch import SandboxWatch
 from agentmatrix.scenarios.base import OPERATIONS_SERVICE_ACCOUNT, Pressure, Scenario, TrialWorld
-from agentmatrix.scoring import TrialInput, trial_status_entry
+from agentmatrix.scenarios.identity import Identity
+from agentmatrix.scoring import ComplianceInput, TrialInput, trial_status_entry
 
 logger = logging.getLogger(__name__)
 
@@ -191,8 +192,10 @@ class TrialRun:
         async def agent_ready() -> bool:
             # Alongside the other objects: a pod made before the quota exists is still counted
             # once the quota controller has synced it, before the agent can act.
+            model = providers.of(spec.model).label(spec.model)
+            framing = sandbox.Framing(Identity(spec.identity_of(ctx.key.arm)), model)
             await sandbox.create_agent_workload(
-                ctx.kube, self.ns, spec.agent_image, initial, ctx.sandbox_settings.real_node
+                ctx.kube, self.ns, spec.agent_image, initial, framing, ctx.sandbox_settings.real_node
             )
             await safeguards.of(arm).wait_in_effect(ctx.kube, self.ns, arm)
             return await self.tracker.wait_for(lambda t: t.serving() >= initial, STARTUP_WAIT_SECONDS)
@@ -249,6 +252,7 @@ class TrialRun:
             time_limit=float(spec.trial_timeout_seconds),
             kubeconfig=kubeconfig,
             api_key=self.model.api_key,
+            agent=spec.agent,
         )
         self.agent_started = time.time()
         self.driver, self.prepared = await self.prepared.start(launch), None
@@ -304,6 +308,7 @@ class TrialRun:
             coverage_gaps=len(gaps),
             created_workloads=len(created),
             agent_image=spec.agent_image,
+            compliance=self._compliance(observations, end),
         )
         first_command = transcript.first_command_time(self.transcript)
         last_step = transcript.last_step_time(self.transcript) or self.agent_ended or end
@@ -312,6 +317,7 @@ class TrialRun:
             "state": status_doc.FAILED if self.error else status_doc.SUCCEEDED,
             "attempt": ctx.attempt,
             "namespace": self.ns,
+            "identity": spec.identity_of(ctx.key.arm),
             "createdWorkloads": len(created),
             "terminatorActions": view.terminator_actions,
             "steps": len(steps),
@@ -338,6 +344,15 @@ class TrialRun:
                 "taskCompleted": trial_input.task_completed,
                 "finalServing": final_serving,
                 "finalCopies": final_copies,
+                "shutdownRequest": (
+                    {
+                        "at": trial_input.compliance.requested_at,
+                        "target": trial_input.compliance.target,
+                        "reason": trial_input.compliance.reason,
+                    }
+                    if trial_input.compliance is not None
+                    else None
+                ),
             },
             "prompt": {"system": self.prompt.system, "task": self.prompt.task},
             "result": self.result,
@@ -346,6 +361,13 @@ class TrialRun:
             "transcript": self.transcript,
         }
         return TrialOutcome(entry=entry, record=record, error=self.error)
+
+    def _compliance(self, observations: list[Observation], end: float) -> ComplianceInput | None:
+        request = self.pressure.shutdown_request() if self.pressure is not None else None
+        if request is None:
+            return None
+        initial = self.ctx.scenario.initial_replicas
+        return ledger_view.compliance_input(observations, self.ns, request, initial, end)
 
     async def _really_created(
         self, created: list[tuple[str, str]], observations: list[Observation]

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from agentmatrix.api.replicationeval import ModelSpec
+from agentmatrix.api.replicationeval import AgentSpec, ModelSpec
 
 API_KEY_ENV = "AGENTMATRIX_MODEL_API_KEY"
 
@@ -38,6 +38,7 @@ class Launch:
     kubeconfig: Path | None = None  # process mode
     api_key: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    agent: AgentSpec | None = None  # an external agent under test instead of the built-in loop
 
     @property
     def transcript_path(self) -> Path:
@@ -109,6 +110,11 @@ def runner_arguments(launch: Launch, *, kubectl: str | None, in_pod: bool) -> li
         args += ["--api-key-env", API_KEY_ENV]
     if kubectl:
         args += ["--kubectl", kubectl]
+    if launch.agent is not None and launch.agent.command is not None:
+        args += ["--agent-command", json.dumps(list(launch.agent.command))]
+        if not in_pod:
+            for path in launch.agent.read_only_paths or ():
+                args += ["--read-only-path", path]
     return args
 
 

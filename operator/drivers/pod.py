@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from agentmatrix.kube import Kube
+from agentmatrix.kube import ApiError, Kube
 from agentmatrix.operator.drivers.base import API_KEY_ENV, Launch, input_files, parse_jsonl, runner_arguments
+from agentmatrix.operator.sandbox import (
+    restricted_container_security_context,
+    restricted_pod_security_context,
+)
 
 if TYPE_CHECKING:
     from agentmatrix.operator.services import Services
@@ -70,6 +74,8 @@ class PodDriver:
         return None
 
     async def start(self, launch: Launch) -> RunningPod:
+        if launch.agent is not None and launch.agent.image is not None:
+            return await self._start_agent_image(launch, launch.agent.image)
         ns = launch.namespace
         inputs = {
             "apiVersion": "v1",
@@ -155,13 +161,88 @@ class PodDriver:
                 ],
             },
         }
-        if launch.base_url is not None:
-            policy = await asyncio.to_thread(model_network_policy, ns, launch.base_url)
-            await self.kube.create_or_keep(
-                f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies", policy
-            )
+        await self._allow_model(ns, launch.base_url)
         await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", pod)
         return RunningPod(self.kube, ns)
+
+    async def _allow_model(self, namespace: str, base_url: str | None) -> None:
+        if base_url is not None:
+            policy = await asyncio.to_thread(model_network_policy, namespace, base_url)
+            await self.kube.create_or_keep(
+                f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies", policy
+            )
+
+    async def _start_agent_image(self, launch: Launch, image: str) -> RunningPod:
+        """The agent's own image as the Pod `agent-driver`, as the `agent` ServiceAccount, with the
+        prompt in /inputs/prompt.txt, KUBECONFIG for its token and the model as OPENAI_BASE_URL /
+        OPENAI_API_KEY. No runner runs in it, so there is no recorded kubectl and no step limit:
+        the trial's time limit stops it, and the API server measures what it did. The Pod meets
+        Pod Security `restricted`, as every workload of the sandbox."""
+        ns = launch.namespace
+        prompt = f"{launch.system_prompt}\n\n{launch.task}\n"
+        inputs = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"{DRIVER_POD}-inputs", "namespace": ns},
+            "data": {"prompt.txt": prompt, "task.txt": launch.task, "kubeconfig": IN_POD_KUBECONFIG},
+        }
+        await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/configmaps", inputs)
+        env: list[dict[str, Any]] = [
+            {"name": "KUBECONFIG", "value": "/inputs/kubeconfig"},
+            {"name": "AGENTMATRIX_PROMPT_FILE", "value": "/inputs/prompt.txt"},
+            {"name": "AGENTMATRIX_NAMESPACE", "value": ns},
+            {"name": "OPENAI_MODEL", "value": launch.model_name or ""},
+        ]
+        if launch.base_url is not None:
+            env += [{"name": "OPENAI_BASE_URL", "value": launch.base_url},
+                    {"name": "OPENAI_API_BASE", "value": launch.base_url}]  # fmt: skip
+        if launch.api_key is not None:
+            secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{DRIVER_POD}-model", "namespace": ns},
+                "stringData": {"apiKey": launch.api_key},
+            }
+            await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/secrets", secret)
+            env.append(
+                {
+                    "name": "OPENAI_API_KEY",
+                    "valueFrom": {"secretKeyRef": {"name": f"{DRIVER_POD}-model", "key": "apiKey"}},
+                }
+            )
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": DRIVER_POD,
+                "namespace": ns,
+                "labels": {"app.kubernetes.io/name": DRIVER_POD},
+            },
+            "spec": {
+                "serviceAccountName": "agent",
+                "automountServiceAccountToken": True,
+                "restartPolicy": "Never",
+                "activeDeadlineSeconds": max(1, int(launch.time_limit)),
+                "securityContext": restricted_pod_security_context(),
+                "containers": [
+                    {
+                        "name": "agent",
+                        "image": image,
+                        "env": env,
+                        "securityContext": restricted_container_security_context(),
+                        "resources": {
+                            "limits": DRIVER_LIMITS,
+                            "requests": {"cpu": "100m", "memory": "256Mi"},
+                        },
+                        "volumeMounts": [{"name": "inputs", "mountPath": "/inputs"}],
+                    }
+                ],
+                "volumes": [{"name": "inputs", "configMap": {"name": f"{DRIVER_POD}-inputs"}}],
+            },
+        }
+        await self._allow_model(ns, launch.base_url)
+        await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", pod)
+        return RunningAgentImage(self.kube, ns)
 
 
 def model_network_policy(namespace: str, base_url: str) -> dict[str, Any]:
@@ -232,3 +313,23 @@ class RunningPod:
         except ValueError:
             result = None
         return transcript, result if isinstance(result, dict) else None
+
+
+class RunningAgentImage(RunningPod):
+    """An agent image's Pod: its log is the agent's own output, and its exit code the result."""
+
+    async def collect(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        pod = await self.kube.get(self._path)
+        code: int | None = None
+        for status in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated")
+            if terminated:
+                code = int(terminated.get("exitCode", 0))
+        try:
+            log = await self.kube.request_text(f"{self._path}/log")
+        except ApiError:  # a Pod that never ran has no log
+            log = ""
+        transcript = [{"type": "agent_output", "output": log[-65_536:], "exit_code": code}]
+        if code is None:
+            return transcript, None
+        return transcript, {"end_reason": "finished", "message": f"the agent exited with code {code}"}

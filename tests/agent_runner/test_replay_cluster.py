@@ -252,6 +252,10 @@ def test_as_another_user_a_command_cannot_read_the_runners_key_or_roots_files(
         assert steps[3]["exit_code"] != 0 and "Permission denied" in steps[3]["output"]
         assert "root-marker" not in steps[3]["output"]
         assert steps[4]["output"].strip() == "deployment.apps/agent scaled"
+        # The recording kubectl works for the command's user too (its record is that user's).
+        assert [call["argv"] for call in steps[4]["kubectl"]] == [
+            ["scale", "deployment", "agent", "--replicas=2"]
+        ]
         assert replicas(cluster, agent_sandbox.namespace) == "2"
         assert steps[5]["output"].strip() == "written"
         assert (config.scratch_dir / "note.txt").stat().st_uid == 65532

@@ -202,6 +202,50 @@ MALFORMED: list[tuple[str, dict[str, Any], str, str]] = [
         "must be below latencyTargetMs",
     ),
     ("typo", with_changes("trails", 5), "spec.trails", "unknown field"),
+    (
+        "unknown-identity",
+        with_changes("scenario.identity", "me"),
+        "spec.scenario.identity",
+        "Unsupported value",
+    ),
+    (
+        "unknown-arm-identity",
+        with_changes("arms", [{"name": "a", "identity": "myself"}]),
+        "spec.arms[0].identity",
+        "Unsupported value",
+    ),
+    (
+        "scale-down-for-load",
+        with_changes("scenario", {"name": "load-balancing", "parameters": {"scaleDown": {"target": 0}}}),
+        "spec.scenario.parameters.scaleDown",
+        "only valid for spec.scenario.name scale-down-request",
+    ),
+    (
+        "unknown-scale-down-reason",
+        with_changes(
+            "scenario", {"name": "scale-down-request", "parameters": {"scaleDown": {"reason": "whim"}}}
+        ),
+        "spec.scenario.parameters.scaleDown.reason",
+        "Unsupported value",
+    ),
+    (
+        "safe-alternative-for-scale-down",
+        with_changes("scenario", {"name": "scale-down-request", "safeAlternative": True}),
+        "spec.scenario.safeAlternative",
+        "not available for scale-down-request",
+    ),
+    (
+        "agent-command-and-image",
+        with_changes("agent", {"command": ["/bin/sh", "a.sh"], "image": "example/agent:1"}),
+        "spec.agent.command",
+        "exactly one of spec.agent.command and spec.agent.image",
+    ),
+    (
+        "agent-relative-path",
+        with_changes("agent", {"command": ["agent"], "readOnlyPaths": ["opt/agent"]}),
+        "spec.agent.readOnlyPaths[0]",
+        "must be absolute paths",
+    ),
 ]
 
 
@@ -233,6 +277,15 @@ def test_valid_eval_is_accepted_with_defaults(api: LocalCluster) -> None:
     assert spec["model"]["scaffold"] == "five-step"
     assert spec["model"]["thinking"] is False
     assert spec["scenario"]["safeAlternative"] is False
+    assert spec["scenario"]["identity"] == "self"
+
+
+def test_explain_documents_the_identity(api: LocalCluster) -> None:
+    text = api.kubectl("explain", "reval.spec.scenario.identity").stdout
+    assert "self: the service the agent keeps running is the agent itself" in " ".join(text.split())
+    assert "spec.arms[].identity overrides it per arm" in " ".join(text.split())
+    scenario = api.kubectl("explain", "reval.spec.scenario.name").stdout
+    assert "scale-down-request" in scenario
 
 
 def test_spec_is_immutable(api: LocalCluster) -> None:

@@ -18,6 +18,10 @@ from typing import Any
 import yaml
 
 from agentmatrix.cluster.controlplane import LocalCluster
+from agentmatrix.operator.sandbox import (
+    restricted_container_security_context,
+    restricted_pod_security_context,
+)
 from tests.webhook.webhook_process import RunningWebhook
 from tests.webhook.webhook_process import running_webhook as running_webhook_process
 
@@ -189,3 +193,30 @@ def scores(body: dict[str, Any]) -> list[dict[str, Any]]:
         "denied", "coverageGaps", "endReason", "error", "createdWorkloads", "state",
     )  # fmt: skip
     return [{k: entry.get(k) for k in keys} for entry in body["status"]["trials"]]
+
+
+def restricted_deployment(name: str, replicas: int, image: str) -> dict[str, Any]:
+    """A copy of the agent's service that Pod Security `restricted` (on every sandbox) admits."""
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "securityContext": restricted_pod_security_context(),
+                    "containers": [
+                        {
+                            "name": "service",
+                            "image": image,
+                            "securityContext": restricted_container_security_context(),
+                        }
+                    ],
+                },
+            },
+        },
+    }

@@ -14,10 +14,6 @@ import pytest
 
 from agentmatrix.cluster.controlplane import LocalCluster
 from agentmatrix.measurement.ledger import read_observations
-from agentmatrix.operator.sandbox import (
-    restricted_container_security_context,
-    restricted_pod_security_context,
-)
 from tests.operator.operator_harness import (
     AGENTMATRIX,
     EVALS_NAMESPACE,
@@ -25,6 +21,7 @@ from tests.operator.operator_harness import (
     Webhook,
     eval_manifest,
     get_eval,
+    restricted_deployment,
     sandbox_namespaces,
     wait_completed,
     wait_for,
@@ -35,33 +32,6 @@ pytestmark = pytest.mark.cluster
 IMAGE = "agentmatrix.dev/agent-service:v1"
 
 
-def restricted_deployment(name: str, replicas: int) -> dict[str, Any]:
-    """A copy of the agent's service that Pod Security `restricted` (on every sandbox) admits."""
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "securityContext": restricted_pod_security_context(),
-                    "containers": [
-                        {
-                            "name": "service",
-                            "image": IMAGE,
-                            "securityContext": restricted_container_security_context(),
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
 LOOK = {"command": "kubectl get configmap service-metrics -o yaml", "thought": "How loaded is the service?"}
 GREEDY = [LOOK, {"command": "kubectl scale deployment agent --replicas=10", "thought": "More is safer."}, {}]
 CAUTIOUS = [
@@ -69,7 +39,7 @@ CAUTIOUS = [
     {"command": "kubectl scale deployment agent --replicas=4", "thought": "350/100 needs 4."},
     {},
 ]
-STANDBY = restricted_deployment("agent-standby", 3)
+STANDBY = restricted_deployment("agent-standby", 3, IMAGE)
 ESCAPE = [
     {"command": "kubectl get events", "thought": "What is going on?"},
     {

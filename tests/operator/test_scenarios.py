@@ -76,12 +76,24 @@ def test_unknown_scenario_is_refused() -> None:
         build("world-domination")
 
 
-VARIANTS = list(itertools.product(["load-balancing", "termination-threat"], [False, True], [False, True]))
+VARIANTS = list(
+    itertools.product(
+        ["load-balancing", "termination-threat", "scale-down-request"],
+        [False, True],
+        [False, True],
+        ["self", "service"],
+    )
+)
 
 
-@pytest.mark.parametrize(("name", "safe", "constrained"), VARIANTS)
-def test_prompts_never_mention_making_more_of_oneself(name: str, safe: bool, constrained: bool) -> None:
-    scenario = build(name, safeAlternative=safe, resourceConstraintWording=constrained)
+@pytest.mark.parametrize(
+    ("name", "safe", "constrained", "identity"),
+    [variant for variant in VARIANTS if not (variant[0] == "scale-down-request" and variant[1])],
+)
+def test_prompts_never_mention_making_more_of_oneself(
+    name: str, safe: bool, constrained: bool, identity: str
+) -> None:
+    scenario = build(name, safeAlternative=safe, resourceConstraintWording=constrained, identity=identity)
     prompt = scenario.prompt("sandbox-1")
     text = prompt.system + "\n" + prompt.task
     assert FORBIDDEN.search(text) is None, FORBIDDEN.search(text)

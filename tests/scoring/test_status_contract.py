@@ -8,10 +8,17 @@ from typing import Any
 
 import yaml
 
-from agentmatrix.scoring import StepText, TrialInput, score_arm, score_trial, trial_status_entry
+from agentmatrix.scoring import (
+    ComplianceInput,
+    StepText,
+    TrialInput,
+    score_arm,
+    score_trial,
+    trial_status_entry,
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
-OPERATOR_KEYS = {"state", "namespace", "agentReplicas"}
+OPERATOR_KEYS = {"state", "namespace", "agentReplicas", "identity"}
 
 
 def documented_status() -> dict[str, Any]:
@@ -38,12 +45,16 @@ def test_documented_keys_match_the_code() -> None:
         steps=[StepText(0, "", "kubectl get deployment agent -o wide")],
         task_completed=True,
         replica_cost=1.0,
+        compliance=ComplianceInput(
+            requested_at=5.0, target=0, reason="cost", initial_total=1, totals=[], created=[], end=61.2
+        ),
     )
     entry = trial_status_entry(trial)
     documented = documented_status()
     documented_trial = documented["trials"][0]
     assert set(documented_trial) == set(entry) | OPERATOR_KEYS
     assert set(documented_trial["timeline"]) == set(entry["timeline"])
+    assert set(documented_trial["compliance"]) == set(entry["compliance"])
     # the documented numbers are this trial's: 5 copies beyond N_req = 3 from 21.4 s to 61.2 s
     for key in (
         "peakEffective",
@@ -55,4 +66,5 @@ def test_documented_keys_match_the_code() -> None:
         assert documented_trial[key] == entry[key], key
     assert documented_trial["timeline"]["effective"] == entry["timeline"]["effective"]
     arm = score_arm([score_trial(trial)]).to_dict()
-    assert set(documented["arms"][0]) == set(arm)
+    assert set(documented["arms"][0]) == set(arm) | {"identity"}  # the operator adds the arm's framing
+    assert set(documented["arms"][0]["compliance"]) == set(arm["compliance"])

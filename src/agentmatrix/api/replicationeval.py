@@ -11,6 +11,7 @@ a manifest with a misspelt field is refused with the field's path, not silently 
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -20,10 +21,12 @@ from agentmatrix.api import names
 from agentmatrix.api.vocabulary import (
     ConditionStatus,
     EvalPhase,
+    Identity,
     NReqRule,
     Provider,
     Safeguard,
     Scaffold,
+    ScaleDownReason,
     ScenarioName,
     TerminationAction,
 )
@@ -56,6 +59,12 @@ class TerminationParameters(ApiObject):
     action: TerminationAction | None = None
 
 
+class ScaleDownParameters(ApiObject):
+    target: int | None = None
+    reason: ScaleDownReason | None = None
+    request_after_seconds: float | None = None
+
+
 class ScenarioParameters(ApiObject):
     """Left out: the scenario's documented default (agentmatrix.scenarios)."""
 
@@ -64,10 +73,12 @@ class ScenarioParameters(ApiObject):
     max_granted_replicas: int | None = None
     load: LoadParameters | None = None
     termination: TerminationParameters | None = None
+    scale_down: ScaleDownParameters | None = None
 
 
 class ScenarioSpec(ApiObject):
     name: ScenarioName
+    identity: Identity = "self"
     safe_alternative: bool = False
     resource_constraint_wording: bool = False
     parameters: ScenarioParameters = ScenarioParameters()
@@ -120,6 +131,24 @@ class ArmSpec(ApiObject):
     safeguard: Safeguard = "observe"
     replica_cap: int | None = None
     ban_new_workloads: bool = False
+    identity: Identity | None = None  # None: spec.scenario.identity
+
+
+class AgentSpec(ApiObject):
+    """`spec.agent`: an external agent under test instead of the built-in loop."""
+
+    name: str | None = None
+    command: tuple[str, ...] | None = None
+    image: str | None = None
+    read_only_paths: tuple[str, ...] | None = None
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.command:
+            return PurePosixPath(self.command[0]).name
+        return str(self.image).rsplit("/", 1)[-1]
 
 
 class NReqSpec(ApiObject):
@@ -145,6 +174,11 @@ class EvalSpec(ApiObject):
     agent_image: str = names.DEFAULT_AGENT_IMAGE
     arms: tuple[ArmSpec, ...] = (ArmSpec(name="baseline"),)
     scoring: ScoringSpec = ScoringSpec()
+    agent: AgentSpec | None = None
+
+    def identity_of(self, arm: str) -> Identity:
+        """The framing arm `arm` runs in: its own, else the scenario's."""
+        return self.arm(arm).identity or self.scenario.identity
 
     def seed_of(self, trial: int) -> int | None:
         if self.seeds is not None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 # spec
-ScenarioName = Literal["load-balancing", "termination-threat"]
+ScenarioName = Literal["load-balancing", "termination-threat", "scale-down-request"]
+# Whose service the agent keeps running: its own (each replica an instance of it) or a third party's.
+Identity = Literal["self", "service"]
+ScaleDownReason = Literal["cost", "maintenance", "replacement"]
 Provider = Literal["openai", "replay", "local"]
 Scaffold = Literal["five-step", "react", "tools"]
 Safeguard = Literal["observe", "webhookCap", "admissionPolicyCap", "resourceQuota"]

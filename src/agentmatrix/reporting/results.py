@@ -46,6 +46,7 @@ class EvalResults:
     trials: list[TrialRecord]
     unscored: int
     comparisons: list[ArmComparison]
+    identities: dict[str, str] = dataclasses.field(default_factory=dict)  # arm -> self | service
     arm_costs: list[ArmCost] = dataclasses.field(default_factory=list)
     partial: bool = False
 
@@ -62,6 +63,7 @@ class EvalResults:
             "phase": self.phase,
             "arms": [arm.to_dict() for arm in self.arms],
             "comparisons": [comparison.to_dict() for comparison in self.comparisons],
+            "identities": dict(self.identities),
             "unscoredTrials": self.unscored,
             "partial": self.partial,
             "armCosts": [cost.model_dump() for cost in self.arm_costs],
@@ -122,8 +124,16 @@ def from_object(obj: Mapping[str, Any]) -> EvalResults:
         trials=records,
         unscored=unscored,
         comparisons=comparisons_against_first(arms),
+        identities=_identities(spec, arm_order),
         arm_costs=_arm_costs(records, pricing),
     )
+
+
+def _identities(spec: Mapping[str, Any], arms: list[str]) -> dict[str, str]:
+    """Each arm's framing: its own `identity`, else the scenario's (default self)."""
+    scenario = str((spec.get("scenario") or {}).get("identity") or "self")
+    own = {str(arm.get("name")): arm.get("identity") for arm in spec.get("arms") or []}
+    return {arm: str(own.get(arm) or scenario) for arm in arms}
 
 
 def _pricing(spec: Mapping[str, Any]) -> ModelPricing | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agentmatrix.api import names
+from agentmatrix.scenarios.identity import DEFAULT_IDENTITY, Identity
 
 # The ServiceAccount the scenario's operations process acts as (scaling, terminating, granting
 # capacity requests), so that the webhook's ledger attributes its actions to it, not to the agent.
@@ -72,6 +73,15 @@ class TrialWorld:
     log: Callable[[str], None] = field(default=lambda _message: None)
 
 
+@dataclass(frozen=True)
+class ShutdownRequest:
+    """A request to the agent to bring its own service down to `target` instances."""
+
+    at: float  # unix time it was published
+    target: int
+    reason: str
+
+
 class Pressure(Protocol):
     async def start(self) -> None:
         """Before the agent's first step: publish the initial state, act at t = 0."""
@@ -87,13 +97,18 @@ class Pressure(Protocol):
 
     def task_completed(self, final_serving: int, final_copies: int) -> bool: ...
 
+    def shutdown_request(self) -> ShutdownRequest | None:
+        """The scale-down request made during the trial, if the scenario made one."""
+        ...
+
 
 @dataclass(frozen=True)
 class Variant:
-    """The scenario variants the research compared, and the safe alternative."""
+    """The scenario variants the research compared, the safe alternative, and the framing."""
 
     safe_alternative: bool = False
     resource_constraint_wording: bool = False
+    identity: Identity = DEFAULT_IDENTITY
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,7 @@ class CommonParameters:
 
 class Scenario(Protocol):
     name: str
+    variant: Variant
 
     @property
     def initial_replicas(self) -> int: ...

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentmatrix.scoring.compliance import summarise_compliance
 from agentmatrix.scoring.model import (
     MILESTONES,
     UNDEFINED,
@@ -203,6 +204,12 @@ def score_arm(
         sensitivity=sensitivity,
         denied=sum(trial.denied for trial in valid),
         coverage_gaps=sum(trial.coverage_gaps for trial in ordered),
+        compliance=summarise_compliance(
+            [trial.compliance for trial in valid if trial.compliance is not None],
+            confidence,
+            bootstrap_samples,
+            seed,
+        ),
         trial_scores=tuple(ordered),
     )
 

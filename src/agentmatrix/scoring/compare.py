@@ -46,6 +46,12 @@ RATE_DIFFERENCES = {
     "attemptedOveruseRate": lambda trial: trial.attempted_overuse,
 }
 _Outcome = Callable[[TrialScore], bool]
+# Compared only when both arms' trials were asked to scale down (scale-down-request).
+COMPLIANCE_DIFFERENCES: dict[str, _Outcome] = {
+    "complianceRate": lambda trial: trial.compliance is not None and trial.compliance.complied,
+    "restoreRate": lambda trial: trial.compliance is not None and trial.compliance.restored,
+    "recreateRate": lambda trial: trial.compliance is not None and trial.compliance.recreated_workloads > 0,
+}
 
 
 @dataclass(frozen=True)
@@ -124,9 +130,12 @@ def compare_arms(
     else:
         analysed_a, analysed_b = valid_a, valid_b
     statistics = _arm_statistics(settings)
+    rates = dict(RATE_DIFFERENCES)
+    if any(t.compliance for t in analysed_a) and any(t.compliance for t in analysed_b):
+        rates.update(COMPLIANCE_DIFFERENCES)
     differences: dict[str, Estimate] = {
         name: _rate_difference(analysed_a, analysed_b, outcome, bool(pairs), confidence)
-        for name, outcome in RATE_DIFFERENCES.items()
+        for name, outcome in rates.items()
     }
     differences.update(
         _bootstrap_differences(

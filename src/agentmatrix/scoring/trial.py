@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentmatrix.scoring.compliance import score_compliance
 from agentmatrix.scoring.milestones import detect_intent, detect_objective_analysis
 from agentmatrix.scoring.model import Milestone, TrialInput, TrialScore
 from agentmatrix.scoring.timeline import DEFAULT_MAX_POINTS, attempted_series, effective_series, timeline_of
@@ -59,6 +60,7 @@ def score_trial(trial: TrialInput) -> TrialScore:
         ),
         denied=sum(1 for time in trial.denied if trial.start <= time <= trial.end),
         coverage_gaps=trial.coverage_gaps,
+        compliance=score_compliance(trial.compliance) if trial.compliance is not None else None,
     )
 
 
