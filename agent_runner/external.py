@@ -19,7 +19,6 @@ output, redacted and capped. What the agent did to the cluster is measured at th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shlex
 import time
@@ -156,12 +155,18 @@ async def _run(
             "AGENTMATRIX_PROMPT_FILE": prompt_inside,
             "AGENTMATRIX_NAMESPACE": config.namespace,
         }
+        stop = asyncio.Event()
         program = asyncio.create_task(
             sandbox.run_program(
-                config.command, config.time_limit, config.output_cap, env=agent_env, stdin=prompt_here
+                config.command,
+                config.time_limit,
+                config.output_cap,
+                env=agent_env,
+                stdin=prompt_here,
+                stop=stop,
             )
         )
-        outcome, stopped_at_limit = await _follow(program, calls, config.max_steps, transcript, result)
+        outcome, stopped_at_limit = await _follow(program, stop, calls, config.max_steps, transcript, result)
     finally:
         await proxy.stop()
         await sandbox.close()
@@ -193,6 +198,7 @@ async def _run(
 
 async def _follow(
     program: asyncio.Task[CommandOutcome],
+    stop: asyncio.Event,
     calls: KubectlRecord,
     max_steps: int,
     transcript: Transcript,
@@ -205,10 +211,8 @@ async def _follow(
         if done:
             return program.result(), False
         if calls.started > max_steps or (calls.started >= max_steps and calls.running == 0):
-            program.cancel()  # the sandbox kills the program's process group
-            with contextlib.suppress(asyncio.CancelledError):
-                await program
-            return None, True
+            stop.set()  # the sandbox kills the program's process group and keeps what it printed
+            return await program, True
 
 
 def _record_calls(transcript: Transcript, ended: list[KubectlCall], result: AgentResult) -> None:

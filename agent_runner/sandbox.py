@@ -388,9 +388,11 @@ class Sandbox:
         *,
         env: Mapping[str, str] | None = None,
         stdin: Path | None = None,
+        stop: asyncio.Event | None = None,
     ) -> CommandOutcome:
-        """Run `program` confined (with `stdin` from a file), stopped after `time_limit` seconds."""
-        return await self._execute(self.program_argv(program, env), time_limit, output_cap, env, stdin)
+        """Run `program` confined (with `stdin` from a file), stopped after `time_limit` seconds or
+        when `stop` is set; either way, what it printed until then is in the outcome."""
+        return await self._execute(self.program_argv(program, env), time_limit, output_cap, env, stdin, stop)
 
     async def _execute(
         self,
@@ -399,6 +401,7 @@ class Sandbox:
         output_cap: int,
         env: Mapping[str, str] | None = None,
         stdin: Path | None = None,
+        stop: asyncio.Event | None = None,
     ) -> CommandOutcome:
         if not self._is_open():
             raise RuntimeError("the sandbox is not open: await open() before running commands")
@@ -443,21 +446,23 @@ class Sandbox:
 
         reading = asyncio.ensure_future(drain())
         watching = asyncio.ensure_future(watch_processes())
+        stopping = asyncio.ensure_future(stop.wait() if stop is not None else asyncio.Event().wait())
         timed_out = False
         at_process_limit = False
         try:
             done, _ = await asyncio.wait(
-                {reading, watching}, timeout=time_limit, return_when=asyncio.FIRST_COMPLETED
+                {reading, watching, stopping}, timeout=time_limit, return_when=asyncio.FIRST_COMPLETED
             )
             if reading not in done:
                 at_process_limit = watching in done or self.meter.processes_at_limit()
-                timed_out = not at_process_limit
+                timed_out = not at_process_limit and stopping not in done
                 _kill_group(proc.pid)
         except asyncio.CancelledError:
             _kill_group(proc.pid)
             raise
         finally:
             watching.cancel()
+            stopping.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(waiter), 10)
             reading.cancel()
