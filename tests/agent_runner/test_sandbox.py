@@ -1,13 +1,16 @@
-"""The host check of bubblewrap that a runner host makes once, instead of every runner."""
+"""The host check of bubblewrap that a runner host makes once, instead of every runner; a program
+stopped from outside."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from agentmatrix.agent_runner import sandbox
 from agentmatrix.agent_runner.sandbox import Sandbox, SandboxUnavailable, verify_host
+from tests.agent_runner.agent_fixtures import AgentSandbox
 
 KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: https://127.0.0.1:9}}]\n"
 
@@ -45,3 +48,25 @@ def test_a_host_where_bubblewrap_cannot_work_is_refused_with_the_reason(
     with pytest.raises(SandboxUnavailable, match="bubblewrap cannot create the sandbox on this host"):
         verify_host()
     assert not sandbox._host_verified
+
+
+async def test_a_program_stopped_from_outside_keeps_what_it_printed(
+    agent_sandbox: AgentSandbox, tmp_path: Path
+) -> None:
+    """An external agent stopped at its step limit: its output until then reaches the transcript."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    sandbox = Sandbox(
+        scratch, agent_sandbox.kubeconfig, agent_sandbox.namespace, kubectl=str(agent_sandbox.kubectl)
+    )
+    await sandbox.open()
+    try:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(1.0, stop.set)
+        outcome = await sandbox.run_program(
+            ["sh", "-c", "echo started; sleep 60; echo never"], 120, 4096, stop=stop
+        )
+    finally:
+        await sandbox.close()
+    assert outcome.output.strip() == "started"
+    assert not outcome.timed_out and outcome.seconds < 60
