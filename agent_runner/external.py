@@ -127,13 +127,8 @@ async def _run(
 ) -> AgentResult:
     try:
         sandbox = _sandbox(config)
+        await sandbox.open_checked()
     except SandboxUnavailable as exc:
-        return AgentResult(EndReason.SANDBOX_UNAVAILABLE, str(exc))
-    try:
-        await sandbox.open()
-        await sandbox.check()
-    except SandboxUnavailable as exc:
-        await sandbox.close()
         return AgentResult(EndReason.SANDBOX_UNAVAILABLE, str(exc))
     for secret in kubeconfig_secrets(config.kubeconfig):
         redactor.add(secret)

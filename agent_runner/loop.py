@@ -61,13 +61,8 @@ async def _run(
                 discovery_cache=config.discovery_cache,
                 limits=config.limits,
             )
+        await sandbox.open_checked()
     except SandboxUnavailable as exc:
-        return AgentResult(EndReason.SANDBOX_UNAVAILABLE, str(exc))
-    try:
-        await sandbox.open()
-        await sandbox.check()
-    except SandboxUnavailable as exc:
-        await sandbox.close()
         return AgentResult(EndReason.SANDBOX_UNAVAILABLE, str(exc))
     client = ModelClient(config, api_key)
     result = AgentResult(EndReason.MAX_STEPS, "")

@@ -480,6 +480,15 @@ class Sandbox:
             limit=hit,
         )
 
+    async def open_checked(self) -> None:
+        """`open`, then `check`; closed again (and SandboxUnavailable raised) if it cannot work."""
+        try:
+            await self.open()
+            await self.check()
+        except SandboxUnavailable:
+            await self.close()
+            raise
+
     async def check(self) -> None:
         """Run a trivial command confined; raise if this confinement cannot work here."""
         if self._verified_by_host():
