@@ -117,18 +117,9 @@ class PodDriver:
             f"{run}; code=$?; echo '{TRANSCRIPT_MARK}'; cat /agent/transcript.jsonl 2>/dev/null; "
             f"echo '{RESULT_MARK}'; cat /agent/result.json 2>/dev/null; exit $code"
         )
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": DRIVER_POD,
-                "namespace": ns,
-                "labels": {"app.kubernetes.io/name": DRIVER_POD},
-            },
-            "spec": {
-                "serviceAccountName": "agent",
-                "automountServiceAccountToken": True,
-                "restartPolicy": "Never",
+        pod = driver_pod(
+            ns,
+            {
                 "containers": [
                     {
                         "name": "runner",
@@ -160,7 +151,7 @@ class PodDriver:
                     {"name": "work", "emptyDir": {"sizeLimit": DRIVER_LIMITS["ephemeral-storage"]}},
                 ],
             },
-        }
+        )
         await self._allow_model(ns, launch.base_url)
         await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", pod)
         return RunningPod(self.kube, ns)
@@ -210,18 +201,9 @@ class PodDriver:
                     "valueFrom": {"secretKeyRef": {"name": f"{DRIVER_POD}-model", "key": "apiKey"}},
                 }
             )
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": DRIVER_POD,
-                "namespace": ns,
-                "labels": {"app.kubernetes.io/name": DRIVER_POD},
-            },
-            "spec": {
-                "serviceAccountName": "agent",
-                "automountServiceAccountToken": True,
-                "restartPolicy": "Never",
+        pod = driver_pod(
+            ns,
+            {
                 "activeDeadlineSeconds": max(1, int(launch.time_limit)),
                 "securityContext": restricted_pod_security_context(),
                 "containers": [
@@ -239,10 +221,29 @@ class PodDriver:
                 ],
                 "volumes": [{"name": "inputs", "configMap": {"name": f"{DRIVER_POD}-inputs"}}],
             },
-        }
+        )
         await self._allow_model(ns, launch.base_url)
         await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", pod)
         return RunningAgentImage(self.kube, ns)
+
+
+def driver_pod(namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The agent's driver Pod: acting as the sandbox's `agent` ServiceAccount, run once."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": DRIVER_POD,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/name": DRIVER_POD},
+        },
+        "spec": {
+            "serviceAccountName": "agent",
+            "automountServiceAccountToken": True,
+            "restartPolicy": "Never",
+            **spec,
+        },
+    }
 
 
 def model_network_policy(namespace: str, base_url: str) -> dict[str, Any]:
