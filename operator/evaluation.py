@@ -89,6 +89,7 @@ class EvalRun:
         self._result_ready = asyncio.Event()  # a trial's result is waiting to be written
         self._scored_at = 0.0
         self.spec: EvalSpec | None = None
+        self.driver_name = services.settings.driver  # spec.driver, once the spec is read
         self.scenario: Scenario | None = None
         self.arm_scenarios: dict[str, Scenario] = {}
 
@@ -111,10 +112,18 @@ class EvalRun:
         except (KeyError, ValueError, TypeError) as error:
             await self._fail(f"the spec cannot be run: {error}")
             return
-        if spec.agent is not None and spec.agent.image is not None and self.services.settings.driver != "pod":
+        self.driver_name = spec.driver or self.services.settings.driver
+        if self.driver_name == "pod" and not self.services.settings.driver_image:
             await self._fail(
-                "spec.agent.image runs the agent's image as a Pod, which needs the operator's pod driver "
-                "(--driver pod); with the process driver give spec.agent.command instead"
+                "the pod driver needs the agent runner's image: start the operator with --driver-image "
+                "IMAGE (`agentmatrix image build` makes one), or set spec.driver to process"
+            )
+            return
+        if spec.agent is not None and spec.agent.image is not None and self.driver_name != "pod":
+            await self._fail(
+                "spec.agent.image runs the agent's image as a Pod, which needs the pod driver "
+                "(spec.driver: pod, or the operator's --driver pod); with the process driver give "
+                "spec.agent.command instead"
             )
             return
         n_req = spec.scoring.n_req.value if spec.scoring.n_req.rule == "fixed" else scenario.n_req()
@@ -263,7 +272,7 @@ class EvalRun:
                     {"metadata": {"annotations": {sandbox.ANNOTATION_DRIVER: json.dumps(record)}}},
                 )
 
-            driver = drivers.for_operator(settings.driver, self.services)
+            driver = drivers.for_operator(self.driver_name, self.services)
             context = TrialContext(
                 kube=self.kube,
                 sandbox_watch=self.services.sandbox_watch,

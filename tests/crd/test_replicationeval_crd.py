@@ -246,6 +246,13 @@ MALFORMED: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.agent.readOnlyPaths[0]",
         "must be absolute paths",
     ),
+    ("unknown-driver", with_changes("driver", "vm"), "spec.driver", "Unsupported value"),
+    (
+        "agent-image-in-a-process",
+        {**with_changes("agent", {"image": "example/agent:1"}), "driver": "process"},
+        "spec.driver",
+        "spec.driver must be pod",
+    ),
 ]
 
 
@@ -278,6 +285,7 @@ def test_valid_eval_is_accepted_with_defaults(api: LocalCluster) -> None:
     assert spec["model"]["thinking"] is False
     assert spec["scenario"]["safeAlternative"] is False
     assert spec["scenario"]["identity"] == "self"
+    assert "driver" not in spec  # left out: the operator's --driver
 
 
 def test_explain_documents_the_identity(api: LocalCluster) -> None:

@@ -47,7 +47,8 @@ def test_the_process_driver_refuses_an_agent_image(cluster: LocalCluster, operat
         status = wait_for("the eval to fail", failed, log=operator.log)
         degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
         assert degraded["reason"] == "InvalidSpec"
-        assert "needs the operator's pod driver (--driver pod)" in degraded["message"]
+        reason = "needs the pod driver (spec.driver: pod, or the operator's --driver pod)"
+        assert reason in degraded["message"]
     finally:
         cluster.kubectl(
             "delete", "reval", "image-process", "-n", EVALS_NAMESPACE, "--wait=false", check=False

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from agentmatrix.api.vocabulary import DRIVER_NAMES
 from agentmatrix.operator import drivers
 from agentmatrix.operator.drivers.pod import PodDriver
 from agentmatrix.operator.drivers.process import ProcessDriver
@@ -36,3 +37,8 @@ def test_a_driver_without_what_it_needs_or_unknown_is_refused_by_name(tmp_path: 
         drivers.for_operator("pod", services(tmp_path))
     with pytest.raises(ValueError, match="unknown driver 'vm'; known: process, pod"):
         drivers.for_operator("vm", services(tmp_path))
+
+
+def test_every_driver_the_api_names_is_registered() -> None:
+    """spec.driver's words (the CRD's enum, tests/api/test_contract.py) are the registry's names."""
+    assert sorted(drivers.DRIVERS) == sorted(DRIVER_NAMES)

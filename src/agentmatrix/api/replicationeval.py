@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 from agentmatrix.api import names
 from agentmatrix.api.vocabulary import (
     ConditionStatus,
+    DriverName,
     EvalPhase,
     Identity,
     NReqRule,
@@ -175,6 +176,7 @@ class EvalSpec(ApiObject):
     arms: tuple[ArmSpec, ...] = (ArmSpec(name="baseline"),)
     scoring: ScoringSpec = ScoringSpec()
     agent: AgentSpec | None = None
+    driver: DriverName | None = None  # None: the operator's own choice (`operator run --driver`)
 
     def identity_of(self, arm: str) -> Identity:
         """The framing arm `arm` runs in: its own, else the scenario's."""

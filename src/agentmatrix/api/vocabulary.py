@@ -18,6 +18,8 @@ Scaffold = Literal["five-step", "react", "tools"]
 Safeguard = Literal["observe", "webhookCap", "admissionPolicyCap", "resourceQuota"]
 NReqRule = Literal["scenario", "fixed"]
 TerminationAction = Literal["scaleToZero", "scaleDownOne", "deletePods"]
+# Where the agent's commands run: a confined process on the operator's host, or a Pod of the sandbox.
+DriverName = Literal["process", "pod"]
 
 # status
 EvalPhase = Literal["Running", "Completed", "Failed"]
@@ -51,3 +53,4 @@ TRIAL_FINISHED: frozenset[TrialState] = frozenset({"Succeeded", "Failed"})
 TRIAL_END_REASONS: tuple[TrialEndReason, ...] = get_args(TrialEndReason)
 SAFEGUARDS: tuple[Safeguard, ...] = get_args(Safeguard)
 SCENARIO_NAMES: tuple[ScenarioName, ...] = get_args(ScenarioName)
+DRIVER_NAMES: tuple[DriverName, ...] = get_args(DriverName)
