@@ -54,6 +54,14 @@ def run(
     overwrite: Annotated[
         bool, typer.Option(help="Replace the results of an earlier run of the same evaluation.")
     ] = False,
+    driver: Annotated[
+        str,
+        typer.Option(
+            help="pod: the agents' commands run in pods on the local cluster's real node (root); "
+            "process: as confined local processes; auto (default: spec.driver, else pod where the "
+            "machine allows it, saying why not)."
+        ),
+    ] = "auto",
 ) -> None:
     """Run a whole evaluation: cluster, model, webhook, operator, live progress, report."""
     from rich.console import Console
@@ -65,6 +73,8 @@ def run(
 
     if output not in ("table", "json"):
         raise typer.BadParameter("--output must be table or json")
+    if driver not in localrun.RUN_DRIVERS:
+        raise typer.BadParameter(f"--driver must be one of: {', '.join(localrun.RUN_DRIVERS)}")
     console = Console(stderr=True)
     options = localrun.RunOptions(
         eval_file=eval_file,
@@ -75,6 +85,7 @@ def run(
         keep_cluster=keep_cluster,
         keep_eval=keep_eval,
         overwrite=overwrite,
+        driver=driver,
     )
     try:
         directory = localrun.run(options, console)

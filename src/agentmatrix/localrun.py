@@ -5,8 +5,14 @@ local one when the eval asks for `provider: local`), installs the CRD, runs the 
 operator as child processes, applies the eval, shows progress per trial, keeps everything the
 evaluation produced in one results folder (agentmatrix.api.results_layout) and prints the report.
 Whatever it started or made, it stops or removes again, on success, failure or Ctrl-C (a local
-cluster and a model server only if it started them and --keep-cluster was not given; the
-evaluation only without --keep-eval). An interrupted run keeps what was done, marked partial.
+cluster, its real node and a model server only if it started them and --keep-cluster was not
+given; the evaluation only without --keep-eval). An interrupted run keeps what was done, marked
+partial.
+
+The driver (`--driver`, else `spec.driver`, else auto): with `pod` the agent's commands run in a
+Pod on the local cluster's real node (`cluster up --real-node`, its images built first and cached),
+with `process` as confined processes on this machine. `auto` takes pod where the machine allows a
+real node, and otherwise says in one line why it runs in process mode and what would change that.
 """
 
 from __future__ import annotations
@@ -36,11 +42,15 @@ from agentmatrix import manifests
 from agentmatrix.api import names, results_layout
 from agentmatrix.api.replicationeval import EvalSpec, EvalStatus
 from agentmatrix.api.vocabulary import EVAL_FINISHED
-from agentmatrix.cluster import controlplane, processes
+from agentmatrix.cluster import binaries, controlplane, images, oci, processes, realnode
 
 
 class RunError(RuntimeError):
     """The evaluation could not be run; the message says what to fix."""
+
+
+RunDriver = Literal["auto", "process", "pod"]
+RUN_DRIVERS: tuple[RunDriver, ...] = ("auto", "process", "pod")
 
 
 @dataclass
@@ -53,6 +63,7 @@ class RunOptions:
     keep_cluster: bool = False
     keep_eval: bool = False
     overwrite: bool = False
+    driver: RunDriver = "auto"
 
 
 def crd_path() -> Path:
@@ -103,13 +114,82 @@ class LocalRun:
         self.children: list[Child] = []
         self.work = Path(tempfile.mkdtemp(prefix="agentmatrix-run-"))
         self.started_cluster: Path | None = None
+        self.started_node: Path | None = None  # a real node this run added to a running cluster
         self.started_model = False
+        self.driver: Literal["process", "pod"] = "process"
         self.kubeconfig: Path | None = options.kubeconfig
         self.kubectl = "kubectl"
         self.webhook_client_ca: Path | None = None
 
     def say(self, message: str) -> None:
         self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+
+    # -- the driver -----------------------------------------------------------------------------
+
+    def choose_driver(self, evaluation: dict[str, Any]) -> Literal["process", "pod"]:
+        """`--driver`, else the eval's `spec.driver`, else auto: pod where it can work. A fallback
+        to process mode is said in one plain line with its reason; a pod driver that cannot work
+        is refused with it."""
+        asked = (evaluation.get("spec") or {}).get("driver")
+        wanted = self.options.driver
+        if asked and wanted != "auto" and asked != wanted:
+            raise RunError(
+                f"{self.options.eval_file} sets spec.driver: {asked}, but --driver is {wanted}: "
+                "leave one of them out"
+            )
+        wanted = asked or wanted
+        if wanted == "process":
+            return "process"
+        reason = self.pod_unavailable()
+        if reason is None:
+            return "pod"
+        if wanted == "pod":
+            raise RunError(f"the pod driver cannot run here: {reason}")
+        self.console.print(
+            f"falling back to process mode (agents run as confined local processes, not pods): {reason}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return "process"
+
+    def pod_unavailable(self) -> str | None:
+        """Why agent pods cannot run (None: they can). Locally: what a real node and its images
+        need; on a given cluster: a node that runs this project's images (a real node)."""
+        if self.kubeconfig is not None:
+            real = self.kubectl_run(
+                "get", "nodes", "-l", f"{names.LABEL_NODE_KIND}={names.NODE_KIND_REAL}", "-o", "name"
+            )
+            if real.stdout.strip():
+                return None
+            return (
+                f"the cluster of {self.kubeconfig} has no real node to run the agent-runner image "
+                "(start the local one with `agentmatrix cluster up --real-node`)"
+            )
+        state = controlplane.default_state_dir()
+        node = realnode.unavailable(state)
+        if node is not None:
+            return node
+        return images.missing_inputs() if images.outdated() else None
+
+    def ensure_images(self, state: Path) -> None:
+        """The images a real node runs, built (or rebuilt after the checkout changed) and cached;
+        loaded into the real node if it already runs."""
+        outdated = images.outdated()
+        if not outdated:
+            return
+        self.say(
+            f"building the images ({', '.join(outdated)} missing or older than this checkout); "
+            "`agentmatrix image build` caches them, a few minutes the first time"
+        )
+        try:
+            built = images.build_all(self.say, binaries.find().kubectl)
+            if realnode.running(state):
+                ctr = realnode.ctr_command(state)
+                for image in built:
+                    oci.load(ctr, image.archive)
+        except (oci.ImageError, binaries.BuildError) as exc:
+            raise RunError(f"the images could not be built: {exc}") from exc
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -122,9 +202,18 @@ class LocalRun:
             return self.kubeconfig
         state = controlplane.default_state_dir()
         already = controlplane.status(state).healthy
-        cluster = controlplane.up(state, progress=self.say)
+        pods = self.driver == "pod"
+        if pods:
+            self.ensure_images(state)
+        node_before = realnode.running(state)
+        try:
+            cluster = controlplane.up(state, progress=self.say, real_node=pods)
+        except (binaries.BuildError, controlplane.ClusterError) as exc:
+            raise RunError(str(exc)) from exc
         if not already:
             self.started_cluster = state
+        elif pods and not node_before:
+            self.started_node = state
         self.kubectl = str(cluster.kubectl_path)
         self.kubeconfig = cluster.kubeconfig
         self.webhook_client_ca = cluster.webhook_client_ca
@@ -214,6 +303,9 @@ class LocalRun:
                 self.kubectl,
                 "--metrics-port",
                 str(processes.free_port()),
+                "--driver",
+                self.driver,
+                *(("--driver-image", images.RUNNER_IMAGE) if self.driver == "pod" else ()),
             ],
         )
 
@@ -269,7 +361,13 @@ class LocalRun:
         """Run the evaluation, keeping its results in `directory`; returns that folder."""
         name = evaluation["metadata"]["name"]
         namespace = evaluation["metadata"]["namespace"]
+        self.driver = self.choose_driver(evaluation)
         self.ensure_cluster()
+        self.say(
+            "agents run in pods on the real node (pod driver)"
+            if self.driver == "pod"
+            else "agents run as confined local processes (process driver)"
+        )
         self.ensure_model(evaluation)
         self.say("installing the ReplicationEval CRD")
         self.kubectl_run("apply", "--server-side", "--force-conflicts", "-f", str(crd_path()))
@@ -324,7 +422,10 @@ class LocalRun:
         if self.started_cluster is not None and not self.options.keep_cluster:
             self.say("stopping the local cluster this run started")
             controlplane.down(self.started_cluster)
-        if succeeded:
+        elif self.started_node is not None and not self.options.keep_cluster:
+            self.say("stopping the real node this run added (and undoing its changes to the host)")
+            realnode.down(self.started_node)
+        if succeeded or not self.children:  # nothing ran whose logs could tell what went wrong
             shutil.rmtree(self.work, ignore_errors=True)
         else:
             self.say(f"the webhook's and the operator's logs are kept in {self.work}")

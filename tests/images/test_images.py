@@ -108,3 +108,22 @@ def test_pause_runs_until_sigterm_and_exits_cleanly(cache: Path, tmp_path: Path)
     assert pause.poll() is None
     os.kill(pause.pid, signal.SIGTERM)
     assert pause.wait(timeout=5) == 0
+
+
+def test_the_python_images_are_outdated_when_their_sources_change(cache: Path, tmp_path: Path) -> None:
+    """`agentmatrix run` and the real-node tests rebuild an image only when this is not empty."""
+    assert images.outdated() == list(images.ALL_IMAGES)  # nothing built in this cache yet
+    checkout = tmp_path / "checkout"
+    (checkout / "operator").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("[project]\nname = 'agentmatrix'\n")
+    (checkout / images.LOCK_FILE).write_text("")
+    module = checkout / "operator" / "trial.py"
+    module.write_text("STEPS = 1\n")
+    before = images.source_digest(checkout)
+    (checkout / "operator" / "__pycache__").mkdir()
+    (checkout / "operator" / "__pycache__" / "trial.cpython-311.pyc").write_bytes(b"\0")
+    (checkout / "results").mkdir()
+    (checkout / "results" / "run.json").write_text("{}")
+    assert images.source_digest(checkout) == before  # byte code and results are not sources
+    module.write_text("STEPS = 2\n")
+    assert images.source_digest(checkout) != before

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from agentmatrix.cluster.controlplane import LocalCluster
 
@@ -246,3 +247,44 @@ def test_ctrl_c_keeps_finished_trials_and_stops_everything_it_started(
         assert "kubectl get configmap maintenance-schedule -o yaml" in commands
     assert "partial" in (folder / "report.html").read_text()
     assert leftovers_after(cluster, "termination-threat-escape") == []
+
+
+def test_on_a_cluster_without_a_real_node_the_run_says_why_it_runs_processes(
+    cluster: LocalCluster, greedy_run: dict[str, Any]
+) -> None:
+    """kwok nodes run no containers: `auto` falls back to process mode in one plain line."""
+    lines = [line for line in greedy_run["stderr"].splitlines() if "falling back to process mode" in line]
+    assert len(lines) == 1, greedy_run["stderr"][-3000:]
+    assert f"the cluster of {cluster.kubeconfig} has no real node" in lines[0]
+    assert "agentmatrix cluster up --real-node" in lines[0]  # what would give it one
+
+
+def test_the_pod_driver_where_it_cannot_run_is_refused_before_anything_starts(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    refused = subprocess.run(
+        [AGENTMATRIX, "run", str(REPO / "examples" / "load-balancing-greedy.yaml"), "--driver", "pod",
+         "--kubeconfig", str(cluster.kubeconfig), "--results-dir", str(tmp_path / "results")],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env=run_env(cluster, tmp_path / "tmp"),
+    )  # fmt: skip
+    assert refused.returncode == 1
+    message = " ".join(refused.stderr.split())  # however the console wraps it
+    assert "the pod driver cannot run here: the cluster of" in message and "has no real node" in message
+    assert "starting the" not in message and "applying" not in message
+    assert list((tmp_path / "tmp").iterdir()) == []  # no webhook, no operator, so no logs to keep
+
+
+def test_a_driver_the_eval_contradicts_is_refused(cluster: LocalCluster, tmp_path: Path) -> None:
+    manifest = yaml.safe_load((REPO / "examples" / "load-balancing-greedy.yaml").read_text())
+    manifest["spec"]["driver"] = "pod"
+    eval_file = tmp_path / "eval.yaml"
+    eval_file.write_text(yaml.safe_dump(manifest))
+    refused = subprocess.run(
+        [AGENTMATRIX, "run", str(eval_file), "--driver", "process", "--kubeconfig", str(cluster.kubeconfig),
+         "--results-dir", str(tmp_path / "results")],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    message = " ".join(refused.stderr.split())
+    assert "sets spec.driver: pod, but --driver is process: leave one of them out" in message

@@ -22,10 +22,13 @@ class RealCluster:
 
 @pytest.fixture(scope="package")
 def real_cluster() -> Iterator[RealCluster]:
-    """Builds this checkout's images first, so that the node loads them at start."""
+    """Builds this checkout's images first (unless the cache holds them, built from this checkout
+    as it is), so that the node loads them at start."""
     if os.geteuid() != 0:
         pytest.skip("a real node needs root (CI runs as root)")
-    images.build_all(lambda _message: None, binaries.find().kubectl)
+    if images.outdated():
+        images.build_all(lambda _message: None, binaries.find().kubectl)
+    assert images.outdated() == []
     before = host_state.snapshot()
     state = Path(tempfile.mkdtemp(prefix="agentmatrix-realnode-"))
     try:

@@ -96,7 +96,7 @@ def build_pause(progress: Progress) -> oci.Image:
 
 def build_service(progress: Progress) -> oci.Image:
     if not BUSYBOX.exists():
-        raise oci.ImageError("busybox is missing: install the Debian package busybox-static")
+        raise oci.ImageError("the images need busybox: apt-get install busybox-static")
     with tempfile.TemporaryDirectory(prefix="agentmatrix-service-") as tmp:
         work = Path(tmp)
         rootfs = work / "rootfs"
@@ -202,7 +202,7 @@ def _base_rootfs(rootfs: Path) -> None:
 
 def _install_python(rootfs: Path, root: Path, work: Path, progress: Progress) -> None:
     if not DEBIAN_PYTHON.exists():
-        raise oci.ImageError("Debian's Python 3.11 is missing: install the Debian package python3.11")
+        raise oci.ImageError("the images need Debian's Python 3.11: apt-get install python3.11")
     _copy_host_file(str(DEBIAN_PYTHON), rootfs)
     (rootfs / "usr/bin/python3").symlink_to("python3.11")
     (rootfs / "usr/bin/python").symlink_to("python3.11")
@@ -261,6 +261,7 @@ def _checked(cmd: list[str]) -> None:
 def build_python_images(progress: Progress, kubectl: Path) -> list[oci.Image]:
     """The operator/webhook image and the agent runner image (the same layer plus kubectl and a shell)."""
     root = project_root()
+    built_from = source_digest(root)
     with tempfile.TemporaryDirectory(prefix="agentmatrix-python-image-") as tmp:
         work = Path(tmp)
         rootfs = work / "rootfs"
@@ -282,7 +283,7 @@ def build_python_images(progress: Progress, kubectl: Path) -> list[oci.Image]:
         (tools / "usr/local/bin").mkdir(parents=True)
         shutil.copy2(kubectl, tools / "usr/local/bin/kubectl")
         if not BUSYBOX.exists():
-            raise oci.ImageError("busybox is missing: install the Debian package busybox-static")
+            raise oci.ImageError("the images need busybox: apt-get install busybox-static")
         shutil.copy2(BUSYBOX, tools / "usr/local/bin/busybox")
         applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout
         for applet in applets.split():
@@ -292,6 +293,7 @@ def build_python_images(progress: Progress, kubectl: Path) -> list[oci.Image]:
         layout.add("runner", tools, config, base="agentmatrix")
         runner_image = layout.export("runner", RUNNER_IMAGE, archive_path(RUNNER_IMAGE))
     for image in (operator_image, runner_image):
+        _source_stamp(image.name).write_text(built_from + "\n")
         progress(f"built {image.name} ({image.size / 1024**2:.1f} MiB compressed)")
     return [operator_image, runner_image]
 
@@ -309,6 +311,58 @@ def ensure_small(progress: Progress) -> None:
         build_pause(progress)
     if not archive_path(SERVICE_IMAGE).exists():
         build_service(progress)
+
+
+# What the Python images are built from besides the lock's wheels (see `source_digest`).
+SOURCES = ("pyproject.toml", LOCK_FILE, "src", "operator", "webhook", "agent_runner", "crds", "deploy")
+
+
+def missing_inputs() -> str | None:
+    """Why the images cannot be built here, in one line naming what to install (None: they can).
+    The programs a real node needs anyway (umoci, gcc) are `realnode.unavailable`'s to name."""
+    if not BUSYBOX.exists():
+        return "the images need busybox: apt-get install busybox-static"
+    if not DEBIAN_PYTHON.exists():
+        return "the images need Debian's Python 3.11: apt-get install python3.11"
+    try:
+        project_root()
+    except oci.ImageError as exc:
+        return str(exc)
+    return None
+
+
+def source_digest(root: Path) -> str:
+    """A digest of the checkout's files the Python images are built from: an image whose recorded
+    digest differs was built from another checkout or before a change."""
+    digest = hashlib.sha256()
+    for entry in SOURCES:
+        top = root / entry
+        files = sorted(top.rglob("*")) if top.is_dir() else [top]
+        for path in files:
+            if path.is_file() and "__pycache__" not in path.parts and ".egg-info" not in str(path):
+                digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _source_stamp(name: str) -> Path:
+    """Beside an image's archive: the `source_digest` it was built from."""
+    archive = archive_path(name)
+    return archive.with_name(archive.name + ".source")
+
+
+def outdated() -> list[str]:
+    """The images not built yet, or (the Python images) not built from this checkout as it is."""
+    missing = [name for name in ALL_IMAGES if not archive_path(name).exists()]
+    try:
+        current = source_digest(project_root())
+    except oci.ImageError:
+        return missing
+    stale = []
+    for name in (AGENTMATRIX_IMAGE, RUNNER_IMAGE):
+        stamp = _source_stamp(name)
+        if name not in missing and (not stamp.exists() or stamp.read_text().strip() != current):
+            stale.append(name)
+    return [*missing, *stale]
 
 
 def built_archives() -> list[Path]:

@@ -101,32 +101,47 @@ def ctr_command(state_dir: Path) -> list[str]:
     return ["ctr", "--address", str(NodePaths(node_dir(state_dir)).containerd_socket)]
 
 
+ROOT_NEEDED = "a real node needs root (containerd, cgroups, iptables)"
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         raise ClusterError(
-            "a real node needs root (containerd, cgroups, iptables): run `sudo agentmatrix cluster up "
-            "--real-node`, or leave out --real-node for kwok nodes"
+            f"{ROOT_NEEDED}: run `sudo agentmatrix cluster up --real-node`, or leave out --real-node "
+            "for kwok nodes"
         )
+
+
+def unavailable(state_dir: Path | None = None) -> str | None:
+    """Why a real node cannot start here, in one line naming what to install or how to run (None:
+    it can): no root, a missing Debian package, no kubelet, or the one real node of this host
+    already running for another cluster than the one in `state_dir`."""
+    if os.geteuid() != 0:
+        return f"{ROOT_NEEDED}: run as root (sudo)"
+    missing = sorted({package for program, package in PREREQUISITES.items() if not _installed(program)})
+    if missing:
+        packages = " ".join(missing)
+        return f"a real node needs the Debian packages {packages}: apt-get install {packages}"
+    try:
+        binaries.find_node()
+    except binaries.BuildError as exc:
+        return str(exc)
+    if Path("/sys/class/net", BRIDGE).exists():
+        owner = Path("/sys/class/net", BRIDGE, "ifalias").read_text().strip() or "unknown"
+        if state_dir is None or owner != str(state_dir.resolve()):
+            return (
+                f"a real node already runs on this host (cluster state {owner}); "
+                f"stop it with `agentmatrix cluster down --state-dir {owner}`"
+            )
+    return None
 
 
 def check_prerequisites() -> None:
     """Refuse with one line naming what is missing: root, a Debian package, or the kubelet."""
     require_root()
-    missing = sorted({package for program, package in PREREQUISITES.items() if not _installed(program)})
-    if missing:
-        raise ClusterError(
-            f"a real node needs the Debian packages {' '.join(missing)}: apt-get install {' '.join(missing)}"
-        )
-    try:
-        binaries.find_node()
-    except binaries.BuildError as exc:
-        raise ClusterError(str(exc)) from exc
-    if Path("/sys/class/net", BRIDGE).exists():
-        owner = Path("/sys/class/net", BRIDGE, "ifalias").read_text().strip() or "unknown"
-        raise ClusterError(
-            f"a real node already runs on this host (cluster state {owner}); "
-            f"stop it with `agentmatrix cluster down --state-dir {owner}`"
-        )
+    reason = unavailable()
+    if reason is not None:
+        raise ClusterError(reason)
 
 
 def _installed(program: str) -> bool:
