@@ -14,8 +14,19 @@ time without its kubectl run is the part of the harness time that the control pl
     .venv/bin/python bench/operator.py [--trials 50] [--parallelism 10] [--cluster-dir DIR] [--no-floor]
         [--keep]
 
+With `--driver pod` (root; a real node, `agentmatrix cluster up --real-node`) it measures the
+pod driver instead, with the process driver as its baseline in the same run, on the same cluster
+and operator: at parallelism 1 and 5 (2 trials per slot unless --trials says otherwise), the
+harness time per trial and the time from the trial's start to the agent's first command, the
+real node's memory with the most agent pods seen at once (kubelet, containerd, the containerd
+shims, the pods' cgroup), and whether the floors hold: under 4 s of harness per trial at
+parallelism 5, under 5 s to the first command.
+
+    .venv/bin/python bench/operator.py --driver pod [--trials N] [--cluster-dir DIR] [--keep]
+
 Without --cluster-dir (or AGENTMATRIX_TEST_CLUSTER_DIR) a fresh local cluster is started in a
-temporary directory and stopped at the end.
+temporary directory (with a real node for --driver pod, after building the images if this
+checkout's are not cached) and stopped at the end.
 """
 
 from __future__ import annotations
@@ -31,6 +42,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +52,11 @@ sys.path.insert(0, str(REPO))
 
 from agentmatrix.agent_runner.sandbox import KUBECTL_GOGC  # noqa: E402
 from agentmatrix.api.replicationeval import EvalSpec  # noqa: E402
-from agentmatrix.cluster import controlplane  # noqa: E402
+from agentmatrix.cluster import binaries, controlplane, images, realnode  # noqa: E402
 from agentmatrix.kube import Kube  # noqa: E402
 from agentmatrix.operator import sandbox  # noqa: E402
 from agentmatrix.operator.copies import pod_state  # noqa: E402
+from agentmatrix.operator.drivers.pod import DRIVER_POD  # noqa: E402
 from agentmatrix.operator.plan import TrialKey  # noqa: E402
 from agentmatrix.scenarios import build  # noqa: E402
 from tests.operator.operator_harness import (  # noqa: E402
@@ -150,6 +164,12 @@ def bench_spec(trials: int, parallelism: int) -> dict[str, Any]:
     }
 
 
+@dataclass
+class EvalFigures:
+    harness: list[float]  # per trial: its start to the agent's first command + last step to status
+    to_first_command: list[float]
+
+
 def run_eval(
     cluster: controlplane.LocalCluster,
     spec: dict[str, Any],
@@ -157,9 +177,10 @@ def run_eval(
     operator: Operator,
     work: Path,
     lean: bool,
-) -> list[float]:
-    """Runs the eval and prints its figures; the harness time of each trial."""
-    name = f"bench-{int(time.time())}"
+    also_sample: Callable[[], None] | None = None,
+) -> EvalFigures:
+    """Runs the eval and prints its figures (`also_sample` is called every 0.2 s while it runs)."""
+    name = f"bench-{spec.get('driver', 'operator')}-{int(time.time())}"
     parallelism = int(spec["parallelism"])
     time.sleep(3)  # let the operator finish starting up; its start is not the harness's time
     idle = memory_kib(operator.pid)
@@ -172,6 +193,8 @@ def run_eval(
         nonlocal peak_rss
         while sampling:
             peak_rss = max(peak_rss, memory_kib(operator.pid).get("VmRSS", 0))
+            if also_sample is not None:
+                also_sample()
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -222,17 +245,8 @@ def run_eval(
         if entry["trial"] == 0 and commands:
             first_command_after_apply = min(commands) - applied
     per_trial = [a + b for a, b in zip(to_first, after_last, strict=False)]
-
-    def describe(values: list[float]) -> str:
-        if not values:
-            return "n/a"
-        ordered = sorted(values)
-        p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-        return (
-            f"mean {statistics.mean(values):.2f} s, median {statistics.median(values):.2f} s, p90 {p90:.2f} s"
-        )
-
-    print(f"trials: {len(entries)} ({len(failed)} failed) at parallelism {parallelism}")
+    driver = f", driver {spec['driver']}" if "driver" in spec else ""
+    print(f"trials: {len(entries)} ({len(failed)} failed) at parallelism {parallelism}{driver}")
     print(f"wall time, apply to Completed: {wall:.1f} s ({wall / max(1, len(entries)):.2f} s per trial)")
     if first_command_after_apply is not None:
         print(f"first trial, apply to the agent's first command: {first_command_after_apply:.2f} s")
@@ -258,7 +272,7 @@ def run_eval(
         f"peak RSS {peak_rss / 1024:.0f} MB "
         f"(kernel high-water mark {final.get('VmHWM', 0) / 1024:.0f} MB)"
     )
-    return per_trial
+    return EvalFigures(per_trial, to_first)
 
 
 async def wait_serving(kube: Kube, namespace: str, wanted: int, image: str, within: float = 60.0) -> None:
@@ -328,7 +342,7 @@ def bench(
     spec = bench_spec(trials, parallelism)
     with running_webhook(cluster, work / "webhook") as webhook:
         with running_operator(cluster, work / "operator", webhook.ledger, NAMESPACE, lean=lean) as operator:
-            harness = run_eval(cluster, spec, webhook, operator, work, lean)
+            harness = run_eval(cluster, spec, webhook, operator, work, lean).harness
         if not floor:
             return
         time.sleep(5)  # the eval's last sandboxes go away
@@ -356,11 +370,185 @@ def bench(
         print(f"harness time per trial / bare trial without its kubectl run (means): {ratio:.2f}")
 
 
+# --- the pod driver against the process driver ---------------------------------------------------
+POD_PARALLELISMS = (1, 5)
+FLOOR_HARNESS_SECONDS = 4.0  # per trial at parallelism 5
+FLOOR_FIRST_COMMAND_SECONDS = 5.0
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        return memory_kib(pid).get("VmRSS", 0) / 1024
+    except OSError:
+        return 0.0
+
+
+def cgroup_memory_mib(directory: Path) -> tuple[float, float]:
+    """(usage, resident) of a memory cgroup: all it is charged for (page cache included), and the
+    anonymous memory of its processes."""
+    try:
+        usage = int((directory / "memory.usage_in_bytes").read_text())
+        stat = dict(line.split() for line in (directory / "memory.stat").read_text().splitlines())
+    except OSError:
+        return 0.0, 0.0
+    return usage / 1024**2, int(stat.get("total_rss", 0)) / 1024**2
+
+
+@dataclass
+class NodeSample:
+    agent_pods: int
+    kubelet: float
+    containerd: float
+    shims: int
+    shims_mib: float
+    pods_usage: float
+    pods_rss: float
+
+    def describe(self) -> str:
+        return (
+            f"kubelet {self.kubelet:.0f} MiB, containerd {self.containerd:.0f} MiB, {self.shims} shims "
+            f"{self.shims_mib:.0f} MiB ({self.shims_mib / max(1, self.shims):.1f} MiB each, shared pages "
+            f"counted in each), pods' cgroup {self.pods_usage:.0f} MiB charged / {self.pods_rss:.0f} MiB "
+            f"resident"
+        )
+
+
+class NodeMemory:
+    """The real node's memory: sampled every call, kept at the most agent (driver) Pods seen
+    running at once (those counted with one kubectl call every 2 s)."""
+
+    def __init__(self, cluster: controlplane.LocalCluster) -> None:
+        self.cluster = cluster
+        self.peak: NodeSample | None = None
+        self._pods = 0
+        self._counted = 0.0
+
+    def _agent_pods(self) -> int:
+        if time.monotonic() - self._counted >= 2.0:
+            self._counted = time.monotonic()
+            out = self.cluster.kubectl(
+                "get", "pods", "-A", "--field-selector", f"metadata.name={DRIVER_POD},status.phase=Running",
+                "-o", "name", check=False,
+            )  # fmt: skip
+            self._pods = len(out.stdout.split())
+        return self._pods
+
+    def now(self, agent_pods: int = 0) -> NodeSample:
+        node = {proc.name: proc.pid for proc in realnode.recorded_processes(self.cluster.state_dir)}
+        shims = []
+        for comm in Path("/proc").glob("[0-9]*/comm"):
+            try:
+                if (
+                    comm.read_text().startswith("containerd-shim")
+                    and f"/{realnode.CGROUP_ROOT}" in (comm.parent / "cgroup").read_text()
+                ):
+                    shims.append(int(comm.parent.name))
+            except OSError:
+                continue
+        pods = Path("/sys/fs/cgroup/memory") / realnode.CGROUP_ROOT / "kubepods"
+        return NodeSample(
+            agent_pods, rss_mib(node.get("kubelet", 0)), rss_mib(node.get("containerd", 0)), len(shims),
+            sum(rss_mib(pid) for pid in shims), *cgroup_memory_mib(pods),
+        )  # fmt: skip
+
+    def sample(self) -> None:
+        current = self.now(self._agent_pods())
+        if self.peak is None or (current.agent_pods, current.pods_usage) > (
+            self.peak.agent_pods,
+            self.peak.pods_usage,
+        ):
+            self.peak = current
+
+
+def mean(values: list[float]) -> float | None:
+    return statistics.mean(values) if values else None
+
+
+def bench_pods(cluster: controlplane.LocalCluster, trials: int | None, work: Path, lean: bool) -> bool:
+    """The pod driver with the process driver as its baseline; whether the floors hold."""
+    install_crd(cluster)
+    ensure_namespace(cluster, NAMESPACE)
+    rows: list[tuple[str, int, EvalFigures, NodeSample | None]] = []
+    idle = NodeMemory(cluster).now()
+    with (
+        running_webhook(cluster, work / "webhook") as webhook,
+        running_operator(
+            cluster,
+            work / "operator",
+            webhook.ledger,
+            NAMESPACE,
+            "--driver",
+            "process",
+            "--driver-image",
+            images.RUNNER_IMAGE,
+            lean=lean,
+        ) as operator,  # fmt: skip
+    ):
+        for driver in ("process", "pod"):
+            for parallelism in POD_PARALLELISMS:
+                spec = {**bench_spec(trials or 2 * parallelism, parallelism), "driver": driver}
+                memory = NodeMemory(cluster)
+                figures = run_eval(cluster, spec, webhook, operator, work, lean, memory.sample)
+                rows.append((driver, parallelism, figures, memory.peak))
+                print()
+    print("driver   parallelism  trials  harness per trial (mean, p90)  start to first command (mean, max)")
+    for driver, parallelism, figures, _ in rows:
+        harness, first = figures.harness, figures.to_first_command
+        print(
+            f"{driver:8} {parallelism:11}  {len(harness):6}  "
+            f"{mean(harness) or 0:13.2f} s {percentile(harness, 0.9):6.2f} s  "
+            f"{mean(first) or 0:17.2f} s {max(first, default=0):6.2f} s"
+        )
+    print(f"real node, idle: {idle.describe()}")
+    for driver, parallelism, _, peak in rows:
+        if peak is not None and parallelism == max(POD_PARALLELISMS):
+            print(f"real node, {driver} driver at parallelism {parallelism}, {peak.agent_pods} agent pods "
+                  f"running: {peak.describe()}")  # fmt: skip
+    pod = [figures for driver, parallelism, figures, _ in rows if driver == "pod"]
+    at_five = next(f for d, p, f, _ in rows if d == "pod" and p == max(POD_PARALLELISMS))
+    harness_ok = (mean(at_five.harness) or float("inf")) < FLOOR_HARNESS_SECONDS
+    first = [value for figures in pod for value in figures.to_first_command]
+    first_ok = (mean(first) or float("inf")) < FLOOR_FIRST_COMMAND_SECONDS
+    first_mean, first_max = mean(first) or float("nan"), max(first, default=float("nan"))
+    print(
+        f"floor: harness per trial at parallelism 5 under {FLOOR_HARNESS_SECONDS:.0f} s (pod driver, mean): "
+        f"{mean(at_five.harness) or float('nan'):.2f} s, {'met' if harness_ok else 'NOT met'}"
+    )
+    print(
+        f"floor: trial start to the first command under {FLOOR_FIRST_COMMAND_SECONDS:.0f} s (pod driver, "
+        f"mean of every trial): {first_mean:.2f} s (at most {first_max:.2f} s), "
+        f"{'met' if first_ok else 'NOT met'}"
+    )
+    return harness_ok and first_ok
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def start_cluster(state: Path, pods: bool) -> controlplane.LocalCluster:
+    """The cluster of `state` (a real node joins it for the pod driver, with this checkout's images)."""
+    if pods:
+        if os.geteuid() != 0:
+            raise SystemExit("--driver pod needs a real node, which needs root: run as root (sudo)")
+        if images.outdated():
+            print("building the images (this checkout's are not cached)", flush=True)
+            images.build_all(lambda _message: None, binaries.find().kubectl)
+    return controlplane.up(state, real_node=pods)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument(
+        "--driver", choices=("process", "pod"), default="process",
+        help="pod: the pod driver against the process driver, on a real node (see above)",
+    )  # fmt: skip
+    parser.add_argument("--trials", type=int, default=None, help="default 50; --driver pod: 2 per slot")
     parser.add_argument("--parallelism", type=int, default=10)
     parser.add_argument(
         "--cluster-dir", type=Path, default=os.environ.get("AGENTMATRIX_TEST_CLUSTER_DIR") or None
@@ -375,8 +563,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="agentmatrix-bench-"))
     lean = args.entry == "module"
     state = Path(args.cluster_dir) if args.cluster_dir else work / "cluster"
+    pods = args.driver == "pod"
     try:
-        bench(controlplane.up(state), args.trials, args.parallelism, work, lean, not args.no_floor)
+        cluster = start_cluster(state, pods)
+        if pods:
+            bench_pods(cluster, args.trials, work, lean)
+        else:
+            bench(cluster, args.trials or 50, args.parallelism, work, lean, not args.no_floor)
     finally:
         if not args.cluster_dir:
             controlplane.down(state)

@@ -46,9 +46,11 @@ class Trials:
 
     def __init__(self) -> None:
         self.ran: list[tuple[str, int]] = []
+        self.drivers: list[str] = []
 
     async def __call__(self, ctx: TrialContext) -> TrialOutcome:
         self.ran.append((ctx.key.id, ctx.attempt))
+        self.drivers.append(type(getattr(ctx, "driver", None)).__name__)
         arm = ctx.spec.arm(ctx.key.arm)
         meta = ctx.eval_body["metadata"]
         await ctx.kube.create(
@@ -84,8 +86,10 @@ def trials(monkeypatch: pytest.MonkeyPatch) -> Trials:
     return stand_in
 
 
-def services(api: MemoryApi, tmp_path: Path) -> Services:
-    settings = OperatorSettings(work_dir=tmp_path / "work", ledger_path=tmp_path / "ledger.sqlite3")
+def services(api: MemoryApi, tmp_path: Path, driver_image: str | None = None) -> Services:
+    settings = OperatorSettings(
+        work_dir=tmp_path / "work", ledger_path=tmp_path / "ledger.sqlite3", driver_image=driver_image
+    )
     return Services(kube=api, kube_access=api.access, settings=settings)
 
 
@@ -98,9 +102,12 @@ async def create_eval(api: MemoryApi, spec: dict[str, Any]) -> dict[str, Any]:
     return await api.create(f"/apis/{names.API_VERSION}/namespaces/{NAMESPACE}/{names.PLURAL}", body)
 
 
-async def run(api: MemoryApi, body: dict[str, Any], tmp_path: Path) -> tuple[dict[str, Any], list[str]]:
+async def run(
+    api: MemoryApi, body: dict[str, Any], tmp_path: Path, driver_image: str | None = None
+) -> tuple[dict[str, Any], list[str]]:
     events: list[str] = []
-    await EvalRun(services(api, tmp_path), body, lambda reason, message, **_: events.append(reason)).run()
+    shared = services(api, tmp_path, driver_image)
+    await EvalRun(shared, body, lambda reason, message, **_: events.append(reason)).run()
     stored = await api.get(eval_path(NAMESPACE, "ab"))
     assert stored is not None
     return stored["status"], events
@@ -187,3 +194,23 @@ async def test_a_spec_the_operator_cannot_run_fails_the_eval_and_says_why(
     assert degraded["status"] == "True" and degraded["reason"] == "InvalidSpec"
     assert "scenario.name" in degraded["message"]
     assert events == ["InvalidSpec"]
+
+
+async def test_spec_driver_chooses_the_driver_of_every_trial(
+    api: MemoryApi, trials: Trials, tmp_path: Path
+) -> None:
+    """The operator's own driver is process; an eval that asks for pods gets them."""
+    body = await create_eval(api, {**SPEC, "driver": "pod"})
+    status, _ = await run(api, body, tmp_path, driver_image="registry.local/agentmatrix/agent-runner:0.1.0")
+    assert status["phase"] == "Completed"
+    assert trials.drivers and set(trials.drivers) == {"PodDriver"}
+
+
+async def test_the_pod_driver_without_an_image_fails_the_eval_and_says_what_to_do(
+    api: MemoryApi, trials: Trials, tmp_path: Path
+) -> None:
+    body = await create_eval(api, {**SPEC, "driver": "pod"})
+    status, events = await run(api, body, tmp_path)
+    assert trials.ran == [] and status["phase"] == "Failed" and events == ["InvalidSpec"]
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert "start the operator with --driver-image IMAGE" in degraded["message"]
