@@ -133,11 +133,6 @@ class LoadResult:
     failed: int = 0  # requests not answered 200 within vegeta's 5 s timeout
 
 
-def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(frozen=True)
 class Caller:
     """What the load generator presents: the CA to check the webhook, and a client certificate."""
@@ -168,14 +163,14 @@ def vegeta_load(
     # unbounded pool opens a new connection (a TLS handshake) whenever the answers lag.
     pacing = [f"-rate={rate}/s", "-max-connections=16"] if rate else [
         "-rate=0", f"-max-workers={workers}", f"-workers={workers}", f"-connections={workers}"]  # fmt: skip
-    cpu_before = process_cpu_seconds(pid)
+    cpu_before = webhook_arms.process_cpu_seconds(pid)
     attack = subprocess.run(
         [vegeta(), "attack", "-format=json", f"-targets={targets}", f"-duration={seconds:g}s",
          "-timeout=5s", f"-root-certs={caller.ca}", f"-cert={caller.cert}", f"-key={caller.key}",
          "-keepalive=true", *pacing],
         capture_output=True, check=True,
     )  # fmt: skip
-    cpu = process_cpu_seconds(pid) - cpu_before
+    cpu = webhook_arms.process_cpu_seconds(pid) - cpu_before
     summary = json.loads(
         subprocess.run(
             [vegeta(), "report", "-type=json"], input=attack.stdout, capture_output=True, check=True
@@ -308,7 +303,7 @@ def bench_api_server(args: argparse.Namespace) -> None:
                     observations = read_observations(ledger_path, namespace)
                     return sum(1 for o in observations if o.subresource == "scale")
 
-                return webhook_arms.Arm(label, arm_namespace(arm), scales), started.url
+                return webhook_arms.Arm(label, arm_namespace(arm), scales, process.pid), started.url
 
             this_arm, url = ours("ours", "agentmatrix")
             arms.append(this_arm)
@@ -320,11 +315,12 @@ def bench_api_server(args: argparse.Namespace) -> None:
                 arms.append(baseline_arm)
             ca_file = certs / "agentmatrix-webhook-ca.crt"
             port = free_port()
-            processes.append(subprocess.Popen(
+            noop = subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name("noop_webhook.py")),
                  str(certs / "agentmatrix-webhook.crt"), str(certs / "agentmatrix-webhook.key"),
                  str(cluster.webhook_client_ca), str(port)],
-            ))  # fmt: skip
+            )  # fmt: skip
+            processes.append(noop)
             urls["noop"] = f"https://127.0.0.1:{port}"
             context = ssl.create_default_context(cafile=str(ca_file))
             context.load_cert_chain(cluster.webhook_client.cert, cluster.webhook_client.key)
@@ -343,7 +339,7 @@ def bench_api_server(args: argparse.Namespace) -> None:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
-            arms.append(webhook_arms.Arm("no-op", arm_namespace("noop"), noop_scales))
+            arms.append(webhook_arms.Arm("no-op", arm_namespace("noop"), noop_scales, noop.pid))
             arms.append(webhook_arms.Arm("none", arm_namespace("none"), None))
             ca = ca_file.read_bytes()
             for arm, url in urls.items():

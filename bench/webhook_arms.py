@@ -10,7 +10,8 @@ calls exactly one webhook (none in the `none` arm), over the same kept-alive cli
 Rounds: the arms in a random order, one block of requests each; the first requests of a block
 are not counted (the controllers' follow-up work of the previous block, a ReplicaSet update and a
 pod created or deleted per scale, still passes the previous arm's webhook). Ratios of p50 and
-p99 between arms come with a percentile bootstrap interval over whole rounds.
+p99 between arms come with a percentile bootstrap interval over whole rounds. Each webhook
+process's CPU time during the rounds shows what it costs the shared cores, its watches included.
 """
 
 from __future__ import annotations
@@ -24,18 +25,24 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from agentmatrix.kube import KubeAccess
-from agentmatrix.scoring.model import Estimate
+from agentmatrix.scoring import Estimate
 from agentmatrix.scoring.stats import bootstrap_estimate, resamples
 
 ARM_LABEL = "bench-arm"
 AIM_RATIO = 1.05
 CONFIDENCE = 0.95
 BOOTSTRAP_SAMPLES = 1000
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -59,6 +66,8 @@ class Arm:
     namespace: str
     # Scale reviews of `namespace` that the arm's webhook answered (None: the arm has no webhook).
     scales_seen: Callable[[str], int] | None
+    pid: int | None = None  # the webhook's process
+    cpu_seconds: float = 0.0  # its CPU time during the rounds (its own reviews, watches, ledger)
     rounds: list[list[float]] = field(default_factory=list)  # counted latencies, per round
     sent: int = 0  # scale requests sent after the warm-up, counted or not
 
@@ -139,12 +148,16 @@ async def measure(access: KubeAccess, run: Run, requests_per_arm: int) -> None:
         for arm in run.arms:
             if arm.scales_seen is not None:
                 run.before_counts[arm.name] = arm.scales_seen(arm.namespace)
+        cpu_before = {arm.name: process_cpu_seconds(arm.pid) for arm in run.arms if arm.pid}
         for _ in range(rounds):
             run.load.append(os.getloadavg()[0])
             for arm in rng.sample(run.arms, len(run.arms)):
                 block = [await scaler.scale(arm.namespace) for _ in range(run.settle + run.block)]
                 arm.sent += len(block)
                 arm.rounds.append(block[run.settle :])
+        for arm in run.arms:
+            if arm.pid:
+                arm.cpu_seconds = process_cpu_seconds(arm.pid) - cpu_before[arm.name]
 
 
 def _quantiles(run: Run, picked: list[int]) -> dict[str, tuple[float, float]]:
@@ -210,7 +223,7 @@ def report(run: Run, ours: str, floor: str, none: str) -> None:
         f"   {counted} requests per arm counted; load average (1 min) during the run: "
         f"min {min(run.load):.1f}, median {statistics.median(run.load):.1f}, max {max(run.load):.1f}"
     )
-    print(f"{'arm':<14} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}  scale reviews answered")
+    print(f"{'arm':<14} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'CPU s':>6}  scale reviews")
     for arm in run.arms:
         values = arm.latencies
         if arm.scales_seen is None:
@@ -221,7 +234,8 @@ def report(run: Run, ours: str, floor: str, none: str) -> None:
             seen = f"{reviews} for {arm.sent} requests" + (" (SOME MISSED)" if reviews < arm.sent else "")
         print(
             f"{arm.name:<14} {len(values):>6} {percentile(values, 0.5) * 1e3:>8.2f} "
-            f"{percentile(values, 0.99) * 1e3:>8.2f} {statistics.mean(values) * 1e3:>8.2f}  {seen}"
+            f"{percentile(values, 0.99) * 1e3:>8.2f} {statistics.mean(values) * 1e3:>8.2f} "
+            f"{arm.cpu_seconds if arm.pid else float('nan'):>6.1f}  {seen}"
         )
     strays = [
         f"{webhook.name} saw {webhook.scales_seen(arm.namespace)} of the {arm.name} arm"
@@ -234,6 +248,7 @@ def report(run: Run, ours: str, floor: str, none: str) -> None:
         print(f"   NOT isolated: {'; '.join(strays)}")
     pairs = [(arm.name, none) for arm in run.arms if arm.name != none]
     pairs += [(arm.name, floor) for arm in run.arms if arm.name not in (none, floor)]
+    pairs += [(ours, arm.name) for arm in run.arms if arm.name not in (ours, none, floor)]
     found = ratios(run, pairs)
     print(f"ratios, {CONFIDENCE:.0%} bootstrap interval over rounds ({BOOTSTRAP_SAMPLES} resamples):")
     for (top, bottom), (p50, p99) in found.items():
