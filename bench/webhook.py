@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,13 +33,13 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import webhook_arms
 
 from agentmatrix.api import names
 from agentmatrix.cluster import controlplane, pki
-from agentmatrix.cluster.processes import free_port
+from agentmatrix.cluster.processes import free_port, port_listening
 from agentmatrix.kube import KubeAccess
 from agentmatrix.measurement import admission_config
 from agentmatrix.measurement.ledger import read_observations
@@ -131,6 +132,8 @@ class LoadResult:
     requests: int
     server_cpu_us: float  # the webhook process's CPU time per review
     failed: int = 0  # requests not answered 200 within vegeta's 5 s timeout
+
+    FIGURES: ClassVar[tuple[str, ...]] = ("rate", "p50_ms", "p99_ms", "server_cpu_us")
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,59 @@ def bench_direct(seconds: float) -> None:
                 stop(process)
 
 
+def start_noop(certs: Path, client_ca: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`noop_webhook.py` serving the certificate `start_webhook` made in `certs`; waits until it answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("noop_webhook.py")),
+         str(certs / "agentmatrix-webhook.crt"), str(certs / "agentmatrix-webhook.key"), str(client_ca),
+         str(port)],
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not port_listening(port):
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise SystemExit("the no-op webhook did not start")
+        time.sleep(0.1)
+    return process, f"https://127.0.0.1:{port}"
+
+
+def bench_direct_against_noop(seconds: float, rounds: int = 3) -> None:
+    """One connection, one review at a time (how the API server calls), alternately this webhook
+    and the no-op: what this webhook's own work adds to each call."""
+    print("-- one connection, one review at a time: this webhook (normal sync) and the no-op, alternated")
+    with tempfile.TemporaryDirectory(prefix="agentmatrix-bench-") as tmp:
+        directory = Path(tmp)
+        client_ca, client = pki.client_cert_with_own_ca(directory / "client", "bench-apiserver")
+        process, started = start_webhook(
+            directory, "--no-watch", "--sandbox", "bench",
+            "--ledger", str(directory / "ledger.sqlite3"), "--client-ca", str(client_ca.cert),
+        )  # fmt: skip
+        assert started.ca is not None
+        caller = Caller(started.ca, client.cert, client.key)
+        noop, noop_url = start_noop(directory / "certs", client_ca.cert)
+        results: dict[str, list[LoadResult]] = {"agentmatrix": [], "no-op": []}
+        try:
+            targets = (("agentmatrix", started.url, process.pid), ("no-op", noop_url, noop.pid))
+            for _name, url, pid in targets:  # warm up
+                vegeta_load(url, caller, 1.0, pid, directory, workers=1)
+            for _ in range(rounds):
+                for name, url, pid in targets:
+                    results[name].append(vegeta_load(url, caller, seconds, pid, directory, workers=1))
+        finally:
+            stop(process)
+            noop.terminate()
+            noop.wait()
+    print(f"{'webhook':<12} {'reviews/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/review':>14}  (medians)")
+    medians = {
+        name: [statistics.median(getattr(r, field) for r in runs) for field in LoadResult.FIGURES]
+        for name, runs in results.items()
+    }
+    for name, (rate, p50, p99, cpu) in medians.items():
+        print(f"{name:<12} {rate:>10.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>14.0f}")
+    added = medians["agentmatrix"][1] - medians["no-op"][1]
+    print(f"this webhook's own work: {added * 1e3:.0f} us more per review at p50")
+
+
 def webhook_build(revision: str, directory: Path) -> Path:
     """The package of `revision` of this repository, installed into `directory` (for PYTHONPATH)."""
     source = directory / "source"
@@ -314,14 +370,8 @@ def bench_api_server(args: argparse.Namespace) -> None:
                 baseline_arm, urls["base"] = ours("base", f"at {args.baseline_rev}"[:14], env)
                 arms.append(baseline_arm)
             ca_file = certs / "agentmatrix-webhook-ca.crt"
-            port = free_port()
-            noop = subprocess.Popen(
-                [sys.executable, str(Path(__file__).with_name("noop_webhook.py")),
-                 str(certs / "agentmatrix-webhook.crt"), str(certs / "agentmatrix-webhook.key"),
-                 str(cluster.webhook_client_ca), str(port)],
-            )  # fmt: skip
+            noop, urls["noop"] = start_noop(certs, cluster.webhook_client_ca)
             processes.append(noop)
-            urls["noop"] = f"https://127.0.0.1:{port}"
             context = ssl.create_default_context(cafile=str(ca_file))
             context.load_cert_chain(cluster.webhook_client.cert, cluster.webhook_client.key)
 
@@ -330,15 +380,6 @@ def bench_api_server(args: argparse.Namespace) -> None:
                 with urllib.request.urlopen(url, context=context, timeout=10) as reply:
                     return int(reply.read())
 
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    noop_scales("")
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
             arms.append(webhook_arms.Arm("no-op", arm_namespace("noop"), noop_scales, noop.pid))
             arms.append(webhook_arms.Arm("none", arm_namespace("none"), None))
             ca = ca_file.read_bytes()
@@ -393,6 +434,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load average {one:.1f} (1 min), {five:.1f} (5 min) at start")
     if not args.skip_direct:
         bench_direct(args.seconds)
+        bench_direct_against_noop(args.seconds)
     if not args.skip_cluster:
         args.state_dir = Path(args.state_dir) if args.state_dir else None
         bench_api_server(args)
