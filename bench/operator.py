@@ -51,12 +51,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agentmatrix.agent_runner.sandbox import KUBECTL_GOGC  # noqa: E402
+from agentmatrix.api import names  # noqa: E402
 from agentmatrix.api.replicationeval import EvalSpec  # noqa: E402
 from agentmatrix.cluster import binaries, controlplane, images, realnode  # noqa: E402
 from agentmatrix.kube import Kube  # noqa: E402
 from agentmatrix.operator import sandbox  # noqa: E402
 from agentmatrix.operator.copies import pod_state  # noqa: E402
-from agentmatrix.operator.drivers.pod import DRIVER_POD  # noqa: E402
 from agentmatrix.operator.plan import TrialKey  # noqa: E402
 from agentmatrix.scenarios import build  # noqa: E402
 from tests.operator.operator_harness import (  # noqa: E402
@@ -426,10 +426,10 @@ class NodeMemory:
     def _agent_pods(self) -> int:
         if time.monotonic() - self._counted >= 2.0:
             self._counted = time.monotonic()
+            running = f"metadata.name={names.SHELL_POD},status.phase=Running"
             out = self.cluster.kubectl(
-                "get", "pods", "-A", "--field-selector", f"metadata.name={DRIVER_POD},status.phase=Running",
-                "-o", "name", check=False,
-            )  # fmt: skip
+                "get", "pods", "-A", "--field-selector", running, "-o", "name", check=False
+            )
             self._pods = len(out.stdout.split())
         return self._pods
 

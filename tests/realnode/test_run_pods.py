@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from agentmatrix.api import names
 from agentmatrix.cluster import realnode
-from agentmatrix.operator.drivers.pod import DRIVER_POD
 from tests.realnode.conftest import RealCluster
 
 pytestmark = pytest.mark.realnode
@@ -35,7 +35,7 @@ def test_run_with_the_pod_driver_runs_each_agent_in_a_pod_on_the_real_node(
     # Every driver Pod the cluster sees while the run lasts, and where it ran.
     watch = subprocess.Popen(
         [str(cluster.kubectl_path), f"--kubeconfig={cluster.kubeconfig}", "get", "pods", "-A", "--watch",
-         "--field-selector", f"metadata.name={DRIVER_POD}", "-o", "json"],
+         "--field-selector", f"metadata.name={names.SHELL_POD}", "-o", "json"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
