@@ -66,9 +66,13 @@ def test_run_with_the_pod_driver_runs_each_agent_in_a_pod_on_the_real_node(
 
 
 def _json_objects(stream: str) -> list[dict[str, Any]]:
-    """`kubectl get --watch -o json` prints one pretty-printed object after another."""
+    """`kubectl get --watch -o json` prints one pretty-printed object after another (the last one
+    cut short where the watch was stopped)."""
     decoder, objects, index = json.JSONDecoder(), [], 0
     while (index := stream.find("{", index)) >= 0:
-        value, index = decoder.raw_decode(stream, index)
+        try:
+            value, index = decoder.raw_decode(stream, index)
+        except ValueError:
+            break
         objects.append(value)
     return objects
