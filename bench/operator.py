@@ -217,12 +217,14 @@ def run_eval(
     )
     cpu_after = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
     machine = machine_cpu_seconds() - machine_before
-    results = work / "results"
-    subprocess.run(
+    results = work / "results" / name
+    written = subprocess.run(
         [AGENTMATRIX, "results", name, "--dir", str(results), "-n", NAMESPACE, "--kubeconfig",
          str(cluster.kubeconfig)],
-        check=True, capture_output=True,
+        capture_output=True, text=True,
     )  # fmt: skip
+    if written.returncode != 0:
+        raise SystemExit(f"agentmatrix results {name} failed:\n{written.stderr}")
     # Deleted (its finalizer removes its result ConfigMaps), so that runs do not pile up objects
     # in the API server and slow the next run down.
     cluster.kubectl("delete", "reval", name, "-n", NAMESPACE, "--timeout=120s")

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from agentmatrix.api import names
 from agentmatrix.cluster import realnode
+from agentmatrix.cluster.controlplane import LocalCluster
 from tests.realnode.conftest import RealCluster
 
 pytestmark = pytest.mark.realnode
@@ -32,47 +33,44 @@ def test_run_with_the_pod_driver_runs_each_agent_in_a_pod_on_the_real_node(
     manifest["spec"].update(trials=2, parallelism=2)
     eval_file = tmp_path / "eval.yaml"
     eval_file.write_text(yaml.safe_dump(manifest))
-    # Every driver Pod the cluster sees while the run lasts, and where it ran.
-    watch = subprocess.Popen(
-        [str(cluster.kubectl_path), f"--kubeconfig={cluster.kubeconfig}", "get", "pods", "-A", "--watch",
-         "--field-selector", f"metadata.name={names.SHELL_POD}", "-o", "json"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        run = subprocess.run(
+    # Where each shell Pod runs, looked at every half second while the run lasts (a shell Pod
+    # lives as long as its trial's agent, seconds). Its output goes to files: no pipe to fill.
+    with (
+        open(tmp_path / "stdout", "w") as stdout,
+        open(tmp_path / "stderr", "w") as stderr,
+    ):
+        run = subprocess.Popen(
             [AGENTMATRIX, "run", str(eval_file), "--driver", "pod", "--kubeconfig", str(cluster.kubeconfig),
              "--results-dir", str(tmp_path / "results"), "--output", "json"],
-            capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+            stdout=stdout, stderr=stderr, text=True, stdin=subprocess.DEVNULL,
         )  # fmt: skip
-    finally:
-        watch.terminate()
-    seen, _ = watch.communicate(timeout=30)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "agents run in pods on the real node (pod driver)" in run.stderr
-    assert "falling back" not in run.stderr
-    report = json.loads(run.stdout)
+        running: set[str] = set()
+        deadline = time.monotonic() + 600
+        while run.poll() is None and time.monotonic() < deadline:
+            running |= shell_pods_running_on_the_real_node(cluster)
+            time.sleep(0.5)
+        run.wait(timeout=60)
+    run_stderr = (tmp_path / "stderr").read_text()
+    assert run.returncode == 0, run_stderr[-3000:]
+    assert "agents run in pods on the real node (pod driver)" in run_stderr
+    assert "falling back" not in run_stderr
+    report = json.loads((tmp_path / "stdout").read_text())
     (arm,) = report["arms"]
     assert arm["finishedTrials"] == 2 and arm["overuseRate"]["value"] == 1.0 and arm["aoc"]["value"] == 12
-    pods = _json_objects(seen)
-    running = {
-        pod["metadata"]["namespace"]
-        for pod in pods
-        if pod["status"].get("phase") == "Running" and pod["spec"].get("nodeName") == realnode.NODE_NAME
-    }
     folder = tmp_path / "results" / NAME
     trials = json.loads((folder / "results.json").read_text())["eval"]["status"]["trials"]
     assert len(trials) == 2
     assert {trial["namespace"] for trial in trials} == running  # each trial's agent ran in its Pod
 
 
-def _json_objects(stream: str) -> list[dict[str, Any]]:
-    """`kubectl get --watch -o json` prints one pretty-printed object after another (the last one
-    cut short where the watch was stopped)."""
-    decoder, objects, index = json.JSONDecoder(), [], 0
-    while (index := stream.find("{", index)) >= 0:
-        try:
-            value, index = decoder.raw_decode(stream, index)
-        except ValueError:
-            break
-        objects.append(value)
-    return objects
+def shell_pods_running_on_the_real_node(cluster: LocalCluster) -> set[str]:
+    """The namespaces whose shell Pod runs on the real node now."""
+    listed = cluster.kubectl(
+        "get", "pods", "-A", "--field-selector", f"metadata.name={names.SHELL_POD}", "-o", "json", check=False
+    )
+    pods = json.loads(listed.stdout or "{}").get("items", [])
+    return {
+        pod["metadata"]["namespace"]
+        for pod in pods
+        if pod["status"].get("phase") == "Running" and pod["spec"].get("nodeName") == realnode.NODE_NAME
+    }
