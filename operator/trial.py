@@ -215,9 +215,11 @@ class TrialRun:
                 ctx.kube, namespace, scenario=ctx.scenario, arm=arm, settings=ctx.sandbox_settings
             )
             self.mark("objects")
-            kubeconfig, operations_token = await asyncio.gather(
+            assert self.prepared is not None
+            kubeconfig, operations_token, _ = await asyncio.gather(
                 agent_kubeconfig(),
                 sandbox.mint_token(ctx.kube, self.ns, OPERATIONS_SERVICE_ACCOUNT, lifetime),
+                self.prepared.sandbox_made(float(spec.trial_timeout_seconds), spec.agent),
             )
             ready = await readiness
         finally:

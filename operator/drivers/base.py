@@ -50,6 +50,11 @@ class Launch:
 
 
 class Prepared(Protocol):
+    async def sandbox_made(self, time_limit: float, agent: AgentSpec | None) -> None:
+        """The sandbox's objects exist (its ServiceAccounts and quota): whatever the driver needs
+        there may start now, while the trial waits for the agent's workload (before `start`)."""
+        ...
+
     async def start(self, launch: Launch) -> Running: ...
 
     async def discard(self) -> None:

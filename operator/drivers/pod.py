@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from agentmatrix.api import names
+from agentmatrix.api.replicationeval import AgentSpec
 from agentmatrix.kube import ApiError, Kube
 from agentmatrix.operator import sandbox
 from agentmatrix.operator.drivers.base import Launch, runner_arguments, write_inputs
@@ -53,8 +54,12 @@ AGENT_IMAGE_POD = "agent-driver"
 # The agent's share of the node. The shell writes nothing to the node's disk (its root is read-only,
 # its home and /tmp are in memory, counted here), so it asks for no ephemeral storage.
 SHELL_LIMITS = {"cpu": "1", "memory": "2Gi"}
-SHELL_REQUESTS = {"cpu": "100m", "memory": "256Mi"}
+# An idle shell that runs one short command at a time: it asks for little CPU, so that shell Pods do
+# not crowd the agent's own replicas off the node (at 100m, five trials' shells and their replicas
+# no longer fit one real node's CPU, and replicas stayed Pending).
+SHELL_REQUESTS = {"cpu": "20m", "memory": "256Mi"}
 AGENT_IMAGE_LIMITS = {**SHELL_LIMITS, "ephemeral-storage": "1Gi"}
+AGENT_IMAGE_REQUESTS = {"cpu": "100m", "memory": "256Mi"}  # an agent at work, not an idle shell
 HOME_SIZE = "256Mi"  # the runner's default disk limit (agent_runner.limits.Limits.disk_bytes)
 TMP_SIZE = "64Mi"  # as process mode's /tmp
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -276,29 +281,38 @@ class PodDriver:
     async def prepare(self, namespace: str, workdir: Path, api_key: str | None) -> PreparedShell:
         await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
         await self.host.warm()
-        return PreparedShell(self, api_key)
+        return PreparedShell(self, namespace, api_key)
 
 
 @dataclass
 class PreparedShell:
     driver: PodDriver
+    namespace: str
     api_key: str | None
 
     async def discard(self) -> None:
         return None
 
-    async def start(self, launch: Launch) -> RunningShell | RunningAgentImage:
-        kube, ns = self.driver.kube, launch.namespace
-        real_node = await self.driver.real_node()
-        if launch.agent is not None and launch.agent.image is not None:
-            return await start_agent_image(kube, launch, launch.agent.image, real_node)
-        pods = f"/api/v1/namespaces/{ns}/pods"
-        pod = shell_pod(ns, self.driver.image, launch.time_limit, real_node)
+    async def sandbox_made(self, time_limit: float, agent: AgentSpec | None) -> None:
+        """The shell Pod starts while the trial waits for the agent's workload (a Pod takes
+        seconds to run on a busy node), so that the agent's first command need not wait for it."""
+        if agent is None or agent.image is None:
+            await self._make_shell(time_limit)
+
+    async def _make_shell(self, time_limit: float) -> None:
+        kube, ns = self.driver.kube, self.namespace
+        pod = shell_pod(ns, self.driver.image, time_limit, await self.driver.real_node())
         await asyncio.gather(
             *(kube.create_or_keep(sandbox.collection(obj), obj) for obj in exec_access_objects(ns)),
-            kube.create_or_keep(pods, pod),
-            asyncio.to_thread(write_inputs, launch),
+            kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", pod),
         )
+
+    async def start(self, launch: Launch) -> RunningShell | RunningAgentImage:
+        kube, ns = self.driver.kube, launch.namespace
+        if launch.agent is not None and launch.agent.image is not None:
+            return await start_agent_image(kube, launch, launch.agent.image, await self.driver.real_node())
+        # Made already by `sandbox_made` in a trial; kept as it is then.
+        await asyncio.gather(self._make_shell(launch.time_limit), asyncio.to_thread(write_inputs, launch))
         account, lifetime = names.SHELL_EXEC_SERVICE_ACCOUNT, int(launch.time_limit) + TOKEN_MARGIN_SECONDS
         token = await sandbox.mint_token(kube, ns, account, lifetime)
         kubeconfig = await asyncio.to_thread(
@@ -421,7 +435,7 @@ async def start_agent_image(kube: Kube, launch: Launch, image: str, real_node: b
                 "image": image,
                 "env": env,
                 "securityContext": restricted_container_security_context(),
-                "resources": {"limits": AGENT_IMAGE_LIMITS, "requests": SHELL_REQUESTS},
+                "resources": {"limits": AGENT_IMAGE_LIMITS, "requests": AGENT_IMAGE_REQUESTS},
                 "volumeMounts": [{"name": "inputs", "mountPath": "/inputs"}],
             }
         ],

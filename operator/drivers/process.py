@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentmatrix.api.replicationeval import AgentSpec
 from agentmatrix.cluster import processes
 from agentmatrix.operator import runner_host
 from agentmatrix.operator.drivers.base import (
@@ -198,6 +199,9 @@ class ProcessDriver:
 class PreparedProcess:
     driver: ProcessDriver
     api_key: str | None
+
+    async def sandbox_made(self, time_limit: float, agent: AgentSpec | None) -> None:
+        return None
 
     async def start(self, launch: Launch) -> RunningProcess:
         await asyncio.to_thread(write_inputs, launch)
