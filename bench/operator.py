@@ -97,6 +97,11 @@ def runner_hosts(operator_pid: int) -> list[int]:
     ]  # fmt: skip
 
 
+def runners_cpu(operator_pid: int) -> float:
+    """CPU seconds of the operator's runner host and the runners it forked and reaped."""
+    return sum(cpu_seconds(pid) + cpu_seconds(pid, children=True) for pid in runner_hosts(operator_pid))
+
+
 def cluster_cpu(cluster: controlplane.LocalCluster) -> dict[str, float]:
     return {proc.name: cpu_seconds(proc.pid) for proc in cluster.procs}
 
@@ -184,6 +189,8 @@ def run_eval(
     parallelism = int(spec["parallelism"])
     time.sleep(3)  # let the operator finish starting up; its start is not the harness's time
     idle = memory_kib(operator.pid)
+    # An operator may have run evals before this one (--driver pod): only this eval's CPU counts.
+    operator_before, drivers_before = cpu_seconds(operator.pid), runners_cpu(operator.pid)
     cpu_before = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
     machine_before = machine_cpu_seconds()
     peak_rss = 0
@@ -211,10 +218,8 @@ def run_eval(
     sampling = False
     watch_cpu = watch.stop()
     final = memory_kib(operator.pid)
-    cpu = cpu_seconds(operator.pid)
-    drivers_cpu = sum(
-        cpu_seconds(pid) + cpu_seconds(pid, children=True) for pid in runner_hosts(operator.pid)
-    )
+    cpu = cpu_seconds(operator.pid) - operator_before
+    drivers_cpu = runners_cpu(operator.pid) - drivers_before
     cpu_after = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
     machine = machine_cpu_seconds() - machine_before
     results = work / "results" / name
@@ -256,6 +261,12 @@ def run_eval(
     print(f"  sandbox setup, until the driver starts: {describe(setup)}")
     print(f"  trial start to the agent's first command: {describe(to_first)}")
     print(f"  agent's last step to the result in status: {describe(after_last)}")
+    phases: dict[str, list[float]] = {}
+    for entry in entries:
+        for phase, seconds in (entry["harness"].get("phases") or {}).items():
+            phases.setdefault(phase, []).append(seconds)
+    marks = ", ".join(f"{phase} {statistics.mean(values):.2f}" for phase, values in phases.items())
+    print(f"  phases, seconds after the trial's start (means): {marks}")
     n = max(1, len(entries))
     others = ", ".join(f"{name} {cpu_after[name] - cpu_before[name]:.1f} s" for name in sorted(cpu_after))
     print(
