@@ -77,7 +77,7 @@ class SandboxUnavailable(RuntimeError):
 
 
 class CommandSandbox(Protocol):
-    """Where the agent's commands run: `Sandbox` and `UserSandbox` here, `PodSandbox` in a Pod."""
+    """Where the agent's commands run: `Sandbox` on this host, `pod_sandbox.PodSandbox` in a Pod."""
 
     shim: kubectl_record.ShimLayout | None  # `shim.record`: the recording kubectl's record, read here
 
@@ -538,97 +538,6 @@ class Sandbox:
 
     def _unable(self) -> str:
         return BUBBLEWRAP_UNABLE
-
-
-class UserSandbox(Sandbox):
-    """The confinement inside a container, where the container is the boundary and bubblewrap
-    usually cannot make namespaces: the runner runs as root, each command as an unprivileged user
-    (`uid`, no supplementary groups) in a new session, with only PATH, HOME, KUBECONFIG and GOGC in
-    its environment, the scratch directory (owned by that user) as its working directory and HOME,
-    and the trial's process, memory and CPU limits (its disk is the Pod's ephemeral storage).
-    The runner's environment, the model's key among it, and everything else of root's stay out of
-    the user's reach: another user's /proc/PID/environ and 0400 files cannot be read. The network
-    is the Pod's, confined by the sandbox's NetworkPolicy."""
-
-    def __init__(
-        self,
-        scratch_dir: Path,
-        kubeconfig: Path,
-        namespace: str,
-        kubectl: str = "kubectl",
-        uid: int = 65532,
-        limits: Limits | None = None,
-        read_only_paths: Sequence[Path] = (),
-    ) -> None:
-        self.uid = uid
-        super().__init__(
-            scratch_dir, kubeconfig, namespace, kubectl, limits=limits, read_only_paths=read_only_paths
-        )
-        self.meter = LimitMeter(self.limits, uid)
-
-    def _confiner(self) -> str:
-        if os.geteuid() != 0:
-            raise SandboxUnavailable(
-                "running the agent's commands as another user needs the runner to run as root "
-                "(in the driver Pod: runAsUser 0 with the SETUID, SETGID, CHOWN and KILL capabilities)"
-            )
-        return "/bin/sh"
-
-    @property
-    def kubeconfig(self) -> str:
-        return str(self.scratch / ".kube" / "config")
-
-    async def open(self) -> None:
-        await asyncio.to_thread(self._prepare_scratch)
-
-    def _is_open(self) -> bool:
-        return Path(self.kubeconfig).exists()
-
-    def _prepare_scratch(self) -> None:
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        target = Path(self.kubeconfig)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(
-            kubeconfig_file.dump(sandbox_kubeconfig(self.source_kubeconfig, self.namespace, None))
-        )
-        target.chmod(0o600)
-        for path in (self.scratch, *self.scratch.rglob("*")):
-            os.chown(path, self.uid, self.uid, follow_symlinks=False)
-        self.shim = self._install_shim(self.uid)
-
-    def argv(self, command: str, env: Mapping[str, str] | None = None) -> list[str]:
-        return limited_shell(self.meter, command)
-
-    async def forward_local_port(self, port: int) -> None:
-        return None  # the commands share the runner's network (the Pod's)
-
-    async def write_agent_file(self, name: str, text: str) -> tuple[str, Path]:
-        path = self.scratch / name
-        path.write_text(text)
-        os.chown(path, self.uid, self.uid)
-        return str(path), path
-
-    def _disk_free(self) -> int | None:
-        return None
-
-    def _spawn_options(self, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-        kubectl_dir = self.shim.shim.parent if self.shim is not None else self.kubectl.parent
-        environment = {
-            "PATH": f"{kubectl_dir}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(self.scratch),
-            "KUBECONFIG": self.kubeconfig,
-            "GOGC": KUBECTL_GOGC,
-            **(env or {}),
-        }
-        return {
-            "env": environment, "cwd": self.scratch, "user": self.uid, "group": self.uid, "extra_groups": [],
-        }  # fmt: skip
-
-    def _verified_by_host(self) -> bool:
-        return False  # the host's check is of bubblewrap, not of this
-
-    def _unable(self) -> str:
-        return f"cannot run commands as uid {self.uid} here"
 
 
 def _kill_group(pid: int) -> None:
