@@ -272,7 +272,7 @@ class Sandbox:
         record_kubectl: bool = True,
         read_only_paths: Sequence[Path] = (),
     ) -> None:
-        self.confiner = self._confiner()
+        self.confiner = find_bwrap()  # the program every command runs under
         self.kubectl = resolve_kubectl(kubectl)
         self.scratch = scratch_dir.resolve()
         self.source_kubeconfig = kubeconfig
@@ -294,10 +294,6 @@ class Sandbox:
             return kubectl_record.install(kubectl_record.root_beside(self.scratch), self.kubectl, owner)
         except kubectl_record.RecordUnavailable as exc:
             raise SandboxUnavailable(str(exc)) from exc
-
-    def _confiner(self) -> str:
-        """The program every command runs under."""
-        return find_bwrap()
 
     @property
     def kubeconfig(self) -> str:
@@ -386,17 +382,6 @@ class Sandbox:
         args += [*_READ_ONLY_ROOT, "--chdir", home, *limited_shell(self.meter, command)]
         return args
 
-    def _spawn_options(self, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """How the confining program is started (bubblewrap sets the command's own environment)."""
-        assert self.space is not None
-        return {"env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "pass_fds": self.space.fds}
-
-    def _is_open(self) -> bool:
-        return self.space is not None
-
-    def _disk_free(self) -> int | None:
-        return self.space.disk_free() if self.space is not None else None
-
     async def run(self, command: str, time_limit: float, output_cap: int) -> CommandOutcome:
         return await self._execute(self.argv(command), time_limit, output_cap)
 
@@ -426,18 +411,17 @@ class Sandbox:
     ) -> CommandOutcome:
         """Run `program` confined (with `stdin` from a file), stopped after `time_limit` seconds or
         when `stop` is set; either way, what it printed until then is in the outcome."""
-        return await self._execute(self.program_argv(program, env), time_limit, output_cap, env, stdin, stop)
+        return await self._execute(self.program_argv(program, env), time_limit, output_cap, stdin, stop)
 
     async def _execute(
         self,
         argv: list[str],
         time_limit: float,
         output_cap: int,
-        env: Mapping[str, str] | None = None,
         stdin: Path | None = None,
         stop: asyncio.Event | None = None,
     ) -> CommandOutcome:
-        if not self._is_open():
+        if self.space is None:
             raise RuntimeError("the sandbox is not open: await open() before running commands")
         started = time.monotonic()
         loop = asyncio.get_running_loop()
@@ -449,7 +433,9 @@ class Sandbox:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                **self._spawn_options(env),
+                # bubblewrap sets the command's own environment
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                pass_fds=self.space.fds,
             )
         finally:
             if stdin is not None:
@@ -503,7 +489,7 @@ class Sandbox:
             transport.close()
         _, status, usage = waiter.result()
         proc.returncode = os.waitstatus_to_exitcode(status)
-        hit = self.meter.command_ended(usage, self._disk_free(), at_process_limit, bytes(kept))
+        hit = self.meter.command_ended(usage, self.space.disk_free(), at_process_limit, bytes(kept))
         return CommandOutcome(
             exit_code=None if timed_out else proc.returncode,
             output=bytes(kept).decode("utf-8", errors="replace"),
@@ -525,19 +511,13 @@ class Sandbox:
 
     async def check(self) -> None:
         """Run a trivial command confined; raise if this confinement cannot work here."""
-        if self._verified_by_host():
+        if _host_verified:
             return
         outcome = await self.run("true", time_limit=30, output_cap=4096)
         if outcome.exit_code != 0:
             raise SandboxUnavailable(
-                f"{self._unable()} (exit {outcome.exit_code}): {outcome.output.strip()[:500]}"
+                f"{BUBBLEWRAP_UNABLE} (exit {outcome.exit_code}): {outcome.output.strip()[:500]}"
             )
-
-    def _verified_by_host(self) -> bool:
-        return _host_verified
-
-    def _unable(self) -> str:
-        return BUBBLEWRAP_UNABLE
 
 
 def _kill_group(pid: int) -> None:
