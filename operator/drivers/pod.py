@@ -327,7 +327,7 @@ class PreparedShell:
             names.SHELL_EXEC_SERVICE_ACCOUNT,
         )
         runner_launch = dataclasses.replace(launch, kubeconfig=kubeconfig)
-        arguments = runner_arguments(runner_launch, kubectl=None, in_pod=False)
+        arguments = runner_arguments(runner_launch, kubectl=None)
         arguments += ["--confinement", "pod", "--pod", names.SHELL_POD]
         process = await spawn_runner(self.driver.host, runner_launch, arguments, self.api_key)
         return RunningShell(kube, ns, process)
