@@ -253,6 +253,12 @@ MALFORMED: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.driver",
         "spec.driver must be pod",
     ),
+    (
+        "agent-command-in-a-pod",
+        {**with_changes("agent", {"command": ["/bin/sh", "a.sh"]}), "driver": "pod"},
+        "spec.driver",
+        "spec.driver must be process",
+    ),
 ]
 
 
