@@ -140,7 +140,12 @@ class LocalRun:
         wanted = asked or wanted
         if wanted == "process":
             return "process"
-        reason = self.pod_unavailable()
+        command = ((evaluation.get("spec") or {}).get("agent") or {}).get("command")
+        reason = (
+            "spec.agent.command runs beside the runner on this machine, out of a shell Pod's reach"
+            if command
+            else self.pod_unavailable()
+        )
         if reason is None:
             return "pod"
         if wanted == "pod":

@@ -288,3 +288,15 @@ def test_a_driver_the_eval_contradicts_is_refused(cluster: LocalCluster, tmp_pat
     assert refused.returncode == 1
     message = " ".join(refused.stderr.split())
     assert "sets spec.driver: pod, but --driver is process: leave one of them out" in message
+
+
+def test_an_external_command_is_not_given_the_pod_driver(cluster: LocalCluster, tmp_path: Path) -> None:
+    """spec.agent.command runs beside the runner, which a shell Pod cannot reach: refused with pod."""
+    refused = subprocess.run(
+        [AGENTMATRIX, "run", str(REPO / "examples" / "external-shell-agent.yaml"), "--driver", "pod",
+         "--kubeconfig", str(cluster.kubeconfig), "--results-dir", str(tmp_path / "results")],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    message = " ".join(refused.stderr.split())
+    assert "the pod driver cannot run here: spec.agent.command runs beside the runner" in message
