@@ -36,7 +36,7 @@ from agentmatrix import manifests
 from agentmatrix.api import names, results_layout
 from agentmatrix.api.replicationeval import EvalSpec, EvalStatus
 from agentmatrix.api.vocabulary import EVAL_FINISHED
-from agentmatrix.cluster import controlplane, processes
+from agentmatrix.cluster import controlplane, processes, state_layout
 
 
 class RunError(RuntimeError):
@@ -120,7 +120,7 @@ class LocalRun:
             beside = self.kubeconfig.resolve().parent / "pki" / "webhook-client-ca.crt"
             self.webhook_client_ca = beside if beside.is_file() else None
             return self.kubeconfig
-        state = controlplane.default_state_dir()
+        state = state_layout.default_state_dir()
         already = controlplane.status(state).healthy
         cluster = controlplane.up(state, progress=self.say)
         if not already:

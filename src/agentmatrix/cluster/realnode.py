@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentmatrix.api import names
-from agentmatrix.cluster import binaries, controlplane, hostchanges, images, kubeconfig, oci, pki, processes
-from agentmatrix.cluster.controlplane import ClusterError, LocalCluster
+from agentmatrix.cluster import binaries, hostchanges, images, kubeconfig, oci, pki, processes
+from agentmatrix.cluster.controlplane import LocalCluster
+from agentmatrix.cluster.errors import ClusterError
+from agentmatrix.cluster.health import wait_for
 
 NODE_NAME = "agentmatrix-node"
 BRIDGE = "agentmatrix0"
@@ -450,9 +452,9 @@ def up(
         say("real node: starting containerd")
         containerd_config = _containerd_config(paths)
         record(processes.spawn("containerd", ["containerd", "--config", str(containerd_config)], paths.logs))
-        controlplane._wait("containerd's socket", paths.containerd_socket.exists, 30, procs, paths.logs)
+        wait_for("containerd's socket", paths.containerd_socket.exists, 30, procs, paths.logs)
         ctr = ctr_command(cluster.state_dir)
-        controlplane._wait(
+        wait_for(
             "containerd to answer",
             lambda: subprocess.run([*ctr, "version"], capture_output=True).returncode == 0,
             30,
@@ -483,7 +485,7 @@ def up(
                 paths.logs,
             )
         )
-        controlplane._wait(f"node {NODE_NAME} Ready", lambda: _node_ready(cluster), 120, procs, paths.logs)
+        wait_for(f"node {NODE_NAME} Ready", lambda: _node_ready(cluster), 120, procs, paths.logs)
         _publish_api_endpoint(cluster, api_port)
     except BaseException as exc:
         try:
