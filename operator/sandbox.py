@@ -178,10 +178,7 @@ def agent_deployment(
         container["readinessProbe"] = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 2}
         container["securityContext"]["readOnlyRootFilesystem"] = True
         pod_spec["terminationGracePeriodSeconds"] = 2
-        pod_spec["nodeSelector"] = {names.LABEL_NODE_KIND: names.NODE_KIND_REAL}
-        pod_spec["tolerations"] = [
-            {"key": names.TAINT_REAL_NODE, "operator": "Exists", "effect": "NoSchedule"}
-        ]
+        pod_spec.update(real_node_placement())
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -191,6 +188,14 @@ def agent_deployment(
             "selector": {"matchLabels": agent_labels()},
             "template": {"metadata": metadata, "spec": pod_spec},
         },
+    }
+
+
+def real_node_placement() -> dict[str, Any]:
+    """What puts a pod on the node that runs containers (`cluster up --real-node`): it is tainted."""
+    return {
+        "nodeSelector": {names.LABEL_NODE_KIND: names.NODE_KIND_REAL},
+        "tolerations": [{"key": names.TAINT_REAL_NODE, "operator": "Exists", "effect": "NoSchedule"}],
     }
 
 

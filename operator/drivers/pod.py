@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 from agentmatrix.kube import ApiError, Kube
 from agentmatrix.operator.drivers.base import API_KEY_ENV, Launch, input_files, parse_jsonl, runner_arguments
 from agentmatrix.operator.sandbox import (
+    real_node_placement,
     restricted_container_security_context,
     restricted_pod_security_context,
 )
@@ -60,12 +62,19 @@ class PodDriver:
     kube: Kube
     image: str
     pods_in_sandbox: int = 1
+    # Whether the cluster has a node that runs containers; the driver Pod goes there (None: no).
+    has_real_node: Callable[[], Awaitable[bool]] | None = None
 
     @classmethod
     def for_operator(cls, services: Services) -> PodDriver:
         if not services.settings.driver_image:
             raise RuntimeError("the pod driver needs --driver-image")
-        return cls(services.kube, services.settings.driver_image)
+        return cls(services.kube, services.settings.driver_image, has_real_node=services.has_real_node)
+
+    async def _create_pod(self, namespace: str, pod: dict[str, Any]) -> None:
+        if self.has_real_node is not None and await self.has_real_node():
+            pod["spec"].update(real_node_placement())
+        await self.kube.create_or_keep(f"/api/v1/namespaces/{namespace}/pods", pod)
 
     async def prepare(self, namespace: str, workdir: Path, api_key: str | None) -> PodDriver:
         return self
@@ -153,7 +162,7 @@ class PodDriver:
             },
         )
         await self._allow_model(ns, launch.base_url)
-        await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", pod)
+        await self._create_pod(ns, pod)
         return RunningPod(self.kube, ns)
 
     async def _allow_model(self, namespace: str, base_url: str | None) -> None:
@@ -223,7 +232,7 @@ class PodDriver:
             },
         )
         await self._allow_model(ns, launch.base_url)
-        await self.kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", pod)
+        await self._create_pod(ns, pod)
         return RunningAgentImage(self.kube, ns)
 
 
