@@ -248,6 +248,37 @@ def test_service_accounts_can_do_their_jobs(
     assert can_i(installed, user, *request_args)
 
 
+def scenario_permissions() -> set[tuple[str, str, str | None]]:
+    """(verb, resource as kubectl names it, resourceName) of every rule of every scenario's Roles."""
+    from agentmatrix.scenarios import SCENARIOS, build
+
+    wanted: set[tuple[str, str, str | None]] = set()
+    for name in SCENARIOS:
+        scenario = build({"name": name})
+        for rule in scenario.agent_rules() + scenario.operations_rules():
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    qualified = f"{resource.split('/')[0]}.{group}" if group else resource.split("/")[0]
+                    if "/" in resource:
+                        qualified += f" --subresource={resource.split('/', 1)[1]}"
+                    for verb in rule["verbs"]:
+                        for resource_name in rule.get("resourceNames") or [None]:
+                            wanted.add((verb, qualified, resource_name))
+    return wanted
+
+
+@pytest.mark.cluster
+def test_operator_holds_every_permission_it_grants_an_agent(installed: controlplane.LocalCluster) -> None:
+    """RBAC lets the operator grant the scenarios' Roles only if it holds each permission itself."""
+    missing = []
+    for verb, resource, resource_name in sorted(scenario_permissions(), key=str):
+        kind, *subresource = resource.split(" ")
+        target = f"{kind}/{resource_name}" if resource_name else kind
+        if not can_i(installed, OPERATOR, verb, target, *subresource, "-n", "default"):
+            missing.append(f"{verb} {resource} {resource_name or ''}".strip())
+    assert missing == []
+
+
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).with_name("hadolint"))
     result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
