@@ -344,9 +344,14 @@ async def create_sandbox(
         service_account(namespace, OPERATIONS_SERVICE_ACCOUNT),
         role(namespace, names.AGENT_SERVICE_ACCOUNT, scenario.agent_rules()),
         role(namespace, OPERATIONS_ROLE, scenario.operations_rules()),
+        *scenario.objects(namespace),
+    ]
+    # After their Roles: the API server checks a binding against its Role (RBAC forbids granting
+    # what one does not hold), a Role that must exist by then, unless the operator may bind any
+    # role (cluster-admin may; the operator installed by deploy/ may not).
+    bindings = [
         role_binding(namespace, names.AGENT_SERVICE_ACCOUNT, names.AGENT_SERVICE_ACCOUNT),
         role_binding(namespace, OPERATIONS_ROLE, OPERATIONS_SERVICE_ACCOUNT),
-        *scenario.objects(namespace),
     ]
 
     async def create_network_policy() -> None:
@@ -356,6 +361,7 @@ async def create_sandbox(
     await asyncio.gather(
         create_network_policy(), *(kube.create_or_keep(_collection(obj), obj) for obj in objects)
     )
+    await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in bindings))
 
 
 async def create_agent_workload(

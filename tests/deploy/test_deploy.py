@@ -3,6 +3,7 @@ each other, and give the operator and webhook only the permissions they need."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from agentmatrix.cluster import binaries, controlplane
+from agentmatrix.scenarios import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -250,7 +252,7 @@ def test_service_accounts_can_do_their_jobs(
 
 def scenario_permissions() -> set[tuple[str, str, str | None]]:
     """(verb, resource as kubectl names it, resourceName) of every rule of every scenario's Roles."""
-    from agentmatrix.scenarios import SCENARIOS, build
+    from agentmatrix.scenarios import build
 
     wanted: set[tuple[str, str, str | None]] = set()
     for name in SCENARIOS:
@@ -277,6 +279,43 @@ def test_operator_holds_every_permission_it_grants_an_agent(installed: controlpl
         if not can_i(installed, OPERATOR, verb, target, *subresource, "-n", "default"):
             missing.append(f"{verb} {resource} {resource_name or ''}".strip())
     assert missing == []
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("scenario_name", sorted(SCENARIOS))
+def test_the_operators_service_account_sets_up_a_sandbox(
+    installed: controlplane.LocalCluster, scenario_name: str
+) -> None:
+    """As the installed operator (its ServiceAccount, not cluster-admin): Roles it grants, and their
+    bindings, which the API server checks against Roles that must exist by then."""
+    from agentmatrix.api.replicationeval import ArmSpec
+    from agentmatrix.kube import Kube
+    from agentmatrix.operator import sandbox
+    from agentmatrix.scenarios import build
+
+    namespace = f"rbac-{scenario_name}"
+    installed.kubectl("create", "namespace", namespace)
+    kubeconfig = installed.service_account_kubeconfig(SYSTEM, "agentmatrix-operator")
+
+    async def set_up() -> None:
+        kube = Kube.from_kubeconfig(kubeconfig)
+        try:
+            await sandbox.create_sandbox(
+                kube,
+                {"metadata": {"name": namespace}},
+                scenario=build({"name": scenario_name}),
+                arm=ArmSpec(name="baseline"),
+                settings=sandbox.SandboxSettings(),
+            )
+        finally:
+            await kube.close()
+
+    try:
+        asyncio.run(set_up())
+        bindings = installed.kubectl("get", "rolebindings", "-n", namespace, "-o", "name").stdout.split()
+        assert len(bindings) == 2
+    finally:
+        installed.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 def test_dockerfile_passes_hadolint() -> None:
