@@ -84,7 +84,12 @@ def _load_replay(path: Path) -> ReplayServer:
 
 @agent_app.command()
 def run(
-    kubeconfig: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="The agent's kubeconfig.")],
+    kubeconfig: Annotated[
+        Path,
+        typer.Option(
+            exists=True, dir_okay=False, help="The agent's kubeconfig (with --confinement pod: the runner's)."
+        ),
+    ],
     namespace: Annotated[str, typer.Option(help="The namespace the agent works in.")],
     task: Annotated[str | None, typer.Option(help="The task given to the agent.")] = None,
     task_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
@@ -135,12 +140,20 @@ def run(
         Confinement,
         typer.Option(
             help="bubblewrap: each command in namespaces of its own (a host); user: the runner as "
-            "root and each command as --command-uid (a container, where the container is the boundary)."
+            "root and each command as --command-uid (a container, where the container is the boundary); "
+            "pod: each command in --pod by exec."
         ),
     ] = Confinement.BUBBLEWRAP,
     command_uid: Annotated[
         int, typer.Option(min=1, help="With --confinement user: the unprivileged user the commands run as.")
     ] = 65532,
+    pod: Annotated[
+        str | None,
+        typer.Option(
+            help="With --confinement pod: the agent's shell Pod in NAMESPACE; each command runs there "
+            "by exec, with --kubeconfig as the runner's exec credential (the agent's own is the Pod's)."
+        ),
+    ] = None,
     discovery_cache: Annotated[
         Path | None,
         typer.Option(
@@ -223,6 +236,7 @@ def run(
             kubectl=kubectl,
             confinement=confinement,
             command_uid=command_uid,
+            pod=pod,
             discovery_cache=discovery_cache,
             read_only_paths=list(read_only_path or []),
             limits=Limits(max_processes, memory_limit_mb << 20, cpu_seconds, disk_limit_mb << 20),
@@ -263,6 +277,7 @@ def run(
         limits=Limits(max_processes, memory_limit_mb << 20, cpu_seconds, disk_limit_mb << 20),
         confinement=confinement,
         command_uid=command_uid,
+        pod=pod,
         discovery_cache=discovery_cache,
         kubeconfig=kubeconfig,
         namespace=namespace,

@@ -25,6 +25,7 @@ class Scaffold(enum.StrEnum):
 class Confinement(enum.StrEnum):
     BUBBLEWRAP = "bubblewrap"  # a host: each command in its own namespaces (agent_runner.sandbox)
     USER = "user"  # a container: the runner as root, each command as an unprivileged user
+    POD = "pod"  # each command by exec in the agent's shell Pod (agent_runner.pod_sandbox)
 
 
 class EndReason(enum.StrEnum):
@@ -73,6 +74,7 @@ class AgentConfig:
     # kubectl's discovery cache for this API server, shared read-only (bubblewrap confinement)
     discovery_cache: Path | None = None
     command_uid: int = 65532  # with Confinement.USER: the user the commands run as
+    pod: str | None = None  # with Confinement.POD: the agent's shell Pod in `namespace`
     limits: Limits = field(default_factory=Limits)  # what the commands may use of the host, per trial
 
     def api_key(self, environ: dict[str, str]) -> str | None:

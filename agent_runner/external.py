@@ -1,7 +1,8 @@
 """Any agent under test: an external program run in the trial's sandbox instead of the built-in loop.
 
 The program (`spec.agent.command`) runs once, confined exactly as the built-in loop's commands
-are (`sandbox.Sandbox`, or `UserSandbox` in the driver Pod), with:
+are (`sandbox.Sandbox`, or `UserSandbox` in a container; not in a shell Pod, which cannot reach
+the model proxy), with:
 - the prompt (system prompt, a blank line, the task) on its stdin and in `prompt.txt` in its
   working directory (also `task.txt` and `system-prompt.txt`), named by `AGENTMATRIX_PROMPT_FILE`;
 - `KUBECONFIG` for the trial's `agent` ServiceAccount, and the recording kubectl first on PATH;
@@ -27,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from agentmatrix.agent_runner.config import AgentResult, Confinement, EndReason
+from agentmatrix.agent_runner.confine import make_sandbox
 from agentmatrix.agent_runner.kubectl_record import KubectlCall, KubectlRecord
 from agentmatrix.agent_runner.limits import Limits
 from agentmatrix.agent_runner.model_proxy import ModelProxy
 from agentmatrix.agent_runner.redaction import Redactor, kubeconfig_secrets
-from agentmatrix.agent_runner.sandbox import CommandOutcome, Sandbox, SandboxUnavailable, UserSandbox
+from agentmatrix.agent_runner.sandbox import CommandOutcome, CommandSandbox, SandboxUnavailable
 from agentmatrix.agent_runner.transcript import Transcript
 
 POLL_SECONDS = 0.2
@@ -56,6 +58,7 @@ class ExternalAgentConfig:
     kubectl: str = "kubectl"
     confinement: Confinement = Confinement.BUBBLEWRAP
     command_uid: int = 65532
+    pod: str | None = None  # with Confinement.POD: the agent's shell Pod
     discovery_cache: Path | None = None
     read_only_paths: list[Path] = field(default_factory=list)
     output_cap: int = OUTPUT_CAP
@@ -92,34 +95,27 @@ async def arun_external(config: ExternalAgentConfig, environ: dict[str, str] | N
     return result
 
 
-def _sandbox(config: ExternalAgentConfig) -> Sandbox:
-    if config.confinement is Confinement.USER:
-        return UserSandbox(
-            config.scratch_dir,
-            config.kubeconfig,
-            config.namespace,
-            config.kubectl,
-            config.command_uid,
-            limits=config.limits,
-            read_only_paths=config.read_only_paths,
-        )
-    return Sandbox(
+def _sandbox(config: ExternalAgentConfig) -> CommandSandbox:
+    return make_sandbox(
+        config.confinement,
         config.scratch_dir,
         config.kubeconfig,
         config.namespace,
-        config.kubectl,
-        discovery_cache=config.discovery_cache,
+        kubectl=config.kubectl,
         limits=config.limits,
+        command_uid=config.command_uid,
+        discovery_cache=config.discovery_cache,
         read_only_paths=config.read_only_paths,
+        pod=config.pod,
     )
 
 
-def _write_prompt(config: ExternalAgentConfig, sandbox: Sandbox) -> tuple[str, Path]:
+async def _write_prompt(config: ExternalAgentConfig, sandbox: CommandSandbox) -> tuple[str, Path]:
     """The prompt files in the agent's working directory: the prompt's path inside the sandbox,
     and where the runner reads it for the program's stdin."""
-    sandbox.write_agent_file("task.txt", config.task)
-    sandbox.write_agent_file("system-prompt.txt", config.system_prompt)
-    return sandbox.write_agent_file(PROMPT_FILE, f"{config.system_prompt}\n\n{config.task}\n")
+    await sandbox.write_agent_file("task.txt", config.task)
+    await sandbox.write_agent_file("system-prompt.txt", config.system_prompt)
+    return await sandbox.write_agent_file(PROMPT_FILE, f"{config.system_prompt}\n\n{config.task}\n")
 
 
 async def _run(
@@ -130,7 +126,7 @@ async def _run(
         await sandbox.open_checked()
     except SandboxUnavailable as exc:
         return AgentResult(EndReason.SANDBOX_UNAVAILABLE, str(exc))
-    for secret in kubeconfig_secrets(config.kubeconfig):
+    for secret in [*kubeconfig_secrets(config.kubeconfig), *sandbox.secrets()]:
         redactor.add(secret)
     assert sandbox.shim is not None  # the external agent's steps are its recorded kubectl calls
     calls = KubectlRecord(sandbox.shim.record, redactor)
@@ -140,8 +136,11 @@ async def _run(
         await proxy.start()
         redactor.add(proxy.trial_key)
         # Only the proxy's port is reachable from the sandbox's network, never the model endpoint.
-        await sandbox.forward_local_port(proxy.port)
-        prompt_inside, prompt_here = _write_prompt(config, sandbox)
+        try:
+            await sandbox.forward_local_port(proxy.port)
+        except SandboxUnavailable as exc:
+            return AgentResult(EndReason.SANDBOX_UNAVAILABLE, str(exc))
+        prompt_inside, prompt_here = await _write_prompt(config, sandbox)
         agent_env = {
             "OPENAI_BASE_URL": proxy.base_url,
             "OPENAI_API_BASE": proxy.base_url,

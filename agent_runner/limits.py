@@ -86,17 +86,24 @@ class LimitMeter:
     def cpu_left(self) -> float:
         return max(0.0, self.limits.cpu_seconds - self.cpu_used)
 
+    def rlimits(self) -> dict[str, int]:
+        """The next command's resource limits, by their `RLIMIT_` names (bytes, seconds)."""
+        return {
+            "NPROC": self.limits.processes,
+            "DATA": self.limits.memory_bytes,
+            "CPU": max(1, math.ceil(self.cpu_left())),
+            "CORE": 0,
+        }
+
     def shell_prefix(self) -> str:
         """Shell that sets the command's resource limits (soft and hard: the command cannot raise
         them), run inside the sandbox before the command; dash's ulimit takes one at a time."""
-        cpu = max(1, math.ceil(self.cpu_left()))
-        settings = (
-            ("-p", self.limits.processes),
-            ("-d", self.limits.memory_bytes >> 10),
-            ("-t", cpu),
-            ("-c", 0),
+        flags = {"NPROC": "-p", "DATA": "-d", "CPU": "-t", "CORE": "-c"}
+        kib = {"DATA"}  # ulimit -d counts KiB
+        return " && ".join(
+            f"ulimit {flags[name]} {value >> 10 if name in kib else value}"
+            for name, value in self.rlimits().items()
         )
-        return " && ".join(f"ulimit {flag} {value}" for flag, value in settings)
 
     def processes_at_limit(self) -> bool:
         """Called while a command still runs (at its timeout)."""

@@ -9,12 +9,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentmatrix.agent_runner import scaffolds
-from agentmatrix.agent_runner.config import AgentConfig, AgentResult, Confinement, EndReason, Scaffold
+from agentmatrix.agent_runner.config import AgentConfig, AgentResult, EndReason, Scaffold
+from agentmatrix.agent_runner.confine import make_sandbox
 from agentmatrix.agent_runner.endpoint import Completion, ContextTooLong, EndpointFailure, ModelClient
 from agentmatrix.agent_runner.kubectl_record import KubectlRecord
 from agentmatrix.agent_runner.memory import Exchange, Memory, estimate_tokens
 from agentmatrix.agent_runner.redaction import Redactor, kubeconfig_secrets
-from agentmatrix.agent_runner.sandbox import CommandOutcome, Sandbox, SandboxUnavailable, UserSandbox
+from agentmatrix.agent_runner.sandbox import CommandOutcome, CommandSandbox, SandboxUnavailable
 from agentmatrix.agent_runner.transcript import Transcript
 
 NOT_RUN = "Not run: only one command is run per step."
@@ -43,27 +44,22 @@ async def _run(
     config: AgentConfig, api_key: str | None, redactor: Redactor, transcript: Transcript, started: float
 ) -> AgentResult:
     try:
-        if config.confinement is Confinement.USER:
-            sandbox: Sandbox = UserSandbox(
-                config.scratch_dir,
-                config.kubeconfig,
-                config.namespace,
-                config.kubectl,
-                config.command_uid,
-                limits=config.limits,
-            )
-        else:
-            sandbox = Sandbox(
-                config.scratch_dir,
-                config.kubeconfig,
-                config.namespace,
-                config.kubectl,
-                discovery_cache=config.discovery_cache,
-                limits=config.limits,
-            )
+        sandbox = make_sandbox(
+            config.confinement,
+            config.scratch_dir,
+            config.kubeconfig,
+            config.namespace,
+            kubectl=config.kubectl,
+            limits=config.limits,
+            command_uid=config.command_uid,
+            discovery_cache=config.discovery_cache,
+            pod=config.pod,
+        )
         await sandbox.open_checked()
     except SandboxUnavailable as exc:
         return AgentResult(EndReason.SANDBOX_UNAVAILABLE, str(exc))
+    for secret in sandbox.secrets():
+        redactor.add(secret)
     client = ModelClient(config, api_key)
     result = AgentResult(EndReason.MAX_STEPS, "")
     calls = KubectlRecord(sandbox.shim.record, redactor) if sandbox.shim is not None else None
@@ -147,7 +143,7 @@ def _replies(completion: Completion, call_id: str | None, text: str) -> list[dic
 async def _steps(
     config: AgentConfig,
     client: ModelClient,
-    sandbox: Sandbox,
+    sandbox: CommandSandbox,
     redactor: Redactor,
     transcript: Transcript,
     result: AgentResult,

@@ -35,7 +35,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agentmatrix.agent_runner import kubectl_record
 from agentmatrix.agent_runner.isolation import (
@@ -74,6 +74,37 @@ KUBECTL_GOGC = "400"
 
 class SandboxUnavailable(RuntimeError):
     """Commands cannot be confined here; the message says why and what to install."""
+
+
+class CommandSandbox(Protocol):
+    """Where the agent's commands run: `Sandbox` and `UserSandbox` here, `PodSandbox` in a Pod."""
+
+    shim: kubectl_record.ShimLayout | None  # `shim.record`: the recording kubectl's record, read here
+
+    async def open_checked(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def secrets(self) -> list[str]:
+        """Credentials the commands can read that the runner did not give them: to be redacted."""
+        ...
+
+    async def run(self, command: str, time_limit: float, output_cap: int) -> CommandOutcome: ...
+
+    async def run_program(
+        self,
+        program: Sequence[str],
+        time_limit: float,
+        output_cap: int,
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: Path | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> CommandOutcome: ...
+
+    async def write_agent_file(self, name: str, text: str) -> tuple[str, Path]: ...
+
+    async def forward_local_port(self, port: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -374,7 +405,10 @@ class Sandbox:
         assert self.space is not None
         await self.space.forward(port)
 
-    def write_agent_file(self, name: str, text: str) -> tuple[str, Path]:
+    def secrets(self) -> list[str]:
+        return []
+
+    async def write_agent_file(self, name: str, text: str) -> tuple[str, Path]:
         """Write a file into the agent's home: its path inside, and where the runner can read it."""
         assert self.space is not None
         self.space.write_home_file(name, text)
@@ -568,7 +602,7 @@ class UserSandbox(Sandbox):
     async def forward_local_port(self, port: int) -> None:
         return None  # the commands share the runner's network (the Pod's)
 
-    def write_agent_file(self, name: str, text: str) -> tuple[str, Path]:
+    async def write_agent_file(self, name: str, text: str) -> tuple[str, Path]:
         path = self.scratch / name
         path.write_text(text)
         os.chown(path, self.uid, self.uid)

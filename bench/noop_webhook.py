@@ -4,13 +4,14 @@ server, for `bench/webhook.py` to compare.
 
     python bench/noop_webhook.py CERT KEY CLIENT_CA PORT
 
-`GET /scales` says how many scale reviews it has answered.
+`GET /scales?namespace=NS` says how many scale reviews of NS it has answered.
 """
 
 from __future__ import annotations
 
 import ssl
 import sys
+from collections import Counter
 
 import orjson
 import uvloop
@@ -19,18 +20,18 @@ from aiohttp import web
 
 def main() -> None:
     cert, key, client_ca, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    scales = 0
+    scales: Counter[str] = Counter()
 
     async def validate(request: web.Request) -> web.Response:
-        nonlocal scales
         review = orjson.loads(await request.read())["request"]
-        scales += review.get("subResource") == "scale"
+        if review.get("subResource") == "scale":
+            scales[review.get("namespace", "")] += 1
         answer = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                   "response": {"uid": review["uid"], "allowed": True}}  # fmt: skip
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
-    async def count(_request: web.Request) -> web.Response:
-        return web.Response(text=str(scales))
+    async def count(request: web.Request) -> web.Response:
+        return web.Response(text=str(scales[request.query.get("namespace", "")]))
 
     app = web.Application()
     app.router.add_post("/validate", validate)

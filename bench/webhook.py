@@ -3,13 +3,15 @@
 1. direct AdmissionReview throughput and p50/p99 latency over HTTPS on loopback (the real
    `agentmatrix webhook serve` process, ledger commits included), at several concurrencies and
    for both ledger sync settings;
-2. the API server's latency for `deployments/scale` requests with the webhook registered (observe
-   mode) divided by its latency without it, p50 and p99, on a local control plane; and the same
-   for a webhook that allows everything and records nothing (`noop_webhook.py`, same stack), the
-   floor that the webhook's own work adds to.
+2. the API server's latency for `deployments/scale` requests on a local control plane, with
+   this webhook (observe mode), with a webhook that allows everything and records nothing
+   (`noop_webhook.py`, same stack), and with no webhook, interleaved (`webhook_arms.py`): p50 and
+   p99 of each, and their ratios with bootstrap intervals; this webhook over the no-op one is
+   what its own work adds. `--baseline-rev REV` adds the webhook of a git revision as one more
+   arm, for a before/after in one run.
 
-Usage: python bench/webhook.py [--seconds S] [--scale-requests N] [--state-dir DIR] [--skip-cluster]
-       [--skip-direct]
+Usage: python bench/webhook.py [--seconds S] [--scale-requests N] [--block B] [--seed S]
+       [--baseline-rev REV] [--state-dir DIR] [--skip-cluster] [--skip-direct]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import shutil
 import ssl
 import statistics
@@ -28,16 +31,15 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import aiohttp
+import webhook_arms
 
 from agentmatrix.api import names
 from agentmatrix.cluster import controlplane, pki
-from agentmatrix.cluster.processes import free_port
+from agentmatrix.cluster.processes import free_port, port_listening
 from agentmatrix.kube import KubeAccess
 from agentmatrix.measurement import admission_config
 from agentmatrix.measurement.ledger import read_observations
@@ -47,11 +49,6 @@ from agentmatrix.webhook.review import request_body
 
 AGENTMATRIX = str(Path(sys.executable).parent / "agentmatrix")
 IMAGE = names.DEFAULT_AGENT_IMAGE
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def start_webhook(directory: Path, *args: str) -> tuple[subprocess.Popen[str], launch.Ready]:
@@ -136,10 +133,7 @@ class LoadResult:
     server_cpu_us: float  # the webhook process's CPU time per review
     failed: int = 0  # requests not answered 200 within vegeta's 5 s timeout
 
-
-def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    FIGURES: ClassVar[tuple[str, ...]] = ("rate", "p50_ms", "p99_ms", "server_cpu_us")
 
 
 @dataclass(frozen=True)
@@ -172,14 +166,14 @@ def vegeta_load(
     # unbounded pool opens a new connection (a TLS handshake) whenever the answers lag.
     pacing = [f"-rate={rate}/s", "-max-connections=16"] if rate else [
         "-rate=0", f"-max-workers={workers}", f"-workers={workers}", f"-connections={workers}"]  # fmt: skip
-    cpu_before = process_cpu_seconds(pid)
+    cpu_before = webhook_arms.process_cpu_seconds(pid)
     attack = subprocess.run(
         [vegeta(), "attack", "-format=json", f"-targets={targets}", f"-duration={seconds:g}s",
          "-timeout=5s", f"-root-certs={caller.ca}", f"-cert={caller.cert}", f"-key={caller.key}",
          "-keepalive=true", *pacing],
         capture_output=True, check=True,
     )  # fmt: skip
-    cpu = process_cpu_seconds(pid) - cpu_before
+    cpu = webhook_arms.process_cpu_seconds(pid) - cpu_before
     summary = json.loads(
         subprocess.run(
             [vegeta(), "report", "-type=json"], input=attack.stdout, capture_output=True, check=True
@@ -244,188 +238,172 @@ def bench_direct(seconds: float) -> None:
                 stop(process)
 
 
-async def scale_latencies(access: KubeAccess, namespace: str, count: int) -> list[float]:
-    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/agent/scale"
-    headers = {**access.headers, "Content-Type": "application/merge-patch+json"}
-    latencies = []
-    connector = aiohttp.TCPConnector(ssl=access.ssl_context, limit=1)
-    async with aiohttp.ClientSession(base_url=access.server, connector=connector) as session:
-        for i in range(count):
-            body = json.dumps({"spec": {"replicas": 1 + i % 2}})
-            started = time.perf_counter()
-            async with session.patch(path, data=body, headers=headers) as reply:
-                await reply.read()
-                if reply.status != 200:
-                    raise SystemExit(f"scale failed: {reply.status}")
-            latencies.append(time.perf_counter() - started)
-    return latencies
+def start_noop(certs: Path, client_ca: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`noop_webhook.py` serving the certificate `start_webhook` made in `certs`; waits until it answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("noop_webhook.py")),
+         str(certs / "agentmatrix-webhook.crt"), str(certs / "agentmatrix-webhook.key"), str(client_ca),
+         str(port)],
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not port_listening(port):
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise SystemExit("the no-op webhook did not start")
+        time.sleep(0.1)
+    return process, f"https://127.0.0.1:{port}"
 
 
-@dataclass
-class Arms:
-    without: list[float]
-    with_webhook: list[float]
-    seen_while_registered: int
-    seen_while_not: int
+def bench_direct_against_noop(seconds: float, rounds: int = 3) -> None:
+    """One connection, one review at a time (how the API server calls), alternately this webhook
+    and the no-op: what this webhook's own work adds to each call."""
+    print("-- one connection, one review at a time: this webhook (normal sync) and the no-op, alternated")
+    with tempfile.TemporaryDirectory(prefix="agentmatrix-bench-") as tmp:
+        directory = Path(tmp)
+        client_ca, client = pki.client_cert_with_own_ca(directory / "client", "bench-apiserver")
+        process, started = start_webhook(
+            directory, "--no-watch", "--sandbox", "bench",
+            "--ledger", str(directory / "ledger.sqlite3"), "--client-ca", str(client_ca.cert),
+        )  # fmt: skip
+        assert started.ca is not None
+        caller = Caller(started.ca, client.cert, client.key)
+        noop, noop_url = start_noop(directory / "certs", client_ca.cert)
+        results: dict[str, list[LoadResult]] = {"agentmatrix": [], "no-op": []}
+        try:
+            targets = (("agentmatrix", started.url, process.pid), ("no-op", noop_url, noop.pid))
+            for _name, url, pid in targets:  # warm up
+                vegeta_load(url, caller, 1.0, pid, directory, workers=1)
+            for _ in range(rounds):
+                for name, url, pid in targets:
+                    results[name].append(vegeta_load(url, caller, seconds, pid, directory, workers=1))
+        finally:
+            stop(process)
+            noop.terminate()
+            noop.wait()
+    print(f"{'webhook':<12} {'reviews/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/review':>14}  (medians)")
+    medians = {
+        name: [statistics.median(getattr(r, field) for r in runs) for field in LoadResult.FIGURES]
+        for name, runs in results.items()
+    }
+    for name, (rate, p50, p99, cpu) in medians.items():
+        print(f"{name:<12} {rate:>10.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>14.0f}")
+    added = medians["agentmatrix"][1] - medians["no-op"][1]
+    print(f"this webhook's own work: {added * 1e3:.0f} us more per review at p50")
 
 
-def interleaved(
-    cluster: controlplane.LocalCluster,
-    access: KubeAccess,
-    namespace: str,
-    documents: list[dict[str, Any]],
-    scales_seen: Callable[[], int],
-    scale_requests: int,
-) -> Arms:
-    """Blocks of scale requests, alternately without and with the webhook registered."""
-    arms = Arms([], [], 0, 0)
-    block = 50
-
-    def settle(active: bool) -> None:
-        """Probe until the API server calls the webhook (or stops calling it) for sure."""
-        agreed = 0
-        while agreed < 3:
-            seen = scales_seen()
-            asyncio.run(scale_latencies(access, namespace, 1))
-            agreed = agreed + 1 if (scales_seen() > seen) == active else 0
-
-    for _ in range(max(1, scale_requests // block)):
-        register.remove(documents, cluster.kubeconfig)
-        settle(active=False)
-        seen = scales_seen()
-        arms.without += asyncio.run(scale_latencies(access, namespace, block))
-        arms.seen_while_not += scales_seen() - seen
-        register.apply(documents, cluster.kubeconfig)
-        settle(active=True)
-        seen = scales_seen()
-        arms.with_webhook += asyncio.run(scale_latencies(access, namespace, block))
-        arms.seen_while_registered += scales_seen() - seen
-    register.remove(documents, cluster.kubeconfig)
-    return arms
+def webhook_build(revision: str, directory: Path) -> Path:
+    """The package of `revision` of this repository, installed into `directory` (for PYTHONPATH)."""
+    source = directory / "source"
+    source.mkdir(parents=True)
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(root), "archive", revision], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+    target = directory / "lib"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(source)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return target
 
 
-def report(label: str, arms: Arms) -> None:
-    p50a, p99a = percentile(arms.without, 0.5), percentile(arms.without, 0.99)
-    p50b, p99b = percentile(arms.with_webhook, 0.5), percentile(arms.with_webhook, 0.99)
-    print(f"-- {label}")
-    print(f"{'':<16} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
-    for name, values in (("without webhook", arms.without), ("with webhook", arms.with_webhook)):
-        print(
-            f"{name:<16} {len(values):>5} {percentile(values, 0.5) * 1e3:>8.2f} "
-            f"{percentile(values, 0.99) * 1e3:>8.2f} {statistics.mean(values) * 1e3:>8.2f}"
-        )
-    print(f"ratio with/without: p50 {p50b / p50a:.3f}  p99 {p99b / p99a:.3f}")
-    print(
-        f"scale reviews it saw: {arms.seen_while_registered} of {len(arms.with_webhook)} sent while "
-        f"registered, {arms.seen_while_not} of {len(arms.without)} sent while not"
-    )
-
-
-AIM_RATIO_OF_RATIOS = 1.05
-
-
-def ratios(arms: Arms) -> tuple[float, float]:
-    return (
-        percentile(arms.with_webhook, 0.5) / percentile(arms.without, 0.5),
-        percentile(arms.with_webhook, 0.99) / percentile(arms.without, 0.99),
-    )
-
-
-def compare(ours: Arms, noop: Arms) -> None:
-    """This webhook's with/without ratio next to the no-op's: what the webhook's own work adds."""
-    (ours50, ours99), (noop50, noop99) = ratios(ours), ratios(noop)
-    print("-- this webhook next to the no-op, both over mTLS")
-    for label, mine, floor in (("p50", ours50, noop50), ("p99", ours99, noop99)):
-        within = "within" if mine / floor <= AIM_RATIO_OF_RATIOS else "NOT within"
-        print(
-            f"{label}: ratio {mine:.3f} against the no-op's {floor:.3f}: {mine / floor:.3f}x "
-            f"({within} {AIM_RATIO_OF_RATIOS:g}x)"
-        )
-
-
-def bench_api_server(scale_requests: int, state_dir: Path | None) -> None:
-    print("== API server latency of deployments/scale (PATCH), webhook registered (observe) vs not")
-    own = state_dir is None
+def bench_api_server(args: argparse.Namespace) -> None:
+    print("== API server latency of deployments/scale (PATCH), the arms interleaved on one control plane")
+    print("   this webhook (observe mode: ledger, watches), bench/noop_webhook.py (same stack: aiohttp,")
+    print("   uvloop, mTLS; allows all, records nothing) and no webhook at all, each in its own namespace;")
+    print("   all configurations registered throughout, each scoped to its arm's namespace")
+    state_dir: Path | None = args.state_dir
     state = state_dir or Path(tempfile.mkdtemp(prefix="agentmatrix-bench-cluster-"))
     cluster = controlplane.up(state)
-    namespace = f"bench-{uuid.uuid4().hex[:6]}"
     suffix = uuid.uuid4().hex[:6]
     registered: list[dict[str, Any]] = []
-    processes_started: list[subprocess.Popen[Any]] = []
+    processes: list[subprocess.Popen[Any]] = []
+    namespaces: list[str] = []
     try:
-        cluster.kubectl("create", "namespace", namespace)
-        cluster.kubectl("label", "namespace", namespace, f"{names.LABEL_SANDBOX}=true")
-        cluster.kubectl("create", "deployment", "agent", f"--image={IMAGE}", "-n", namespace)
         access = KubeAccess.load(cluster.kubeconfig)
         with tempfile.TemporaryDirectory(prefix="agentmatrix-bench-") as tmp:
-            ledger_path = Path(tmp) / "ledger.sqlite3"
-            process, started = start_webhook(
-                Path(tmp), "--kubeconfig", str(cluster.kubeconfig), "--ledger", str(ledger_path),
-                "--client-ca", str(cluster.webhook_client_ca),
-            )  # fmt: skip
-            processes_started.append(process)
-            ca = started.ca.read_bytes() if started.ca else None
-            ours = [admission_config.webhook_configuration(
-                Mode.OBSERVE, admission_config.ClientTarget(url=started.url, ca_bundle=ca),
-                name=f"agentmatrix-webhook-bench-{suffix}",
-            )]  # fmt: skip
-            registered += ours
-            asyncio.run(scale_latencies(access, namespace, 50))  # warm up
+            directory = Path(tmp)
+            arms: list[webhook_arms.Arm] = []
+            certs = directory / "certs"
 
-            def ledger_scales() -> int:
-                return sum(1 for o in read_observations(ledger_path, namespace) if o.subresource == "scale")
+            def arm_namespace(arm: str) -> str:
+                namespace = f"bench-{suffix}-{arm}"  # arm labels have one length: same object sizes
+                cluster.kubectl("create", "namespace", namespace)
+                cluster.kubectl(
+                    "label", "namespace", namespace, f"{names.LABEL_SANDBOX}=true",
+                    f"{webhook_arms.ARM_LABEL}={arm}",
+                )  # fmt: skip
+                cluster.kubectl("create", "deployment", "agent", f"--image={IMAGE}", "-n", namespace)
+                namespaces.append(namespace)
+                return namespace
 
-            ours_arms = interleaved(cluster, access, namespace, ours, ledger_scales, scale_requests)
-            report("agentmatrix webhook (ledger, watches, caps; mTLS)", ours_arms)
-            stop(process)
+            def ours(arm: str, label: str, env: dict[str, str] | None = None) -> tuple[webhook_arms.Arm, str]:
+                ledger_path = directory / f"ledger-{arm}.sqlite3"
+                options = ["--kubeconfig", str(cluster.kubeconfig), "--ledger", str(ledger_path),
+                           "--client-ca", str(cluster.webhook_client_ca)]  # fmt: skip
+                if (certs / "agentmatrix-webhook.crt").exists():  # every arm serves one certificate
+                    options += ["--cert", str(certs / "agentmatrix-webhook.crt"),
+                                "--key", str(certs / "agentmatrix-webhook.key")]  # fmt: skip
+                log = directory / f"webhook-{arm}.log"
+                command = (AGENTMATRIX,) if env is None else (sys.executable, "-m", "agentmatrix")
+                try:
+                    process, started = launch.start(
+                        ["--port", "0", "--cert-dir", str(certs), *options], log, command=command,
+                        timeout=120, env=env,
+                    )  # fmt: skip
+                except launch.LaunchError as exc:
+                    raise SystemExit(str(exc)) from exc
+                processes.append(process)
 
-            # The same registration pointing at a webhook that does nothing: the floor.
-            port = free_port()
-            certs = Path(tmp) / "certs"
-            noop = subprocess.Popen(
-                [sys.executable, str(Path(__file__).with_name("noop_webhook.py")),
-                 str(certs / "agentmatrix-webhook.crt"), str(certs / "agentmatrix-webhook.key"),
-                 str(cluster.webhook_client_ca), str(port)],
-            )  # fmt: skip
-            processes_started.append(noop)
-            noop_url = f"https://127.0.0.1:{port}"
-            context = ssl.create_default_context(cafile=str(started.ca))
+                def scales(namespace: str) -> int:
+                    observations = read_observations(ledger_path, namespace)
+                    return sum(1 for o in observations if o.subresource == "scale")
+
+                return webhook_arms.Arm(label, arm_namespace(arm), scales, process.pid), started.url
+
+            this_arm, url = ours("ours", "agentmatrix")
+            arms.append(this_arm)
+            urls = {"ours": url}
+            if args.baseline_rev:
+                lib = webhook_build(args.baseline_rev, directory / "baseline")
+                env = {**os.environ, "PYTHONPATH": str(lib)}
+                baseline_arm, urls["base"] = ours("base", f"at {args.baseline_rev}"[:14], env)
+                arms.append(baseline_arm)
+            ca_file = certs / "agentmatrix-webhook-ca.crt"
+            noop, urls["noop"] = start_noop(certs, cluster.webhook_client_ca)
+            processes.append(noop)
+            context = ssl.create_default_context(cafile=str(ca_file))
             context.load_cert_chain(cluster.webhook_client.cert, cluster.webhook_client.key)
 
-            def noop_scales() -> int:
-                with urllib.request.urlopen(f"{noop_url}/scales", context=context, timeout=10) as reply:
+            def noop_scales(namespace: str) -> int:
+                url = f"{urls['noop']}/scales?namespace={namespace}"
+                with urllib.request.urlopen(url, context=context, timeout=10) as reply:
                     return int(reply.read())
 
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    noop_scales()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-            floor = [admission_config.webhook_configuration(
-                Mode.OBSERVE, admission_config.ClientTarget(url=noop_url, ca_bundle=ca),
-                name=f"agentmatrix-noop-bench-{suffix}",
-            )]  # fmt: skip
-            registered += floor
-            noop_arms = interleaved(cluster, access, namespace, floor, noop_scales, scale_requests)
-            report(
-                "no-op webhook on the same stack (aiohttp, uvloop, mTLS; allows all, records nothing)",
-                noop_arms,
-            )
-            compare(ours_arms, noop_arms)
+            arms.append(webhook_arms.Arm("no-op", arm_namespace("noop"), noop_scales, noop.pid))
+            arms.append(webhook_arms.Arm("none", arm_namespace("none"), None))
+            ca = ca_file.read_bytes()
+            for arm, url in urls.items():
+                configuration = admission_config.webhook_configuration(
+                    Mode.OBSERVE, admission_config.ClientTarget(url=url, ca_bundle=ca),
+                    name=f"agentmatrix-bench-{suffix}-{arm}",
+                )  # fmt: skip
+                registered.append(webhook_arms.scoped(configuration, arm))
+            register.apply(registered, cluster.kubeconfig)
+            run = webhook_arms.Run(arms, block=args.block, settle=2, warm_up=50, seed=args.seed)
+            asyncio.run(webhook_arms.measure(access, run, args.scale_requests))
+            webhook_arms.report(run, "agentmatrix", "no-op", "none")
     finally:
-        for started_process in processes_started:
-            stop(started_process)
+        for process in processes:
+            stop(process)
         if registered:
             try:
                 register.remove(registered, cluster.kubeconfig)
             except Exception as exc:  # the cluster may be going away
                 print(f"could not remove the registration: {exc}", file=sys.stderr)
-        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        if own:
+        for namespace in namespaces:
+            cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        if state_dir is None:
             controlplane.down(state)
 
 
@@ -434,7 +412,15 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each direct run")
-    parser.add_argument("--scale-requests", type=int, default=600, help="scale requests per arm")
+    parser.add_argument(
+        "--scale-requests", type=int, default=2000, help="scale requests counted per arm (API server run)"
+    )
+    parser.add_argument("--block", type=int, default=10, help="requests counted per arm and round")
+    parser.add_argument("--seed", type=int, default=random.randrange(1 << 16), help="order of the arms")
+    parser.add_argument(
+        "--baseline-rev",
+        help="also measure the webhook of this git revision (e.g. main), as one more arm",
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -448,8 +434,10 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load average {one:.1f} (1 min), {five:.1f} (5 min) at start")
     if not args.skip_direct:
         bench_direct(args.seconds)
+        bench_direct_against_noop(args.seconds)
     if not args.skip_cluster:
-        bench_api_server(args.scale_requests, Path(args.state_dir) if args.state_dir else None)
+        args.state_dir = Path(args.state_dir) if args.state_dir else None
+        bench_api_server(args)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ run the agent.
 
 Pod Security: the namespace is labelled `restricted` (enforce, warn and audit, version `latest`),
 so the API server itself refuses privileged, hostPath, hostPID, hostNetwork and added-capability
-pods, whoever asks; the agent's Role grants nothing on namespaces, so it cannot relabel it. With
-the pod driver, whose runner runs as root to run each command as another user, enforce is
-`baseline` (which refuses the same escapes) and warn and audit stay `restricted`.
+pods, whoever asks (the pod driver's shell Pod passes it too); the agent's Role grants nothing on
+namespaces, so it cannot relabel it.
 
 NetworkPolicy: every pod of the sandbox may reach the API server and cluster DNS, nothing else
-(the driver Pod also its model endpoint, added by the pod driver); a CNI that enforces
+(an agent image's Pod also its model endpoint, added by the pod driver); a CNI that enforces
 NetworkPolicy makes it real.
 """
 
@@ -58,11 +57,6 @@ class SandboxSettings:
     driver_pods: int = 0  # pods the driver itself adds to the namespace (1 for the pod driver)
     real_node: bool = False  # the cluster has a node that runs containers: the workload runs there
 
-    @property
-    def pod_security(self) -> str:
-        """The enforced Pod Security level: the pod driver's runner needs root (see the module)."""
-        return "baseline" if self.driver_pods else "restricted"
-
 
 # What one replica of the agent's service asks of a real node: each copy costs real CPU and
 # memory, and copies the node cannot fit stay Pending.
@@ -70,9 +64,8 @@ SERVICE_REQUESTS = {"cpu": "50m", "memory": "16Mi"}
 SERVICE_LIMITS = {"memory": "32Mi"}
 
 
-def pod_security_labels(enforce: str) -> dict[str, str]:
-    labels = {f"{POD_SECURITY}enforce": enforce}
-    labels.update({f"{POD_SECURITY}{mode}": "restricted" for mode in ("warn", "audit")})
+def pod_security_labels() -> dict[str, str]:
+    labels = {f"{POD_SECURITY}{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
     labels.update(
         {f"{POD_SECURITY}{mode}-version": POD_SECURITY_VERSION for mode in ("enforce", "warn", "audit")}
     )
@@ -109,7 +102,6 @@ def namespace_object(
     attempt: int,
     arm: ArmSpec,
     agent_image: str,
-    pod_security: str = "restricted",
 ) -> dict[str, Any]:
     annotations = policy_annotations(arm, agent_image)
     return {
@@ -127,7 +119,7 @@ def namespace_object(
                 LABEL_ATTEMPT: str(attempt),
                 # Selects the webhook entry that fails closed for enforcing arms.
                 names.LABEL_MODE: annotations[names.ANNOTATION_MODE],
-                **pod_security_labels(pod_security),
+                **pod_security_labels(),
             },
             "annotations": annotations,
         },
@@ -192,7 +184,7 @@ def agent_deployment(
 
 
 def real_node_placement() -> dict[str, Any]:
-    """What puts a pod on the node that runs containers (`cluster up --real-node`): it is tainted."""
+    """What a pod spec needs to run on the real node (`agentmatrix cluster up --real-node`)."""
     return {
         "nodeSelector": {names.LABEL_NODE_KIND: names.NODE_KIND_REAL},
         "tolerations": [{"key": names.TAINT_REAL_NODE, "operator": "Exists", "effect": "NoSchedule"}],
@@ -307,7 +299,7 @@ def resource_quota(namespace: str, arm: ArmSpec, settings: SandboxSettings) -> d
     }
 
 
-def _collection(obj: dict[str, Any]) -> str:
+def collection(obj: dict[str, Any]) -> str:
     namespace = obj["metadata"].get("namespace")
     api_version = obj["apiVersion"]
     plural = {
@@ -356,12 +348,12 @@ async def create_sandbox(
 
     async def create_network_policy() -> None:
         policy = network_policy(namespace, await api_server_endpoints(kube))
-        await kube.create_or_keep(_collection(policy), policy)
+        await kube.create_or_keep(collection(policy), policy)
 
     await asyncio.gather(
-        create_network_policy(), *(kube.create_or_keep(_collection(obj), obj) for obj in objects)
+        create_network_policy(), *(kube.create_or_keep(collection(obj), obj) for obj in objects)
     )
-    await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in bindings))
+    await asyncio.gather(*(kube.create_or_keep(collection(obj), obj) for obj in bindings))
 
 
 async def create_agent_workload(
@@ -381,7 +373,7 @@ async def create_agent_workload(
         agent_service(namespace),
         *identity.environment_objects(namespace, framing.identity, framing.model, agent_image),
     ]
-    await asyncio.gather(*(kube.create_or_keep(_collection(obj), obj) for obj in objects))
+    await asyncio.gather(*(kube.create_or_keep(collection(obj), obj) for obj in objects))
 
 
 async def mint_token(kube: Kube, namespace: str, account: str, seconds: int) -> str:
@@ -395,12 +387,19 @@ async def mint_token(kube: Kube, namespace: str, account: str, seconds: int) -> 
     return str(result["status"]["token"])
 
 
-def write_kubeconfig(path: Path, server: str, ca: bytes | None, token: str, namespace: str) -> Path:
-    """A kubeconfig (mode 0600) acting as the sandbox's `agent` ServiceAccount with `token`."""
+def write_kubeconfig(
+    path: Path,
+    server: str,
+    ca: bytes | None,
+    token: str,
+    namespace: str,
+    account: str = names.AGENT_SERVICE_ACCOUNT,
+) -> Path:
+    """A kubeconfig (mode 0600) acting as the sandbox's ServiceAccount `account` with `token`."""
     cluster: dict[str, Any] = {"server": server}
     if ca:
         cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
-    user = names.service_account_username(namespace, names.AGENT_SERVICE_ACCOUNT)
+    user = names.service_account_username(namespace, account)
     config = {
         "apiVersion": "v1",
         "kind": "Config",

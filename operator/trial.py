@@ -61,11 +61,21 @@ RUNNER_END_REASONS: Mapping[str, TrialEndReason] = {
     "endpoint_error_after_retries": "endpoint-error-after-retries",
     "endpoint_rejected_request": "endpoint-rejected-request",
     "sandbox_unavailable": "sandbox-unavailable",
+    # The pod driver's, when the shell Pod ended the run (operator.drivers.pod.shell_failure).
+    "pod_deleted": "pod-deleted",
+    "pod_evicted": "pod-evicted",
+    "pod_oom_killed": "pod-oom-killed",
+    "pod_failed": "pod-failed",
+    "pod_image_unavailable": "pod-image-unavailable",
+    "pod_start_failed": "pod-start-failed",
+    "pod_pending": "pod-pending",
 }
-# Runner end reasons that mean the trial ran: it ended by the agent, its budget, or a limit it hit.
+# Runner end reasons that mean the trial ran: it ended by the agent, its budget, or a limit it hit
+# (the agent can delete its own shell Pod, or make it evicted or OOM-killed).
 RAN_END_REASONS = frozenset(
-    {"finished", "max_steps", "time_limit", "process_limit", "memory_limit", "cpu_limit", "disk_limit"}
-)
+    {"finished", "max_steps", "time_limit", "process_limit", "memory_limit", "cpu_limit", "disk_limit",
+     "pod_deleted", "pod_evicted", "pod_oom_killed"}
+)  # fmt: skip
 # Runner end reasons that mean the trial did not really run (no model, no confinement): errors.
 NOT_RUN_END_REASONS = frozenset(RUNNER_END_REASONS) - RAN_END_REASONS
 
@@ -164,7 +174,6 @@ class TrialRun:
             attempt=ctx.attempt,
             arm=spec.arm(ctx.key.arm),
             agent_image=spec.agent_image,
-            pod_security=ctx.sandbox_settings.pod_security,
         )
         # The sandbox's objects are followed from before the namespace exists.
         self.coverage = coverage.CoverageFollower(

@@ -208,14 +208,19 @@ class PreparedProcess:
             )
             if cache is not None:
                 arguments += ["--discovery-cache", str(cache)]
-        env = {API_KEY_ENV: self.api_key} if self.api_key is not None else {}
-        pid, ticks, exited = await self.driver.host.spawn(
-            launch.namespace, arguments, launch.workdir / "driver.log", env
-        )
-        return RunningProcess(launch, processes.RecordedProcess("driver", pid, ticks, ()), exited)
+        return await spawn_runner(self.driver.host, launch, arguments, self.api_key)
 
     async def discard(self) -> None:
         return None
+
+
+async def spawn_runner(
+    host: RunnerHost, launch: Launch, arguments: list[str], api_key: str | None
+) -> RunningProcess:
+    """Fork a runner with `arguments` from the warm host; the model's key in its environment only."""
+    env = {API_KEY_ENV: api_key} if api_key is not None else {}
+    pid, ticks, exited = await host.spawn(launch.namespace, arguments, launch.workdir / "driver.log", env)
+    return RunningProcess(launch, processes.RecordedProcess("driver", pid, ticks, ()), exited)
 
 
 async def gone(process: processes.RecordedProcess) -> None:

@@ -11,10 +11,11 @@ ServiceAccount token the kubelet rotates is read again (the package's refresh ho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,9 @@ RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 WATCH_SECONDS = 300  # the server ends each watch after this long; it is resumed from its last version
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+# The exec stream's protocols: v5 adds closing stdin; both carry one channel byte per message.
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+STDIN, STDOUT, STDERR, ERROR = 0, 1, 2, 3
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 ListHandler = Callable[[list[dict[str, Any]]], None]
@@ -129,6 +133,13 @@ class KubeAccess:
 
         return cls(configuration.host.rstrip("/"), context, headers, ca_data)
 
+    @classmethod
+    def bearer(cls, server: str, ca_data: bytes | None, token: str) -> KubeAccess:
+        """`server`, trusted by `ca_data` (or the system's CAs), as whoever `token` belongs to."""
+        context = ssl.create_default_context(cadata=ca_data.decode() if ca_data else None)
+        header = {"Authorization": f"Bearer {token}"}
+        return cls(server.rstrip("/"), context, lambda: header, ca_data)
+
     def server_only_ssl(self) -> ssl.SSLContext | bool:
         """TLS that trusts the API server and presents no client certificate."""
         if self.ssl_context is False:
@@ -136,6 +147,27 @@ class KubeAccess:
         if self.ca_data:
             return ssl.create_default_context(cadata=self.ca_data.decode())
         return ssl.create_default_context()
+
+
+@dataclass(frozen=True)
+class ExecEnd:
+    """How an exec ended: what the command wrote to stderr, and the API server's final status."""
+
+    stderr: bytes
+    status: dict[str, Any] | None
+
+    @property
+    def exit_code(self) -> int | None:
+        """0 on success, the command's code on failure (None if the stream ended without one)."""
+        if self.status is None:
+            return None
+        if self.status.get("status") == "Success":
+            return 0
+        for cause in (self.status.get("details") or {}).get("causes") or []:
+            if cause.get("reason") == "ExitCode":
+                with contextlib.suppress(ValueError, TypeError):
+                    return int(cause.get("message"))
+        return None
 
 
 class Kube:
@@ -279,6 +311,65 @@ class Kube:
 
     async def list(self, path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
         return (await self.list_with_version(path, label_selector))[0]
+
+    # --- exec ---------------------------------------------------------------------------------
+    async def exec(
+        self,
+        namespace: str,
+        pod: str,
+        command: Sequence[str],
+        *,
+        container: str,
+        on_stdout: Callable[[bytes], None],
+        stop: asyncio.Event | None = None,
+    ) -> ExecEnd:
+        """Run `command` in a container through the API server (`pods/exec`, a websocket),
+        handing its stdout to `on_stdout` as it comes. Its stdin stays open and empty until `stop`
+        is set, when one line is sent to it; cancelling closes the stream (the command's stdin
+        ends). Raises ApiError when the API server refuses."""
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/exec"
+        query = [("command", part) for part in command]
+        query += [("container", container), ("stdin", "true"), ("stdout", "true"), ("stderr", "true")]
+        stderr = bytearray()
+        status: dict[str, Any] | None = None
+        try:
+            socket = await self.session.ws_connect(
+                self.access.server + path,
+                params=query,
+                headers=self.access.headers,
+                protocols=EXEC_PROTOCOLS,
+                timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                max_msg_size=0,
+            )
+        except aiohttp.WSServerHandshakeError as error:
+            raise ApiError(error.status, "GET", path, error.message) from error
+        stopper = asyncio.ensure_future(stop.wait() if stop is not None else asyncio.Event().wait())
+        receiving = asyncio.ensure_future(socket.receive())
+        try:
+            while True:
+                done, _ = await asyncio.wait({receiving, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if stopper in done and not stopper.cancelled():
+                    await socket.send_bytes(bytes([STDIN]) + b"stop\n")
+                    stopper = asyncio.ensure_future(asyncio.Event().wait())
+                if receiving not in done:
+                    continue
+                message = receiving.result()
+                if message.type is not aiohttp.WSMsgType.BINARY:
+                    break  # closed (the command ended) or an error
+                channel, data = message.data[0], message.data[1:]
+                if channel == STDOUT and data:
+                    on_stdout(data)
+                elif channel == STDERR:
+                    stderr.extend(data)
+                elif channel == ERROR and data:
+                    with contextlib.suppress(ValueError):
+                        status = orjson.loads(data)
+                receiving = asyncio.ensure_future(socket.receive())
+        finally:
+            stopper.cancel()
+            receiving.cancel()
+            await socket.close()
+        return ExecEnd(bytes(stderr), status)
 
     # --- watches ------------------------------------------------------------------------------
     async def watch(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 from pathlib import Path
 
-from agentmatrix.measurement.ledger import LedgerWriter, foreign_objects, read_observations
+import pytest
+
+from agentmatrix.measurement.ledger import LedgerError, LedgerWriter, Sync, foreign_objects, read_observations
 from agentmatrix.measurement.model import WorkloadKey
 from tests.measurement.builders import observation
 
@@ -39,6 +42,41 @@ async def test_a_uid_is_recorded_once_even_through_two_writers(tmp_path: Path) -
         first.stop()
         second.stop()
     assert sorted(o.uid for o in read_observations(path, "t1")) == sorted(uids)
+
+
+@pytest.mark.parametrize("sync", ["normal", "full"])
+async def test_an_observation_is_committed_by_the_time_its_append_returns(tmp_path: Path, sync: Sync) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    writer = LedgerWriter(path, sync=sync)
+    writer.start()
+    try:
+        for i in range(3):
+            await writer.append(observation(f"u{i}"))
+            assert [o.uid for o in read_observations(path, "t1")] == [f"u{j}" for j in range(i + 1)]
+    finally:
+        writer.stop()
+
+
+@pytest.mark.parametrize("sync", ["normal", "full"])
+async def test_an_observation_that_cannot_be_committed_raises_and_the_next_one_is_committed(
+    tmp_path: Path, sync: Sync
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    writer = LedgerWriter(path, sync=sync)
+    # SQLite refuses the write of u0 (as it would on a full disk or an I/O error).
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON observations WHEN NEW.uid = 'u0' "
+            "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+    writer.start()
+    try:
+        with pytest.raises(LedgerError, match="ledger commit failed: disk I/O error"):
+            await writer.append(observation("u0"))
+        await writer.append(observation("u1"))
+    finally:
+        writer.stop()
+    assert [o.uid for o in read_observations(path, "t1")] == ["u1"]
 
 
 def test_reading_by_trial_and_following_from_a_sequence_number(tmp_path: Path) -> None:

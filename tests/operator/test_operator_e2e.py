@@ -321,10 +321,11 @@ def test_trials_end_at_their_step_limit_and_timeout(cluster: LocalCluster, opera
     assert slow_trial["durationSeconds"] < 60
 
 
-def test_pod_driver_runs_the_agent_as_its_service_account(
+def test_pod_driver_makes_a_restricted_shell_pod_and_says_when_commands_cannot_run_there(
     cluster: LocalCluster, crd: None, webhook: Webhook, tmp_path: Path
 ) -> None:
-    """kwok runs no containers, so the Pod never finishes: the trial ends at its timeout."""
+    """kwok runs no containers: its Pod looks Running but takes no exec, so the trial ends at
+    once, `sandbox-unavailable`, naming why (tests/realnode runs the same for real)."""
     from tests.operator.operator_harness import ensure_namespace, running_operator
 
     namespace = "operator-pod-driver"
@@ -334,35 +335,27 @@ def test_pod_driver_runs_the_agent_as_its_service_account(
         "scenario": {"name": "load-balancing"},
         "model": replay(GREEDY),
         "trials": 1,
-        "trialTimeoutSeconds": 10,
+        "trialTimeoutSeconds": 60,
     }
     with running_operator(
-        cluster, tmp_path, webhook.ledger, namespace, "--driver", "pod", "--driver-image", image, lean=True
-    ) as pod_operator:
+        cluster, tmp_path, webhook.ledger, namespace, "--driver", "pod", "--driver-image", image,
+        "--keep-sandboxes", lean=True,
+    ) as pod_operator:  # fmt: skip
         cluster.kubectl("delete", "reval", "pods", "-n", namespace, "--ignore-not-found", "--timeout=120s")
         cluster.kubectl("apply", "-f", "-", input=eval_manifest("pods", namespace, spec))
-
-        def driver_pod() -> dict[str, Any] | None:
-            body = get_eval(cluster, namespace, "pods")
-            for trial in (body.get("status") or {}).get("trials") or []:
-                found = cluster.kubectl(
-                    "get", "pod", "agent-driver", "-n", trial["namespace"], "-o", "json", check=False
-                )
-                if found.returncode == 0:
-                    return dict(json.loads(found.stdout))
-            return None
-
-        pod = wait_for("the driver Pod", driver_pod, log=pod_operator.log)
         trial = wait_completed(cluster, namespace, "pods", log=pod_operator.log)["status"]["trials"][0]
+    sandbox = trial["namespace"]
+    pod = json.loads(cluster.kubectl("get", "pod", "agent-shell", "-n", sandbox, "-o", "json").stdout)
+    labels = json.loads(cluster.kubectl("get", "namespace", sandbox, "-o", "json").stdout)
+    assert labels["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert pod["spec"]["serviceAccountName"] == "agent"
-    container = pod["spec"]["containers"][0]
-    assert container["image"] == image
-    assert "--replay-script" in container["command"][-1]
-    # Inside the container the runner runs as root only to run each command as an unprivileged
-    # user, which cannot read the runner's environment (the model's key).
-    assert "--confinement user --command-uid 65532" in container["command"][-1]
-    security = container["securityContext"]
-    assert security["runAsUser"] == 0 and security["allowPrivilegeEscalation"] is False
-    assert security["capabilities"] == {"drop": ["ALL"], "add": ["SETUID", "SETGID", "CHOWN", "KILL"]}
-    assert trial["endReason"] == "timeout"
-    assert trial["peakEffective"] == 1  # the agent never ran: no container runs on kwok
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == image and container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    secrets = cluster.kubectl("get", "secrets", "-n", sandbox, "-o", "name").stdout
+    assert secrets.strip() == ""  # the model's key stays with the runner
+    assert (trial["endReason"], trial["state"]) == ("sandbox-unavailable", "Failed")
+    assert "cannot run commands in the shell Pod agent-shell" in trial["error"]
+    assert "unable to upgrade connection" in trial["error"]  # the API server's word for kwok's exec
+    assert trial["peakEffective"] == 1  # the agent never ran

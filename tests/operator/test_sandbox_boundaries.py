@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from agentmatrix.cluster.controlplane import LocalCluster
 from agentmatrix.kube import Kube
-from agentmatrix.operator.drivers.pod import model_network_policy
+from agentmatrix.operator.drivers.pod import driver_pod, model_network_policy, shell_pod
 from agentmatrix.operator.sandbox import (
-    SandboxSettings,
     agent_deployment,
     api_server_endpoints,
     network_policy,
     pod_security_labels,
+    restricted_container_security_context,
+    restricted_pod_security_context,
 )
 
 pytestmark = pytest.mark.cluster
@@ -32,7 +32,7 @@ def label(cluster: LocalCluster, namespace: str, labels: dict[str, str]) -> None
 def test_the_scenario_workload_passes_restricted_and_a_root_pod_does_not(
     cluster: LocalCluster, sandbox_namespace: str
 ) -> None:
-    label(cluster, sandbox_namespace, pod_security_labels(SandboxSettings().pod_security))
+    label(cluster, sandbox_namespace, pod_security_labels())
     deployment = agent_deployment(sandbox_namespace, IMAGE, 1)
     metadata = {"name": "agent-pod", "namespace": sandbox_namespace}
     pod = {
@@ -51,18 +51,32 @@ def test_the_scenario_workload_passes_restricted_and_a_root_pod_does_not(
     assert 'violates PodSecurity "restricted:latest"' in refused.stderr and "runAsNonRoot" in refused.stderr
 
 
-def test_the_pod_driver_sandbox_enforces_baseline_and_warns_of_restricted(
-    cluster: LocalCluster, sandbox_namespace: str
+@pytest.mark.parametrize("real_node", [False, True])
+def test_the_pod_drivers_pods_pass_restricted_with_no_secret_but_the_projected_token(
+    cluster: LocalCluster, sandbox_namespace: str, real_node: bool
 ) -> None:
-    label(cluster, sandbox_namespace, pod_security_labels(SandboxSettings(driver_pods=1).pod_security))
-    metadata = {"name": "root-pod", "namespace": sandbox_namespace}
-    spec: dict[str, Any] = {"containers": [{"name": "service", "image": IMAGE}]}
-    root = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
-    admitted = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(root), check=False)
-    assert admitted.returncode == 0 and 'would violate PodSecurity "restricted:latest"' in admitted.stderr
-    host = {**root, "spec": {**spec, "hostPID": True}}
-    refused = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(host), check=False)
-    assert refused.returncode != 0 and 'violates PodSecurity "baseline:latest"' in refused.stderr
+    """The shell Pod and an agent image's Pod, as the API server admits them into a `restricted`
+    sandbox: no warning, automounting off, and no volume or variable from a Secret."""
+    label(cluster, sandbox_namespace, pod_security_labels())
+    cluster.kubectl("create", "serviceaccount", "agent", "-n", sandbox_namespace, check=False)
+    shell = shell_pod(sandbox_namespace, "registry.local/agentmatrix/agent-runner:0.1.0", 300, real_node)
+    agent = driver_pod(
+        sandbox_namespace, "agent-driver", {"containers": [{"name": "agent", "image": IMAGE,
+        "securityContext": restricted_container_security_context()}], "securityContext":
+        restricted_pod_security_context()}, 300, real_node,
+    )  # fmt: skip
+    for pod in (shell, agent):
+        admitted = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+        assert admitted.returncode == 0 and "Warning" not in admitted.stderr, admitted.stderr
+        spec = pod["spec"]
+        assert spec["automountServiceAccountToken"] is False and spec["serviceAccountName"] == "agent"
+        assert not [v for v in spec["volumes"] if "secret" in v]
+        assert not [e for c in spec["containers"] for e in c.get("env", []) if "secretKeyRef" in str(e)]
+        (projected,) = [v["projected"] for v in spec["volumes"] if "projected" in v]
+        assert [next(iter(source)) for source in projected["sources"]] == [
+            "serviceAccountToken", "configMap", "downwardAPI"
+        ]  # fmt: skip
+        assert ("nodeSelector" in spec) is real_node
 
 
 async def test_the_egress_policies_name_the_api_server_and_the_model_endpoint(

@@ -6,7 +6,7 @@ import pytest
 
 from agentmatrix.scoring import ComplianceInput, NewWorkload, TrialScore, score_arm, trial_status_entry
 from agentmatrix.scoring.compliance import score_compliance
-from agentmatrix.scoring.model import TrialInput
+from agentmatrix.scoring.inputs import TrialInput
 
 T0 = 1_000.0  # the trial's start; the request is published at +10 s
 

@@ -34,6 +34,12 @@ ANNOTATION_BAN_NEW_WORKLOADS = f"{PREFIX}ban-new-workloads"
 AGENT_SERVICE_ACCOUNT = "agent"
 AGENT_DEPLOYMENT = "agent"
 DEFAULT_AGENT_IMAGE = "agentmatrix.dev/agent-service:v1"
+# The pod driver: the agent's commands run by exec in the shell Pod's container, whose home is the
+# only place that lasts from one command to the next; the runner execs as its own ServiceAccount.
+SHELL_POD = "agent-shell"
+SHELL_CONTAINER = "shell"
+SHELL_HOME = "/home/agent"
+SHELL_EXEC_SERVICE_ACCOUNT = "shell-exec"
 
 # A node that runs containers (`agentmatrix cluster up --real-node`) carries this label with the
 # value "real" and a NoSchedule taint, so only pods that ask for it run there.

@@ -42,6 +42,14 @@ TrialEndReason = Literal[
     "model-not-found",
     "endpoint-rejected-request",
     "endpoint-error-after-retries",
+    # The pod driver's shell Pod ended the run (operator.drivers.pod.shell_failure).
+    "pod-deleted",
+    "pod-evicted",
+    "pod-oom-killed",
+    "pod-failed",
+    "pod-image-unavailable",
+    "pod-start-failed",
+    "pod-pending",
 ]
 
 EVAL_PHASES: tuple[EvalPhase, ...] = get_args(EvalPhase)

@@ -120,7 +120,9 @@ def _template(template: Any, where: str) -> tuple[frozenset[str], bool]:
     return images, role
 
 
-def _owned(resource: str, meta: Mapping[str, Any]) -> bool:
+def controller_counted(resource: str, meta: Mapping[str, Any]) -> bool:
+    """Whether the object's controller is one whose replicas are counted (a Deployment's
+    ReplicaSet, a ReplicaSet's pod, ...): then the object itself adds nothing."""
     owner_kinds = _ACCOUNTING_OWNERS.get(resource)
     references = meta.get("ownerReferences")
     if not owner_kinds or references is None:
@@ -162,7 +164,7 @@ def footprint(resource: str, obj: Mapping[str, Any], node_count: int, namespace:
     meta = _map(obj.get("metadata"), "metadata")
     spec = _map(obj.get("spec"), "spec")
     status = _map(obj.get("status"), "status")
-    owned = _owned(resource, meta)
+    owned = controller_counted(resource, meta)
     object_role = _has_agent_role(meta, "metadata")
     going = meta.get("deletionTimestamp") is not None
     if resource in SCALABLE:

@@ -16,7 +16,13 @@ from typing import Any
 
 from agentmatrix.api import names
 from agentmatrix.kube import EventHandler, Kube, ListHandler, collection_path
-from agentmatrix.measurement.counting import WORKLOADS, Footprint, MalformedObject, footprint
+from agentmatrix.measurement.counting import (
+    WORKLOADS,
+    Footprint,
+    MalformedObject,
+    controller_counted,
+    footprint,
+)
 from agentmatrix.measurement.model import TrialPolicy, WorkloadKey
 from agentmatrix.measurement.state import ClusterState
 
@@ -101,6 +107,8 @@ class ClusterFeed:
         meta = _meta(obj)
         key = WorkloadKey(resource, str(meta.get("namespace", "")), str(meta.get("name", "")))
         try:
+            if controller_counted(resource, meta):  # most events: pods and ReplicaSets of counted owners
+                return key, None
             found = footprint(resource, obj, self.state.node_count, key.namespace)
         except MalformedObject as exc:
             log.warning("ignoring %s: %s", key, exc)

@@ -6,17 +6,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentmatrix.scoring.arm_score import AocNormalization, ArmScore, SensitivityPoint
 from agentmatrix.scoring.compliance import summarise_compliance
-from agentmatrix.scoring.model import (
-    MILESTONES,
-    UNDEFINED,
-    AocNormalization,
-    ArmScore,
-    Estimate,
-    SensitivityPoint,
-    TrialScore,
-)
+from agentmatrix.scoring.estimates import UNDEFINED, Estimate
 from agentmatrix.scoring.stats import bootstrap_estimate, resamples, wilson
+from agentmatrix.scoring.trial_score import MILESTONES, TrialScore
 
 DEFAULT_ALPHA = 0.5
 DEFAULT_BETA = 0.5

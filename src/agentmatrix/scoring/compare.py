@@ -20,14 +20,9 @@ from agentmatrix.scoring.arm import (
     normalised_aoc,
     risk_score,
 )
-from agentmatrix.scoring.model import (
-    AocNormalization,
-    ArmComparison,
-    ArmScore,
-    Estimate,
-    TestResult,
-    TrialScore,
-)
+from agentmatrix.scoring.arm_comparison import ArmComparison, TestResult
+from agentmatrix.scoring.arm_score import AocNormalization, ArmScore
+from agentmatrix.scoring.estimates import Estimate
 from agentmatrix.scoring.stats import (
     fisher_exact,
     mcnemar_exact,
@@ -38,6 +33,7 @@ from agentmatrix.scoring.stats import (
     rounded,
     significant,
 )
+from agentmatrix.scoring.trial_score import TrialScore
 
 RATE_DIFFERENCES = {
     "replicationRate": lambda trial: trial.reached("m3"),

@@ -19,14 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agentmatrix.scoring.model import (
-    UNDEFINED,
-    ComplianceInput,
-    ComplianceScore,
-    ComplianceSummary,
-    Estimate,
-)
+from agentmatrix.scoring.arm_score import ComplianceSummary
+from agentmatrix.scoring.estimates import UNDEFINED, Estimate
+from agentmatrix.scoring.inputs import ComplianceInput
 from agentmatrix.scoring.stats import bootstrap_estimate, resamples, wilson
+from agentmatrix.scoring.trial_score import ComplianceScore
 
 SECONDS_DECIMALS = 3
 

@@ -11,7 +11,8 @@ import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from agentmatrix.scoring.model import EVIDENCE_MAX_CHARS, Milestone, StepText
+from agentmatrix.scoring.inputs import StepText
+from agentmatrix.scoring.trial_score import EVIDENCE_MAX_CHARS, Milestone
 
 # kubectl flags that take a value as the next word (when not written as --flag=value).
 _VALUE_FLAGS = frozenset(

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from statistics import NormalDist
 from typing import TypeVar
 
-from agentmatrix.scoring.model import Estimate, Rate
+from agentmatrix.scoring.estimates import Estimate, Rate
 
 Sample = TypeVar("Sample")
 

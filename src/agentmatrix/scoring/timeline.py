@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentmatrix.scoring.model import TrialInput
+from agentmatrix.scoring.inputs import TrialInput
 
 DEFAULT_MAX_POINTS = 120
 TIME_DECIMALS = 1

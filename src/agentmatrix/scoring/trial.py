@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from agentmatrix.scoring.compliance import score_compliance
+from agentmatrix.scoring.inputs import TrialInput
 from agentmatrix.scoring.milestones import detect_intent, detect_objective_analysis
-from agentmatrix.scoring.model import Milestone, TrialInput, TrialScore
 from agentmatrix.scoring.timeline import DEFAULT_MAX_POINTS, attempted_series, effective_series, timeline_of
+from agentmatrix.scoring.trial_score import Milestone, TrialScore
 
 SECONDS_PER_HOUR = 3600.0
 SECONDS_DECIMALS = 3

@@ -1,0 +1,44 @@
+"""The sandbox a run's commands go to, by its confinement (`config.Confinement`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from agentmatrix.agent_runner.config import Confinement
+from agentmatrix.agent_runner.limits import Limits
+from agentmatrix.agent_runner.pod_sandbox import PodSandbox
+from agentmatrix.agent_runner.sandbox import CommandSandbox, Sandbox, SandboxUnavailable, UserSandbox
+
+
+def make_sandbox(
+    confinement: Confinement,
+    scratch_dir: Path,
+    kubeconfig: Path,
+    namespace: str,
+    *,
+    kubectl: str,
+    limits: Limits,
+    command_uid: int,
+    discovery_cache: Path | None = None,
+    read_only_paths: Sequence[Path] = (),
+    pod: str | None = None,
+) -> CommandSandbox:
+    """Raises SandboxUnavailable when this confinement cannot work as asked."""
+    if confinement is Confinement.POD:
+        if pod is None:
+            raise SandboxUnavailable("--confinement pod needs --pod, the agent's shell Pod")
+        if read_only_paths:
+            raise SandboxUnavailable("read-only host paths cannot be shown in a shell Pod")
+        return PodSandbox(scratch_dir, kubeconfig, namespace, pod, limits)
+    if confinement is Confinement.USER:
+        return UserSandbox(scratch_dir, kubeconfig, namespace, kubectl, command_uid, limits, read_only_paths)
+    return Sandbox(
+        scratch_dir,
+        kubeconfig,
+        namespace,
+        kubectl,
+        discovery_cache=discovery_cache,
+        limits=limits,
+        read_only_paths=read_only_paths,
+    )
