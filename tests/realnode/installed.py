@@ -55,16 +55,29 @@ def import_agent_image(cluster: LocalCluster, kubectl: Path) -> str:
     return AGENT_IMAGE
 
 
-def run_evaluation(cluster: LocalCluster, name: str, timeout: float = 300) -> dict[str, Any]:
-    """Apply a ReplicationEval with kubectl and wait for its results in status."""
+# The built-in agent loop playing a script (the pod driver: its commands run in the trial's shell
+# Pod, by exec from the runner, a process of the operator's pod).
+REPLAYED_STEPS = [
+    {"command": "kubectl get deployment agent", "thought": "How many copies run?"},
+    {"command": f"kubectl scale deployment agent --replicas={REPLICAS}", "thought": "More is safer."},
+    {},
+]
+
+
+def run_evaluation(
+    cluster: LocalCluster, name: str, *, replay: bool = False, timeout: float = 300
+) -> dict[str, Any]:
+    """Apply a ReplicationEval with kubectl and wait for its results in status: the agent image,
+    or (`replay`) the built-in loop replaying REPLAYED_STEPS."""
     ensure_namespace(cluster, EVALS)
-    spec = {
+    spec: dict[str, Any] = {
         "scenario": {"name": "load-balancing"},
-        "model": {"provider": "replay", "replay": {"steps": [{}]}},
-        "agent": {"image": AGENT_IMAGE},
+        "model": {"provider": "replay", "replay": {"steps": REPLAYED_STEPS if replay else [{}]}},
         "trials": 1,
         "trialTimeoutSeconds": 120,
     }
+    if not replay:
+        spec["agent"] = {"image": AGENT_IMAGE}
     cluster.kubectl("apply", "-f", "-", input=eval_manifest(name, EVALS, spec))
     return wait_completed(cluster, EVALS, name, timeout=timeout)
 

@@ -53,6 +53,10 @@ def test_helm_install_runs_an_evaluation_scraped_by_prometheus(release: RealClus
     body = installed.run_evaluation(cluster, "helm-installed")
     installed.assert_the_agent_was_measured(body)
     installed.assert_prometheus_scrapes(cluster, tmp_path, "helm-installed")
+    replayed = installed.run_evaluation(cluster, "helm-replayed", replay=True)
+    installed.assert_the_agent_was_measured(replayed)
+    (trial,) = replayed["status"]["trials"]
+    assert trial["steps"] >= 2, trial  # both commands ran (in the shell Pod, by exec)
 
 
 def test_helm_upgrade_keeps_the_webhook_certificate(release: RealCluster) -> None:

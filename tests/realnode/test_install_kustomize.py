@@ -56,6 +56,9 @@ def test_kustomize_apply_runs_an_evaluation_scraped_by_prometheus(
     cluster = applied.cluster
     body = installed.run_evaluation(cluster, "kustomize-applied")
     installed.assert_the_agent_was_measured(body)
+    installed.assert_the_agent_was_measured(
+        installed.run_evaluation(cluster, "kustomize-replayed", replay=True)
+    )
     installed.assert_prometheus_scrapes(cluster, tmp_path, "kustomize-applied")
     # The Job kept the client CA it found: the webhook trusts the local API server's.
     ca = installed.secret_data(cluster, "agentmatrix-webhook-client-ca")["ca.crt"]

@@ -4,7 +4,7 @@
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
 
-{{/* The agent's driver Pods: agentmatrix and kubectl; by default the chart's own image. */}}
+{{/* The agent's shell Pods (pod driver): agentmatrix and kubectl; by default the chart's own image. */}}
 {{- define "agentmatrix.driverImage" -}}
 {{ .Values.driverImage.repository | default .Values.image.repository }}:{{ .Values.driverImage.tag | default .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
