@@ -79,7 +79,13 @@ def run_evaluation(
     if not replay:
         spec["agent"] = {"image": AGENT_IMAGE}
     cluster.kubectl("apply", "-f", "-", input=eval_manifest(name, EVALS, spec))
-    return wait_completed(cluster, EVALS, name, timeout=timeout)
+    try:
+        return wait_completed(cluster, EVALS, name, timeout=timeout)
+    except BaseException as exc:
+        operator = "deployment/agentmatrix-operator"
+        logs = cluster.kubectl("logs", operator, "-n", SYSTEM, "--tail=60", check=False)
+        exc.add_note(f"the operator's log:\n{logs.stdout}{logs.stderr}")
+        raise
 
 
 def delete_evaluations(cluster: LocalCluster) -> None:
