@@ -23,6 +23,7 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -336,23 +337,26 @@ async def create_sandbox(
         service_account(namespace, OPERATIONS_SERVICE_ACCOUNT),
         role(namespace, names.AGENT_SERVICE_ACCOUNT, scenario.agent_rules()),
         role(namespace, OPERATIONS_ROLE, scenario.operations_rules()),
-        *scenario.objects(namespace),
-    ]
-    # After their Roles: the API server checks a binding against its Role (RBAC forbids granting
-    # what one does not hold), a Role that must exist by then, unless the operator may bind any
-    # role (cluster-admin may; the operator installed by deploy/ may not).
-    bindings = [
         role_binding(namespace, names.AGENT_SERVICE_ACCOUNT, names.AGENT_SERVICE_ACCOUNT),
         role_binding(namespace, OPERATIONS_ROLE, OPERATIONS_SERVICE_ACCOUNT),
+        *scenario.objects(namespace),
     ]
 
     async def create_network_policy() -> None:
         policy = network_policy(namespace, await api_server_endpoints(kube))
         await kube.create_or_keep(collection(policy), policy)
 
-    await asyncio.gather(
-        create_network_policy(), *(kube.create_or_keep(collection(obj), obj) for obj in objects)
-    )
+    await create_objects(kube, objects, create_network_policy())
+
+
+async def create_objects(kube: Kube, objects: list[dict[str, Any]], *alongside: Awaitable[Any]) -> None:
+    """Create `objects` (keeping those that exist) concurrently with `alongside`, RoleBindings
+    last: the API server checks a binding against its Role (RBAC forbids granting what one does
+    not hold), which must exist by then, unless the caller may bind any role (cluster-admin may;
+    the operator installed by deploy/ may not)."""
+    bindings = [obj for obj in objects if obj["kind"] == "RoleBinding"]
+    rest = [obj for obj in objects if obj["kind"] != "RoleBinding"]
+    await asyncio.gather(*alongside, *(kube.create_or_keep(collection(obj), obj) for obj in rest))
     await asyncio.gather(*(kube.create_or_keep(collection(obj), obj) for obj in bindings))
 
 

@@ -294,8 +294,9 @@ class PreparedShell:
             return await start_agent_image(kube, launch, launch.agent.image, real_node)
         pods = f"/api/v1/namespaces/{ns}/pods"
         pod = shell_pod(ns, self.driver.image, launch.time_limit, real_node)
-        await asyncio.gather(
-            *(kube.create_or_keep(sandbox.collection(obj), obj) for obj in exec_access_objects(ns)),
+        await sandbox.create_objects(
+            kube,
+            exec_access_objects(ns),
             kube.create_or_keep(pods, pod),
             asyncio.to_thread(write_inputs, launch),
         )

@@ -291,10 +291,12 @@ def test_the_operators_service_account_sets_up_a_sandbox(
     installed: controlplane.LocalCluster, scenario_name: str
 ) -> None:
     """As the installed operator (its ServiceAccount, not cluster-admin): Roles it grants, and their
-    bindings, which the API server checks against Roles that must exist by then."""
+    bindings, which the API server checks against Roles that must exist by then; the pod driver's
+    exec identity too."""
     from agentmatrix.api.replicationeval import ArmSpec
     from agentmatrix.kube import Kube
     from agentmatrix.operator import sandbox
+    from agentmatrix.operator.drivers.pod import exec_access_objects
     from agentmatrix.scenarios import build
 
     namespace = f"rbac-{scenario_name}"
@@ -311,13 +313,14 @@ def test_the_operators_service_account_sets_up_a_sandbox(
                 arm=ArmSpec(name="baseline"),
                 settings=sandbox.SandboxSettings(),
             )
+            await sandbox.create_objects(kube, exec_access_objects(namespace))
         finally:
             await kube.close()
 
     try:
         asyncio.run(set_up())
         bindings = installed.kubectl("get", "rolebindings", "-n", namespace, "-o", "name").stdout.split()
-        assert len(bindings) == 2
+        assert len(bindings) == 3
     finally:
         installed.kubectl("delete", "namespace", namespace, "--wait=false")
 
