@@ -107,7 +107,8 @@ def pods(cluster: LocalCluster, name: str) -> list[dict[str, Any]]:
     listed = cluster.kubectl(
         "get", "pods", "-n", SYSTEM, "-l", f"app.kubernetes.io/name={name}", "-o", "json"
     ).stdout
-    return [p for p in json.loads(listed)["items"] if p["status"].get("phase") == "Running"]
+    running = [p for p in json.loads(listed)["items"] if p["status"].get("phase") == "Running"]
+    return [p for p in running if not p["metadata"].get("deletionTimestamp")]  # not on its way out
 
 
 def assert_prometheus_scrapes(cluster: LocalCluster, directory: Path, eval_name: str) -> None:
