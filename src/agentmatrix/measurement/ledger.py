@@ -1,13 +1,12 @@
 """The ledger: an append-only SQLite table of observations, one row per admission request.
 
 Writing: observations are committed in groups (every observation waiting when a commit starts
-joins it), in WAL mode; without fsync on the event loop itself, and one that finds no commit
-under way is committed at once, with fsync in one writer thread. The webhook answers a request
+joins it), in WAL mode: without fsync on the event loop itself, where one that finds no commit
+under way is committed at once; with fsync in one writer thread. The webhook answers a request
 only after its observation is committed, so an answer the API server received is never lost to
-a kill -9: with
-`synchronous=NORMAL` (the default) the commit is in the operating system's hands before the
-answer; with `synchronous=FULL` each group is also fsync'd (one fsync per group), which
-survives a power loss too and costs 1-10 ms on common disks. The request uid is unique, so a
+a kill -9: with `synchronous=NORMAL` (the default) the commit is in the operating system's hands
+before the answer; with `synchronous=FULL` each group is also fsync'd (one fsync per group),
+which survives a power loss too and costs 1-10 ms on common disks. The request uid is unique, so a
 retried request, or two webhook processes sharing one file, never count anything twice.
 A background thread checkpoints the WAL every second (never a commit on the request path).
 
