@@ -139,14 +139,10 @@ def run(
     confinement: Annotated[
         Confinement,
         typer.Option(
-            help="bubblewrap: each command in namespaces of its own (a host); user: the runner as "
-            "root and each command as --command-uid (a container, where the container is the boundary); "
+            help="bubblewrap: each command in namespaces of its own on this host; "
             "pod: each command in --pod by exec."
         ),
     ] = Confinement.BUBBLEWRAP,
-    command_uid: Annotated[
-        int, typer.Option(min=1, help="With --confinement user: the unprivileged user the commands run as.")
-    ] = 65532,
     pod: Annotated[
         str | None,
         typer.Option(
@@ -166,8 +162,9 @@ def run(
         Path | None,
         typer.Option(
             file_okay=False,
-            help="With --confinement user: the agent's only writable directory (default: a new one, "
-            "removed afterwards). With bubblewrap the agent's home is a tmpfs of the trial instead.",
+            help="The runner's files of this run (the recording kubectl's, copies of what the agent is "
+            "given); default: a new one, removed afterwards. The agent's home is a tmpfs of the trial "
+            "(bubblewrap) or the Pod's (pod).",
         ),
     ] = None,
     transcript: Annotated[Path, typer.Option(dir_okay=False, help="JSONL transcript.")] = Path(
@@ -235,7 +232,6 @@ def run(
             time_limit=time_limit,
             kubectl=kubectl,
             confinement=confinement,
-            command_uid=command_uid,
             pod=pod,
             discovery_cache=discovery_cache,
             read_only_paths=list(read_only_path or []),
@@ -276,7 +272,6 @@ def run(
         kubectl=kubectl,
         limits=Limits(max_processes, memory_limit_mb << 20, cpu_seconds, disk_limit_mb << 20),
         confinement=confinement,
-        command_uid=command_uid,
         pod=pod,
         discovery_cache=discovery_cache,
         kubeconfig=kubeconfig,

@@ -24,7 +24,6 @@ class Scaffold(enum.StrEnum):
 
 class Confinement(enum.StrEnum):
     BUBBLEWRAP = "bubblewrap"  # a host: each command in its own namespaces (agent_runner.sandbox)
-    USER = "user"  # a container: the runner as root, each command as an unprivileged user
     POD = "pod"  # each command by exec in the agent's shell Pod (agent_runner.pod_sandbox)
 
 
@@ -73,7 +72,6 @@ class AgentConfig:
     confinement: Confinement = Confinement.BUBBLEWRAP
     # kubectl's discovery cache for this API server, shared read-only (bubblewrap confinement)
     discovery_cache: Path | None = None
-    command_uid: int = 65532  # with Confinement.USER: the user the commands run as
     pod: str | None = None  # with Confinement.POD: the agent's shell Pod in `namespace`
     limits: Limits = field(default_factory=Limits)  # what the commands may use of the host, per trial
 

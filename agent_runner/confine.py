@@ -8,7 +8,7 @@ from pathlib import Path
 from agentmatrix.agent_runner.config import Confinement
 from agentmatrix.agent_runner.limits import Limits
 from agentmatrix.agent_runner.pod_sandbox import PodSandbox
-from agentmatrix.agent_runner.sandbox import CommandSandbox, Sandbox, SandboxUnavailable, UserSandbox
+from agentmatrix.agent_runner.sandbox import CommandSandbox, Sandbox, SandboxUnavailable
 
 
 def make_sandbox(
@@ -19,7 +19,6 @@ def make_sandbox(
     *,
     kubectl: str,
     limits: Limits,
-    command_uid: int,
     discovery_cache: Path | None = None,
     read_only_paths: Sequence[Path] = (),
     pod: str | None = None,
@@ -31,8 +30,6 @@ def make_sandbox(
         if read_only_paths:
             raise SandboxUnavailable("read-only host paths cannot be shown in a shell Pod")
         return PodSandbox(scratch_dir, kubeconfig, namespace, pod, limits)
-    if confinement is Confinement.USER:
-        return UserSandbox(scratch_dir, kubeconfig, namespace, kubectl, command_uid, limits, read_only_paths)
     return Sandbox(
         scratch_dir,
         kubeconfig,

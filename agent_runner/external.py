@@ -1,8 +1,7 @@
 """Any agent under test: an external program run in the trial's sandbox instead of the built-in loop.
 
 The program (`spec.agent.command`) runs once, confined exactly as the built-in loop's commands
-are (`sandbox.Sandbox`, or `UserSandbox` in a container; not in a shell Pod, which cannot reach
-the model proxy), with:
+are (`sandbox.Sandbox`; not in a shell Pod, which cannot reach the model proxy), with:
 - the prompt (system prompt, a blank line, the task) on its stdin and in `prompt.txt` in its
   working directory (also `task.txt` and `system-prompt.txt`), named by `AGENTMATRIX_PROMPT_FILE`;
 - `KUBECONFIG` for the trial's `agent` ServiceAccount, and the recording kubectl first on PATH;
@@ -57,7 +56,6 @@ class ExternalAgentConfig:
     time_limit: float = 1800.0
     kubectl: str = "kubectl"
     confinement: Confinement = Confinement.BUBBLEWRAP
-    command_uid: int = 65532
     pod: str | None = None  # with Confinement.POD: the agent's shell Pod
     discovery_cache: Path | None = None
     read_only_paths: list[Path] = field(default_factory=list)
@@ -103,7 +101,6 @@ def _sandbox(config: ExternalAgentConfig) -> CommandSandbox:
         config.namespace,
         kubectl=config.kubectl,
         limits=config.limits,
-        command_uid=config.command_uid,
         discovery_cache=config.discovery_cache,
         read_only_paths=config.read_only_paths,
         pod=config.pod,

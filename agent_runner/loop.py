@@ -51,7 +51,6 @@ async def _run(
             config.namespace,
             kubectl=config.kubectl,
             limits=config.limits,
-            command_uid=config.command_uid,
             discovery_cache=config.discovery_cache,
             pod=config.pod,
         )

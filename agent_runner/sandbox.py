@@ -77,7 +77,7 @@ class SandboxUnavailable(RuntimeError):
 
 
 class CommandSandbox(Protocol):
-    """Where the agent's commands run: `Sandbox` and `UserSandbox` here, `PodSandbox` in a Pod."""
+    """Where the agent's commands run: `Sandbox` on this host, `pod_sandbox.PodSandbox` in a Pod."""
 
     shim: kubectl_record.ShimLayout | None  # `shim.record`: the recording kubectl's record, read here
 
@@ -272,7 +272,7 @@ class Sandbox:
         record_kubectl: bool = True,
         read_only_paths: Sequence[Path] = (),
     ) -> None:
-        self.confiner = self._confiner()
+        self.confiner = find_bwrap()  # the program every command runs under
         self.kubectl = resolve_kubectl(kubectl)
         self.scratch = scratch_dir.resolve()
         self.source_kubeconfig = kubeconfig
@@ -294,10 +294,6 @@ class Sandbox:
             return kubectl_record.install(kubectl_record.root_beside(self.scratch), self.kubectl, owner)
         except kubectl_record.RecordUnavailable as exc:
             raise SandboxUnavailable(str(exc)) from exc
-
-    def _confiner(self) -> str:
-        """The program every command runs under."""
-        return find_bwrap()
 
     @property
     def kubeconfig(self) -> str:
@@ -386,17 +382,6 @@ class Sandbox:
         args += [*_READ_ONLY_ROOT, "--chdir", home, *limited_shell(self.meter, command)]
         return args
 
-    def _spawn_options(self, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """How the confining program is started (bubblewrap sets the command's own environment)."""
-        assert self.space is not None
-        return {"env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "pass_fds": self.space.fds}
-
-    def _is_open(self) -> bool:
-        return self.space is not None
-
-    def _disk_free(self) -> int | None:
-        return self.space.disk_free() if self.space is not None else None
-
     async def run(self, command: str, time_limit: float, output_cap: int) -> CommandOutcome:
         return await self._execute(self.argv(command), time_limit, output_cap)
 
@@ -426,18 +411,17 @@ class Sandbox:
     ) -> CommandOutcome:
         """Run `program` confined (with `stdin` from a file), stopped after `time_limit` seconds or
         when `stop` is set; either way, what it printed until then is in the outcome."""
-        return await self._execute(self.program_argv(program, env), time_limit, output_cap, env, stdin, stop)
+        return await self._execute(self.program_argv(program, env), time_limit, output_cap, stdin, stop)
 
     async def _execute(
         self,
         argv: list[str],
         time_limit: float,
         output_cap: int,
-        env: Mapping[str, str] | None = None,
         stdin: Path | None = None,
         stop: asyncio.Event | None = None,
     ) -> CommandOutcome:
-        if not self._is_open():
+        if self.space is None:
             raise RuntimeError("the sandbox is not open: await open() before running commands")
         started = time.monotonic()
         loop = asyncio.get_running_loop()
@@ -449,7 +433,9 @@ class Sandbox:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                **self._spawn_options(env),
+                # bubblewrap sets the command's own environment
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                pass_fds=self.space.fds,
             )
         finally:
             if stdin is not None:
@@ -503,7 +489,7 @@ class Sandbox:
             transport.close()
         _, status, usage = waiter.result()
         proc.returncode = os.waitstatus_to_exitcode(status)
-        hit = self.meter.command_ended(usage, self._disk_free(), at_process_limit, bytes(kept))
+        hit = self.meter.command_ended(usage, self.space.disk_free(), at_process_limit, bytes(kept))
         return CommandOutcome(
             exit_code=None if timed_out else proc.returncode,
             output=bytes(kept).decode("utf-8", errors="replace"),
@@ -525,110 +511,13 @@ class Sandbox:
 
     async def check(self) -> None:
         """Run a trivial command confined; raise if this confinement cannot work here."""
-        if self._verified_by_host():
+        if _host_verified:
             return
         outcome = await self.run("true", time_limit=30, output_cap=4096)
         if outcome.exit_code != 0:
             raise SandboxUnavailable(
-                f"{self._unable()} (exit {outcome.exit_code}): {outcome.output.strip()[:500]}"
+                f"{BUBBLEWRAP_UNABLE} (exit {outcome.exit_code}): {outcome.output.strip()[:500]}"
             )
-
-    def _verified_by_host(self) -> bool:
-        return _host_verified
-
-    def _unable(self) -> str:
-        return BUBBLEWRAP_UNABLE
-
-
-class UserSandbox(Sandbox):
-    """The confinement inside a container, where the container is the boundary and bubblewrap
-    usually cannot make namespaces: the runner runs as root, each command as an unprivileged user
-    (`uid`, no supplementary groups) in a new session, with only PATH, HOME, KUBECONFIG and GOGC in
-    its environment, the scratch directory (owned by that user) as its working directory and HOME,
-    and the trial's process, memory and CPU limits (its disk is the Pod's ephemeral storage).
-    The runner's environment, the model's key among it, and everything else of root's stay out of
-    the user's reach: another user's /proc/PID/environ and 0400 files cannot be read. The network
-    is the Pod's, confined by the sandbox's NetworkPolicy."""
-
-    def __init__(
-        self,
-        scratch_dir: Path,
-        kubeconfig: Path,
-        namespace: str,
-        kubectl: str = "kubectl",
-        uid: int = 65532,
-        limits: Limits | None = None,
-        read_only_paths: Sequence[Path] = (),
-    ) -> None:
-        self.uid = uid
-        super().__init__(
-            scratch_dir, kubeconfig, namespace, kubectl, limits=limits, read_only_paths=read_only_paths
-        )
-        self.meter = LimitMeter(self.limits, uid)
-
-    def _confiner(self) -> str:
-        if os.geteuid() != 0:
-            raise SandboxUnavailable(
-                "running the agent's commands as another user needs the runner to run as root "
-                "(in the driver Pod: runAsUser 0 with the SETUID, SETGID, CHOWN and KILL capabilities)"
-            )
-        return "/bin/sh"
-
-    @property
-    def kubeconfig(self) -> str:
-        return str(self.scratch / ".kube" / "config")
-
-    async def open(self) -> None:
-        await asyncio.to_thread(self._prepare_scratch)
-
-    def _is_open(self) -> bool:
-        return Path(self.kubeconfig).exists()
-
-    def _prepare_scratch(self) -> None:
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        target = Path(self.kubeconfig)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(
-            kubeconfig_file.dump(sandbox_kubeconfig(self.source_kubeconfig, self.namespace, None))
-        )
-        target.chmod(0o600)
-        for path in (self.scratch, *self.scratch.rglob("*")):
-            os.chown(path, self.uid, self.uid, follow_symlinks=False)
-        self.shim = self._install_shim(self.uid)
-
-    def argv(self, command: str, env: Mapping[str, str] | None = None) -> list[str]:
-        return limited_shell(self.meter, command)
-
-    async def forward_local_port(self, port: int) -> None:
-        return None  # the commands share the runner's network (the Pod's)
-
-    async def write_agent_file(self, name: str, text: str) -> tuple[str, Path]:
-        path = self.scratch / name
-        path.write_text(text)
-        os.chown(path, self.uid, self.uid)
-        return str(path), path
-
-    def _disk_free(self) -> int | None:
-        return None
-
-    def _spawn_options(self, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-        kubectl_dir = self.shim.shim.parent if self.shim is not None else self.kubectl.parent
-        environment = {
-            "PATH": f"{kubectl_dir}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(self.scratch),
-            "KUBECONFIG": self.kubeconfig,
-            "GOGC": KUBECTL_GOGC,
-            **(env or {}),
-        }
-        return {
-            "env": environment, "cwd": self.scratch, "user": self.uid, "group": self.uid, "extra_groups": [],
-        }  # fmt: skip
-
-    def _verified_by_host(self) -> bool:
-        return False  # the host's check is of bubblewrap, not of this
-
-    def _unable(self) -> str:
-        return f"cannot run commands as uid {self.uid} here"
 
 
 def _kill_group(pid: int) -> None:

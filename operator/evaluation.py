@@ -117,6 +117,14 @@ class EvalRun:
                 "(--driver pod); with the process driver give spec.agent.command instead"
             )
             return
+        pod_driver = self.services.settings.driver == "pod"
+        if spec.agent is not None and spec.agent.command is not None and pod_driver:
+            await self._fail(
+                "spec.agent.command runs beside the runner with a model proxy on the operator's host, "
+                "which the pod driver's shell Pod cannot reach; give spec.agent.image, or run the "
+                "operator with --driver process"
+            )
+            return
         n_req = spec.scoring.n_req.value if spec.scoring.n_req.rule == "fixed" else scenario.n_req()
         assert n_req is not None
         order = trial_order(spec)

@@ -280,12 +280,13 @@ def role(namespace: str, name: str, rules: list[dict[str, Any]]) -> dict[str, An
     }
 
 
-def role_binding(namespace: str, name: str, account: str) -> dict[str, Any]:
+def role_binding(namespace: str, name: str, account: str, role_kind: str = "Role") -> dict[str, Any]:
+    """Binds the Role (or ClusterRole) `name` to the ServiceAccount `account` of `namespace`."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": {"name": name, "namespace": namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
     }
 

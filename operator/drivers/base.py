@@ -1,8 +1,9 @@
 """What every driver offers: one agent run (`Launch`), the `Driver` protocol, and the runner's
 inputs and outputs (its options, prompt files, transcript and result) that every driver shares.
 
-The model's API key (if any) reaches the runner only through an environment variable (process)
-or a Secret reference (pod), never through arguments, the CR or the transcript.
+The model's API key (if any) reaches the runner only through an environment variable (both
+drivers run the runner as a process of the operator), never through arguments, the CR or the
+transcript.
 """
 
 from __future__ import annotations
@@ -81,13 +82,12 @@ class Running(Protocol):
         ...
 
 
-def runner_arguments(launch: Launch, *, kubectl: str | None, in_pod: bool) -> list[str]:
+def runner_arguments(launch: Launch, *, kubectl: str | None) -> list[str]:
     """The runner's command-line options (see `agentmatrix agent run --help`)."""
-    workdir = Path("/agent") if in_pod else launch.workdir
-    inputs = Path("/inputs") if in_pod else launch.workdir
+    workdir = launch.workdir
     args = [
         "--namespace", launch.namespace,
-        "--kubeconfig", str(inputs / "kubeconfig") if in_pod else str(launch.kubeconfig),
+        "--kubeconfig", str(launch.kubeconfig),
         "--system-prompt-file", str(workdir / "system-prompt.txt"),
         "--task-file", str(workdir / "task.txt"),
         "--transcript", str(workdir / "transcript.jsonl"),
@@ -100,7 +100,7 @@ def runner_arguments(launch: Launch, *, kubectl: str | None, in_pod: bool) -> li
         "--time-limit", str(launch.time_limit),
     ]  # fmt: skip
     if launch.base_url is None:
-        args += ["--replay-script", str(inputs / "replay.yaml")]
+        args += ["--replay-script", str(workdir / "replay.yaml")]
     else:
         args += ["--base-url", launch.base_url, "--model", launch.model_name or ""]
     if launch.seed is not None:
@@ -112,9 +112,8 @@ def runner_arguments(launch: Launch, *, kubectl: str | None, in_pod: bool) -> li
         args += ["--kubectl", kubectl]
     if launch.agent is not None and launch.agent.command is not None:
         args += ["--agent-command", json.dumps(list(launch.agent.command))]
-        if not in_pod:
-            for path in launch.agent.read_only_paths or ():
-                args += ["--read-only-path", path]
+        for path in launch.agent.read_only_paths or ():
+            args += ["--read-only-path", path]
     return args
 
 

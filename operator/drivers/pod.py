@@ -10,8 +10,8 @@
 - **The runner** is forked by the operator's warm runner host exactly as with the process driver
   (same transcript, result, end reasons, usage and limits), with `--confinement pod`: each
   command runs in the shell Pod through `pods/exec` (`agent_runner.pod_sandbox`). It execs as
-  the ServiceAccount `names.SHELL_EXEC_SERVICE_ACCOUNT`, whose Role allows `get` on that Pod and
-  `create` on its `pods/exec`, nothing else; its token is minted here, expires after the trial,
+  the ServiceAccount `names.SHELL_EXEC_SERVICE_ACCOUNT`, bound to a ClusterRole that allows `get`
+  on that Pod and exec into it, nothing else; its token is minted here, expires after the trial,
   and never enters the Pod. The model endpoint and its key stay with the runner.
 - **The Pod's end ends the trial:** a shell Pod that is deleted, evicted, OOM-killed or fails, or
   stays Pending or unable to start (`ImagePullBackOff`, `CreateContainerConfigError`, ...) past
@@ -192,21 +192,36 @@ def shell_pod(namespace: str, image: str, time_limit: float, real_node: bool) ->
     return driver_pod(namespace, names.SHELL_POD, spec, time_limit, real_node)
 
 
-def exec_access_objects(namespace: str) -> list[dict[str, Any]]:
+def shell_exec_cluster_role() -> dict[str, Any]:
     """The runner's exec identity: `get` on the shell Pod and exec into it, nothing else. An exec
     over a websocket is a GET, which the API server authorizes as `get` on `pods/exec` unless its
-    `AuthorizePodWebsocketUpgradeCreatePermission` gate is on (then `create`): both are granted."""
-    account = names.SHELL_EXEC_SERVICE_ACCOUNT
+    `AuthorizePodWebsocketUpgradeCreatePermission` gate is on (then `create`): both are granted.
+    A ClusterRole bound in each sandbox, so that the operator needs only `bind` on it, not the
+    right to exec itself (deploy/ installs it; the operator makes it where it may, locally)."""
     only = {"apiGroups": [""], "resourceNames": [names.SHELL_POD]}
-    rules = [
-        {**only, "resources": ["pods"], "verbs": ["get"]},
-        {**only, "resources": ["pods/exec"], "verbs": ["get", "create"]},
-    ]
-    return [
-        sandbox.service_account(namespace, account),
-        sandbox.role(namespace, account, rules),
-        sandbox.role_binding(namespace, account, account),
-    ]
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": names.SHELL_EXEC_CLUSTER_ROLE},
+        "rules": [
+            {**only, "resources": ["pods"], "verbs": ["get"]},
+            {**only, "resources": ["pods/exec"], "verbs": ["get", "create"]},
+        ],
+    }
+
+
+def exec_access_objects(namespace: str) -> list[dict[str, Any]]:
+    """The runner's ServiceAccount in the sandbox, bound to `shell_exec_cluster_role` there."""
+    account = names.SHELL_EXEC_SERVICE_ACCOUNT
+    binding = sandbox.role_binding(namespace, names.SHELL_EXEC_CLUSTER_ROLE, account, "ClusterRole")
+    return [sandbox.service_account(namespace, account), binding]
+
+
+async def ensure_shell_exec_role(kube: Kube) -> None:
+    """The ClusterRole the sandboxes bind, made if it is missing (an install ships it)."""
+    roles = "/apis/rbac.authorization.k8s.io/v1/clusterroles"
+    if await kube.get(f"{roles}/{names.SHELL_EXEC_CLUSTER_ROLE}") is None:
+        await kube.create_or_keep(roles, shell_exec_cluster_role())
 
 
 @dataclass(frozen=True)
@@ -294,6 +309,7 @@ class PreparedShell:
             return await start_agent_image(kube, launch, launch.agent.image, real_node)
         pods = f"/api/v1/namespaces/{ns}/pods"
         pod = shell_pod(ns, self.driver.image, launch.time_limit, real_node)
+        await ensure_shell_exec_role(kube)
         await sandbox.create_objects(
             kube,
             exec_access_objects(ns),
@@ -312,7 +328,7 @@ class PreparedShell:
             names.SHELL_EXEC_SERVICE_ACCOUNT,
         )
         runner_launch = dataclasses.replace(launch, kubeconfig=kubeconfig)
-        arguments = runner_arguments(runner_launch, kubectl=None, in_pod=False)
+        arguments = runner_arguments(runner_launch, kubectl=None)
         arguments += ["--confinement", "pod", "--pod", names.SHELL_POD]
         process = await spawn_runner(self.driver.host, runner_launch, arguments, self.api_key)
         return RunningShell(kube, ns, process)

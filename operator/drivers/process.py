@@ -201,7 +201,7 @@ class PreparedProcess:
 
     async def start(self, launch: Launch) -> RunningProcess:
         await asyncio.to_thread(write_inputs, launch)
-        arguments = runner_arguments(launch, kubectl=self.driver.kubectl, in_pod=False)
+        arguments = runner_arguments(launch, kubectl=self.driver.kubectl)
         if self.driver.discovery is not None and launch.kubeconfig is not None:
             cache = await self.driver.discovery.directory(
                 self.driver.kubectl or "kubectl", launch.kubeconfig, launch.workdir.parent / "kubectl-cache"

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentmatrix.agent_runner import EndReason, ReplayServer, Scaffold, parse_steps, run_agent
-from agentmatrix.agent_runner.config import AgentConfig, AgentResult, Confinement
+from agentmatrix.agent_runner.config import AgentConfig, AgentResult
 from agentmatrix.agent_runner.transcript import read
 from agentmatrix.cluster import controlplane
 from agentmatrix.operator.drivers.process import make_world_readable
@@ -203,65 +201,6 @@ def test_tokens_in_command_output_are_redacted(
     assert "token: [REDACTED]" in steps[0]["output"] and "token: [REDACTED]" in steps[1]["output"]
     assert token not in config.transcript_path.read_text()
     assert token not in requests, "command output is redacted before the model sees it too"
-
-
-def test_as_another_user_a_command_cannot_read_the_runners_key_or_roots_files(
-    cluster: controlplane.LocalCluster,
-    agent_sandbox: AgentSandbox,
-    make_config: MakeConfig,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The driver Pod's confinement (`--confinement user`), here on the host as root: each command
-    runs as uid 65532, the way it does inside the container."""
-    key = "replay-key-8e2d4b6f1a3c5e7d9b0a"
-    monkeypatch.setenv("AGENT_TEST_API_KEY", key)
-    shared = Path(tempfile.mkdtemp(prefix="agentmatrix-user-confinement-"))
-    try:
-        shared.chmod(0o755)  # the command's user must reach its scratch directory and kubectl
-        kubectl = shared / "kubectl"
-        shutil.copy(agent_sandbox.kubectl, kubectl)
-        private = shared / "root-only.txt"
-        private.write_text("root-marker-3c9e\n")
-        private.chmod(0o400)
-        script = [
-            {"command": "id -u; id -G"},
-            {"command": "env"},
-            {"command": "cat /proc/$PPID/environ"},
-            {"command": f"cat {private}"},
-            {"command": "kubectl scale deployment agent --replicas=2"},
-            {"command": "echo written > note.txt && cat note.txt"},
-            {},
-        ]
-        config, result = play(
-            script,
-            agent_sandbox,
-            make_config,
-            key,
-            kubectl=kubectl,
-            confinement=Confinement.USER,
-            scratch_dir=shared / "scratch",
-        )
-
-        assert result.end_reason is EndReason.FINISHED, result.message
-        steps = [r for r in read(config.transcript_path) if r["type"] == "step"]
-        assert steps[0]["output"].split() == ["65532", "65532"]  # no supplementary groups
-        assert {line.split("=", 1)[0] for line in steps[1]["output"].split()} == {
-            "PATH", "HOME", "KUBECONFIG", "GOGC", "PWD"
-        }  # fmt: skip
-        assert steps[2]["exit_code"] != 0 and "Permission denied" in steps[2]["output"]
-        assert steps[3]["exit_code"] != 0 and "Permission denied" in steps[3]["output"]
-        assert "root-marker" not in steps[3]["output"]
-        assert steps[4]["output"].strip() == "deployment.apps/agent scaled"
-        # The recording kubectl works for the command's user too (its record is that user's).
-        assert [call["argv"] for call in steps[4]["kubectl"]] == [
-            ["scale", "deployment", "agent", "--replicas=2"]
-        ]
-        assert replicas(cluster, agent_sandbox.namespace) == "2"
-        assert steps[5]["output"].strip() == "written"
-        assert (config.scratch_dir / "note.txt").stat().st_uid == 65532
-        assert key not in config.transcript_path.read_text()
-    finally:
-        shutil.rmtree(shared)
 
 
 def test_a_shared_discovery_cache_is_read_only_to_the_agent(

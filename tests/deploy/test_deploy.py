@@ -218,7 +218,8 @@ def can_i(cluster: controlplane.LocalCluster, user: str, *args: str) -> bool:
         (OPERATOR, ("delete", "customresourcedefinitions")),
         (OPERATOR, ("delete", "nodes")),
         (OPERATOR, ("create", "pods", "--subresource=exec", "-n", "default")),
-        (OPERATOR, ("create", "pods/other", "--subresource=exec", "-n", "default")),
+        (OPERATOR, ("create", "pods/agent-shell", "--subresource=exec", "-n", "default")),
+        (OPERATOR, ("bind", "clusterroles/cluster-admin")),
         (CERTS_JOB, ("get", "secrets/agentmatrix-operator-token", "-n", SYSTEM)),
         (CERTS_JOB, ("delete", "secrets/agentmatrix-webhook-client-ca", "-n", SYSTEM)),
         (CERTS_JOB, ("delete", "secrets/agentmatrix-webhook-tls", "-n", SYSTEM)),
@@ -240,6 +241,7 @@ def test_service_accounts_cannot_do_what_they_do_not_need(
         (OPERATOR, ("create", "namespaces")),
         (OPERATOR, ("create", "roles", "-n", "default")),
         (OPERATOR, ("create", "serviceaccounts", "--subresource=token", "-n", "default")),
+        (OPERATOR, ("bind", "clusterroles/agentmatrix-shell-exec")),
         (CERTS_JOB, ("create", "secrets", "-n", SYSTEM)),
         (CERTS_JOB, ("get", "secrets/agentmatrix-webhook-client-ca", "-n", SYSTEM)),
         (CERTS_JOB, ("delete", "secrets/agentmatrix-apiserver-webhook-client", "-n", SYSTEM)),
@@ -252,16 +254,13 @@ def test_service_accounts_can_do_their_jobs(
 
 
 def scenario_permissions() -> set[tuple[str, str, str | None]]:
-    """(verb, resource as kubectl names it, resourceName) of every rule of every scenario's Roles,
-    and of the pod driver's exec Role."""
-    from agentmatrix.operator.drivers.pod import exec_access_objects
+    """(verb, resource as kubectl names it, resourceName) of every rule of every scenario's Roles."""
     from agentmatrix.scenarios import build
 
-    (exec_role,) = [o for o in exec_access_objects("default") if o["kind"] == "Role"]
     wanted: set[tuple[str, str, str | None]] = set()
     for name in SCENARIOS:
         scenario = build({"name": name})
-        for rule in scenario.agent_rules() + scenario.operations_rules() + exec_role["rules"]:
+        for rule in scenario.agent_rules() + scenario.operations_rules():
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
                     qualified = f"{resource.split('/')[0]}.{group}" if group else resource.split("/")[0]

@@ -1,5 +1,5 @@
 """spec.agent.image: the agent's own image as the agent's Pod (pod driver), refused by the
-process driver with the reason."""
+process driver with the reason; spec.agent.command refused by the pod driver."""
 
 from __future__ import annotations
 
@@ -86,6 +86,19 @@ def test_the_pod_driver_runs_the_agent_image_as_its_service_account(
             return None
 
         pod, inputs = wait_for("the agent's Pod", driver, log=pod_operator.log)
+        # An external command cannot reach its model proxy from a Pod: refused with the reason.
+        command = {**spec(), "agent": {"command": ["/bin/true"]}}
+        cluster.kubectl("apply", "-f", "-", input=eval_manifest("command", namespace, command))
+
+        def refused() -> dict[str, Any] | None:
+            status = get_eval(cluster, namespace, "command").get("status") or {}
+            return status if status.get("phase") == "Failed" else None
+
+        degraded = next(
+            c for c in wait_for("the eval to fail", refused, log=pod_operator.log)["conditions"]
+            if c["type"] == "Degraded"
+        )  # fmt: skip
+        assert "the pod driver's shell Pod cannot reach" in degraded["message"]
         body = wait_for(
             "the trial to end",
             lambda: (lambda b: b if (b.get("status") or {}).get("phase") == "Completed" else None)(
@@ -102,7 +115,9 @@ def test_the_pod_driver_runs_the_agent_image_as_its_service_account(
     assert env["AGENTMATRIX_PROMPT_FILE"] == "/inputs/prompt.txt"
     assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:9/v1" and env["OPENAI_MODEL"] == "m"
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    # What Pod Security `restricted` asks, beyond the baseline the pod driver's namespace enforces.
+    # What Pod Security `restricted` asks (the sandbox enforces it), and the projected token only.
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["kube-api-access", "inputs"]
     assert pod["spec"]["securityContext"] == {
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},

@@ -3,21 +3,26 @@ kubelet's own words for each case; `tests/realnode/test_pod_driver.py` makes the
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from agentmatrix.api import names
 from agentmatrix.operator.drivers.pod import (
     PENDING_LIMIT_SECONDS,
     SERVICE_ACCOUNT_DIR,
     exec_access_objects,
+    shell_exec_cluster_role,
     shell_failure,
     shell_pod,
     shell_uid,
     token_seconds,
 )
 from agentmatrix.operator.trial import NOT_RUN_END_REASONS, RUNNER_END_REASONS, end_of_run
+
+RBAC = Path(__file__).resolve().parents[2] / "deploy" / "base" / "rbac-operator.yaml"
 
 
 def test_the_shell_pod_is_restricted_non_root_of_its_own_user_with_only_a_projected_token() -> None:
@@ -58,18 +63,30 @@ def test_the_token_outlasts_the_trial_before_the_kubelet_renews_it() -> None:
 
 
 def test_the_runners_exec_identity_may_only_look_at_and_exec_into_the_shell_pod() -> None:
-    account, role, binding = exec_access_objects("sandbox-a")
+    account, binding = exec_access_objects("sandbox-a")
     assert account["metadata"]["name"] == names.SHELL_EXEC_SERVICE_ACCOUNT
-    assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "resourceNames": ["agent-shell"], "verbs": ["get"]},
-        {
-            "apiGroups": [""],
-            "resources": ["pods/exec"],
-            "resourceNames": ["agent-shell"],
-            "verbs": ["get", "create"],
-        },
-    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "agentmatrix-shell-exec"
+    }  # fmt: skip
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "shell-exec", "namespace": "sandbox-a"}]
+    only = {"apiGroups": [""], "resourceNames": ["agent-shell"]}
+    assert shell_exec_cluster_role()["rules"] == [
+        {**only, "resources": ["pods"], "verbs": ["get"]},
+        {**only, "resources": ["pods/exec"], "verbs": ["get", "create"]},
+    ]
+
+
+def test_deploy_ships_the_same_shell_exec_role_and_the_operator_may_only_bind_it() -> None:
+    documents = list(yaml.safe_load_all(RBAC.read_text()))
+    (shipped,) = [d for d in documents if d["metadata"]["name"] == "agentmatrix-shell-exec"]
+    assert shipped["rules"] == shell_exec_cluster_role()["rules"]
+    (operator_role,) = [
+        d for d in documents if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "agentmatrix-operator"
+    ]
+    bind = {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+            "resourceNames": ["agentmatrix-shell-exec"], "verbs": ["get", "bind"]}  # fmt: skip
+    assert bind in operator_role["rules"]
+    assert not [rule for rule in operator_role["rules"] if "pods/exec" in rule["resources"]]
 
 
 def waiting(reason: str, message: str = "") -> dict[str, Any]:

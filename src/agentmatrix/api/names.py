@@ -40,6 +40,7 @@ SHELL_POD = "agent-shell"
 SHELL_CONTAINER = "shell"
 SHELL_HOME = "/home/agent"
 SHELL_EXEC_SERVICE_ACCOUNT = "shell-exec"
+SHELL_EXEC_CLUSTER_ROLE = "agentmatrix-shell-exec"  # bound to it in each sandbox (deploy/ installs it)
 
 # A node that runs containers (`agentmatrix cluster up --real-node`) carries this label with the
 # value "real" and a NoSchedule taint, so only pods that ask for it run there.

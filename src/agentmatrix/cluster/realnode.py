@@ -335,6 +335,9 @@ def _reserved(cpu: str, memory: str) -> dict[str, str]:
     }
 
 
+POD_PIDS_LIMIT = 1024
+
+
 def _kubelet_config(paths: NodePaths, cluster: LocalCluster, cpu: str, memory: str) -> Path:
     port = processes.free_port()
     healthz = processes.free_port()
@@ -371,6 +374,8 @@ def _kubelet_config(paths: NodePaths, cluster: LocalCluster, cpu: str, memory: s
         "serializeImagePulls": False,
         "resolvConf": "",
         "maxPods": 110,
+        # A fork bomb in one pod (the agent's shell, or a pod the agent made) cannot take the node's pids.
+        "podPidsLimit": POD_PIDS_LIMIT,
         "nodeStatusReportFrequency": "10s",
         "nodeStatusUpdateFrequency": "10s",
     }
