@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from agentmatrix.agent_runner.replay import ReplayServer, parse_steps
+from agentmatrix.api import names
 from agentmatrix.cluster import controlplane, images, processes, realnode
 from agentmatrix.operator.drivers.pod import shell_uid
 from tests.operator.operator_harness import (
@@ -37,6 +38,8 @@ from tests.realnode.conftest import RealCluster
 pytestmark = pytest.mark.realnode
 
 EVALS = "pod-driver-tests"
+MISSING_IMAGE = "pod-driver-missing-image"
+RESTART = "pod-driver-restart"
 KEY = "pod-driver-model-key-3c9e51b07a64"
 LOOK = {"command": "kubectl get configmap service-metrics -o yaml", "thought": "How loaded is it?"}
 SCALE = {"command": "kubectl scale deployment agent --replicas=3", "thought": "Three is enough."}
@@ -66,6 +69,16 @@ def operator(
         cluster, directory, webhook.ledger, EVALS, "--keep-sandboxes", *POD_DRIVER
     ) as running:
         yield running
+
+
+@pytest.fixture(autouse=True)
+def no_sandboxes_left(real_cluster: RealCluster) -> Iterator[None]:
+    """Each test's sandboxes (kept for its checks) are deleted after it: their pods hold the real
+    node's CPU, and a later shell Pod would stay Pending (`pod-pending`) for want of it."""
+    yield
+    for evals in (EVALS, MISSING_IMAGE, RESTART):
+        selector = f"{names.LABEL_SANDBOX}=true,{names.LABEL_EVAL_NAMESPACE}={evals}"
+        real_cluster.cluster.kubectl("delete", "namespace", "-l", selector, "--timeout=120s", check=False)
 
 
 def run_eval(
@@ -150,6 +163,18 @@ def test_a_command_past_the_memory_limit_ends_the_trial_memory_limit(
     assert (transcript[-1]["command"], transcript[-1]["limit"]) == (hog, "memory_limit")
 
 
+def test_filling_the_home_ends_the_trial_disk_limit(
+    real_cluster: RealCluster, operator: Operator, tmp_path: Path
+) -> None:
+    """The home is a memory-backed volume the size of the disk limit (a tmpfs of 256 MiB)."""
+    fill = "df -k /home/agent; dd if=/dev/zero of=fill bs=1M count=300"
+    steps = [LOOK, SCALE, {"command": fill}, {"command": "echo not reached"}, DONE]
+    entry, transcript = run_eval(real_cluster.cluster, operator, "disk", steps, tmp_path)
+    assert (entry["state"], entry["endReason"]) == ("Succeeded", "disk-limit"), entry
+    assert (transcript[-1]["command"], transcript[-1]["limit"]) == (fill, "disk_limit")
+    assert "262144" in transcript[-1]["output"] and "No space left on device" in transcript[-1]["output"]
+
+
 def test_an_agent_that_deletes_its_shell_pod_ends_the_trial_pod_deleted(
     real_cluster: RealCluster, operator: Operator, tmp_path: Path
 ) -> None:
@@ -169,7 +194,7 @@ def test_a_shell_image_that_does_not_exist_ends_the_trial_at_once_naming_it(
     real_cluster: RealCluster, operator: Operator, tmp_path: Path
 ) -> None:
     cluster = real_cluster.cluster
-    namespace = "pod-driver-missing-image"
+    namespace = MISSING_IMAGE
     ensure_namespace(cluster, namespace)
     missing = "registry.local/agentmatrix/no-such-image:0"
     spec = {
@@ -203,7 +228,7 @@ def test_after_an_operator_restart_the_cut_off_runner_is_stopped_and_the_trial_r
     """The namespace annotation names the runner (and its shell Pod); the restarted operator stops
     that runner by pid, deletes the cut-off sandbox with its Pod, and runs the trial again."""
     cluster = real_cluster.cluster
-    namespace = "pod-driver-restart"
+    namespace = RESTART
     ensure_namespace(cluster, namespace)
     steps = [LOOK, {"command": "sleep 40"}, SCALE, DONE]
     spec = {
