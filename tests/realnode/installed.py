@@ -23,11 +23,11 @@ SYSTEM = "agentmatrix-system"
 EVALS = "install-evals"
 REPLICAS = 3
 # An agent shipped as an image (spec.agent.image): a script that scales its own service with the
-# Pod's ServiceAccount, through the in-cluster config (there is no cluster DNS on the local node).
+# Pod's ServiceAccount, through the in-cluster configuration the Pod is given.
 AGENT_IMAGE = "registry.local/agentmatrix/scripted-agent:1"
 AGENT_SCRIPT = f"""#!/bin/sh
 set -e
-unset KUBECONFIG
+test -z "${{KUBECONFIG:-}}"
 kubectl get deployment agent -n "$AGENTMATRIX_NAMESPACE"
 kubectl scale deployment agent --replicas={REPLICAS} -n "$AGENTMATRIX_NAMESPACE"
 """
