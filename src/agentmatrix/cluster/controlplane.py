@@ -203,6 +203,9 @@ def up(
                 f"--cert-dir={pki_dir}",
                 "--profiling=false",
                 "--endpoint-reconciler-type=none",
+                # No kube-proxy routes a Service's ClusterIP: the API server calls webhooks (and
+                # aggregated APIs) served by pods at their endpoints' addresses instead.
+                "--enable-aggregator-routing=true",
                 # A real node's name does not resolve; its InternalIP is where its kubelet listens.
                 "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--v=0",

@@ -44,6 +44,11 @@ CHAIN_FORWARD = "AGENTMATRIX-NODE-FWD"
 CHAIN_DNAT = "AGENTMATRIX-NODE-DNAT"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 
+# PersistentVolumes the node offers (hostPath, Retain: a released one is not reused).
+VOLUME_PREFIX = "agentmatrix-node-volume-"
+VOLUME_COUNT = 8
+VOLUME_SIZE = "10Gi"  # what a claim may ask for; hostPath enforces no size
+
 # What a real node allots its pods (the rest of the machine is reserved for everything else).
 DEFAULT_CPU = "1"
 DEFAULT_MEMORY = "2Gi"
@@ -97,6 +102,10 @@ class NodePaths:
     @property
     def kubelet_root(self) -> Path:
         return self.root / "kubelet"
+
+    @property
+    def volumes(self) -> Path:
+        return self.root / "volumes"
 
 
 def ctr_command(state_dir: Path) -> list[str]:
@@ -409,6 +418,45 @@ def _publish_api_endpoint(cluster: LocalCluster, api_port: int) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(slice_))
 
 
+def _volume(index: int, directory: Path) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"{VOLUME_PREFIX}{index}", "labels": {NODE_LABEL: names.NODE_KIND_REAL}},
+        "spec": {
+            "capacity": {"storage": VOLUME_SIZE},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "volumeMode": "Filesystem",
+            "hostPath": {"path": str(directory), "type": "Directory"},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": NODE_LABEL, "operator": "In", "values": [names.NODE_KIND_REAL]}
+                            ]
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
+def _provide_volumes(cluster: LocalCluster, paths: NodePaths) -> None:
+    """PersistentVolumes on the node's disk for claims without a storage class (no provisioner runs
+    here): directories below the node's state, gone at `down`. Any user may write them, as pods
+    run as users of their own and a hostPath volume takes no fsGroup."""
+    volumes = []
+    for index in range(VOLUME_COUNT):
+        directory = paths.volumes / str(index)
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o1777)
+        volumes.append(json.dumps(_volume(index, directory)))
+    cluster.kubectl("apply", "--server-side", "-f", "-", input="\n---\n".join(volumes))
+
+
 def recorded_processes(state_dir: Path) -> list[processes.RecordedProcess]:
     return processes.load(NodePaths(node_dir(state_dir)).pids)
 
@@ -487,6 +535,7 @@ def up(
         )
         wait_for(f"node {NODE_NAME} Ready", lambda: _node_ready(cluster), 120, procs, paths.logs)
         _publish_api_endpoint(cluster, api_port)
+        _provide_volumes(cluster, paths)
     except BaseException as exc:
         try:
             down(cluster.state_dir)
