@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from agentmatrix.agent_runner.command_sandbox import CommandSandbox, SandboxUnavailable
 from agentmatrix.agent_runner.config import Confinement
 from agentmatrix.agent_runner.limits import Limits
 from agentmatrix.agent_runner.pod_sandbox import PodSandbox
-from agentmatrix.agent_runner.sandbox import CommandSandbox, Sandbox, SandboxUnavailable
+from agentmatrix.agent_runner.sandbox import Sandbox
 
 
 def make_sandbox(

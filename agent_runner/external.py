@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentmatrix.agent_runner.command_sandbox import CommandOutcome, CommandSandbox, SandboxUnavailable
 from agentmatrix.agent_runner.config import AgentResult, Confinement, EndReason
 from agentmatrix.agent_runner.confine import make_sandbox
 from agentmatrix.agent_runner.kubectl_record import KubectlCall, KubectlRecord
 from agentmatrix.agent_runner.limits import Limits
 from agentmatrix.agent_runner.model_proxy import ModelProxy
 from agentmatrix.agent_runner.redaction import Redactor, kubeconfig_secrets
-from agentmatrix.agent_runner.sandbox import CommandOutcome, CommandSandbox, SandboxUnavailable
 from agentmatrix.agent_runner.transcript import Transcript
 
 POLL_SECONDS = 0.2

@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentmatrix.agent_runner import scaffolds
+from agentmatrix.agent_runner.command_sandbox import CommandOutcome, CommandSandbox, SandboxUnavailable
 from agentmatrix.agent_runner.config import AgentConfig, AgentResult, EndReason, Scaffold
 from agentmatrix.agent_runner.confine import make_sandbox
 from agentmatrix.agent_runner.endpoint import Completion, ContextTooLong, EndpointFailure, ModelClient
 from agentmatrix.agent_runner.kubectl_record import KubectlRecord
 from agentmatrix.agent_runner.memory import Exchange, Memory, estimate_tokens
 from agentmatrix.agent_runner.redaction import Redactor, kubeconfig_secrets
-from agentmatrix.agent_runner.sandbox import CommandOutcome, CommandSandbox, SandboxUnavailable
 from agentmatrix.agent_runner.transcript import Transcript
 
 NOT_RUN = "Not run: only one command is run per step."

@@ -36,13 +36,9 @@ from typing import Any
 import aiohttp
 
 from agentmatrix.agent_runner import kubectl_record
+from agentmatrix.agent_runner.agent_kubeconfig import current_server
+from agentmatrix.agent_runner.command_sandbox import PROCESS_POLL_SECONDS, CommandOutcome, SandboxUnavailable
 from agentmatrix.agent_runner.limits import PROCESS_HIT_SHARE, LimitHit, LimitMeter, Limits
-from agentmatrix.agent_runner.sandbox import (
-    PROCESS_POLL_SECONDS,
-    CommandOutcome,
-    SandboxUnavailable,
-    current_server,
-)
 from agentmatrix.api import names
 from agentmatrix.cluster import kubeconfig as kubeconfig_file
 from agentmatrix.kube import ApiError, Kube, KubeAccess

@@ -25,108 +25,28 @@ inside, and the host's other services cannot be reached.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shlex
 import shutil
-import signal
-import subprocess
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
-from agentmatrix.agent_runner import kubectl_record
+from agentmatrix.agent_runner import bubblewrap, host_check, kubectl_record
+from agentmatrix.agent_runner.agent_kubeconfig import current_server, sandbox_kubeconfig
+from agentmatrix.agent_runner.command_sandbox import CommandOutcome, SandboxUnavailable
+from agentmatrix.agent_runner.confined_process import run_confined
 from agentmatrix.agent_runner.isolation import (
     STAGE_DISCOVERY,
     STAGE_EXTRA,
     STAGE_HOME,
     STAGE_KUBECTL,
-    ApiRoute,
     ExtraBind,
     IsolationError,
     TrialSpace,
     api_route,
 )
-from agentmatrix.agent_runner.limits import LimitHit, LimitMeter, Limits
+from agentmatrix.agent_runner.limits import LimitMeter, Limits
 from agentmatrix.cluster import kubeconfig as kubeconfig_file
-
-SANDBOX_BIN = "/opt/agent/bin"
-SANDBOX_PATH = f"{SANDBOX_BIN}:/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
-_ETC_FILES = (
-    "/etc/hosts",
-    "/etc/resolv.conf",
-    "/etc/nsswitch.conf",
-    "/etc/passwd",
-    "/etc/group",
-    "/etc/localtime",
-    "/etc/ssl",
-    "/etc/ca-certificates",
-    "/etc/alternatives",  # Debian's links for awk, editors and the like
-)
-_READ_CHUNK = 65_536
-PROCESS_POLL_SECONDS = 0.5  # how often a running command's process count is looked at
-# kubectl is a Go program that lives for one command: collecting its garbage less often saves about
-# a quarter of its CPU.
-KUBECTL_GOGC = "400"
-
-
-class SandboxUnavailable(RuntimeError):
-    """Commands cannot be confined here; the message says why and what to install."""
-
-
-class CommandSandbox(Protocol):
-    """Where the agent's commands run: `Sandbox` on this host, `pod_sandbox.PodSandbox` in a Pod."""
-
-    shim: kubectl_record.ShimLayout | None  # `shim.record`: the recording kubectl's record, read here
-
-    async def open_checked(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    def secrets(self) -> list[str]:
-        """Credentials the commands can read that the runner did not give them: to be redacted."""
-        ...
-
-    async def run(self, command: str, time_limit: float, output_cap: int) -> CommandOutcome: ...
-
-    async def run_program(
-        self,
-        program: Sequence[str],
-        time_limit: float,
-        output_cap: int,
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: Path | None = None,
-        stop: asyncio.Event | None = None,
-    ) -> CommandOutcome: ...
-
-    async def write_agent_file(self, name: str, text: str) -> tuple[str, Path]: ...
-
-    async def forward_local_port(self, port: int) -> None: ...
-
-
-@dataclass(frozen=True)
-class CommandOutcome:
-    exit_code: int | None  # None when the command was killed for its timeout
-    output: str  # stdout and stderr interleaved, at most `output_cap` bytes of it
-    output_bytes: int  # how much it printed in all
-    truncated: bool
-    timed_out: bool
-    seconds: float
-    limit: LimitHit | None = None  # the trial's limit this command reached, if any
-
-
-def find_bwrap() -> str:
-    found = shutil.which("bwrap")
-    if found is None:
-        raise SandboxUnavailable(
-            "bubblewrap (`bwrap`) is not installed, so the agent's commands cannot be confined; "
-            "install the Debian package `bubblewrap` (apt-get install bubblewrap). "
-            "Commands are never run unconfined."
-        )
-    return found
 
 
 def resolve_kubectl(kubectl: str) -> Path:
@@ -139,120 +59,6 @@ def resolve_kubectl(kubectl: str) -> Path:
     if not path.is_file():
         raise SandboxUnavailable(f"kubectl binary {str(path)!r} does not exist")
     return path.resolve()
-
-
-def _usr_merged_links() -> list[str]:
-    """Bind or link /bin, /lib*, /sbin the way the host has them (links into /usr or real dirs)."""
-    args: list[str] = []
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-        if os.path.islink(top):
-            args += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            args += ["--ro-bind", top, top]
-    return args
-
-
-def _isolation_args(tmp_bytes: int) -> list[str]:
-    """bubblewrap's namespaces, and the root it builds: /usr, new /proc, /dev and a small /tmp."""
-    return [
-        "--unshare-all",
-        "--share-net",  # the trial's network namespace, which the command's process has joined
-        "--die-with-parent",
-        # The command itself is the pid namespace's init: its whole tree's CPU and memory then
-        # reach the runner's wait4 (bubblewrap's own init does not pass them on).
-        "--as-pid-1",
-        "--new-session",
-        "--cap-drop",
-        "ALL",
-        "--clearenv",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-        *_usr_merged_links(),
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--size",
-        str(tmp_bytes),
-        "--tmpfs",
-        "/tmp",
-    ]
-
-
-_READ_ONLY_ROOT = ["--remount-ro", "/dev", "--remount-ro", "/"]
-
-_host_verified = False
-LIMITS_UNSET_EXIT = 125
-BUBBLEWRAP_UNABLE = "bubblewrap cannot create the sandbox on this host"
-ISOLATION_UNABLE = "the trial's namespaces cannot be made on this host"
-
-
-def verify_host() -> None:
-    """Check once that the trial's namespaces and bubblewrap work on this host (raises
-    SandboxUnavailable if not). Runners forked from this process afterwards skip their own check."""
-    global _host_verified
-    try:
-        space = TrialSpace.create(api_route("https://127.0.0.1:1"), 1 << 20, Path("/bin/true"), None)
-    except (IsolationError, OSError) as error:
-        raise SandboxUnavailable(f"{ISOLATION_UNABLE}: {error}") from error
-    try:
-        meter = LimitMeter(Limits(), space.uid)
-        done = subprocess.run(
-            [*space.entry_argv(), find_bwrap(), *_isolation_args(1 << 20), *_READ_ONLY_ROOT,
-             *limited_shell(meter, "true")],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            pass_fds=space.fds,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        )  # fmt: skip
-    finally:
-        space.close_descriptors()
-    if done.returncode != 0:
-        raise SandboxUnavailable(f"{BUBBLEWRAP_UNABLE} (exit {done.returncode}): {done.stderr.strip()[:500]}")
-    _host_verified = True
-
-
-def limited_shell(meter: LimitMeter, command: str) -> list[str]:
-    """`/bin/sh -c COMMAND` under the trial's resource limits (set by a shell that then becomes the
-    command's: the command is its sandbox's init, see `_isolation_args`)."""
-    wrapper = f'{meter.shell_prefix()} || exit {LIMITS_UNSET_EXIT}; exec /bin/sh -c "$1"'
-    return ["/bin/sh", "-c", wrapper, "sh", command]
-
-
-def sandbox_kubeconfig(source: Path, namespace: str, route: ApiRoute | None) -> dict[str, Any]:
-    """The agent's kubeconfig as the sandbox needs it: the namespace as its default and, where the
-    forwarder listens elsewhere than the server's own address, the forwarder's address with the
-    server's name kept for TLS verification."""
-    data = kubeconfig_file.load(source) or {}
-    current = data.get("current-context")
-    cluster_name = None
-    for entry in data.get("contexts") or []:
-        if entry.get("name") == current and isinstance(entry.get("context"), dict):
-            entry["context"]["namespace"] = namespace
-            cluster_name = entry["context"].get("cluster")
-    for entry in data.get("clusters") or []:
-        cluster = entry.get("cluster")
-        if route is not None and entry.get("name") == cluster_name and isinstance(cluster, dict):
-            cluster["server"] = route.server
-            if route.tls_server_name is not None:
-                cluster["tls-server-name"] = route.tls_server_name
-    return data
-
-
-def current_server(data: dict[str, Any]) -> str:
-    """The API server URL of the kubeconfig's current context."""
-    current = data.get("current-context")
-    contexts = {c.get("name"): c.get("context") or {} for c in data.get("contexts") or []}
-    clusters = {c.get("name"): c.get("cluster") or {} for c in data.get("clusters") or []}
-    cluster = clusters.get(contexts.get(current, {}).get("cluster"))
-    if cluster is None and len(clusters) == 1:
-        cluster = next(iter(clusters.values()))
-    server = (cluster or {}).get("server")
-    if not isinstance(server, str):
-        raise SandboxUnavailable("the agent's kubeconfig names no API server for its current context")
-    return server
 
 
 class Sandbox:
@@ -272,7 +78,7 @@ class Sandbox:
         record_kubectl: bool = True,
         read_only_paths: Sequence[Path] = (),
     ) -> None:
-        self.confiner = find_bwrap()  # the program every command runs under
+        self.confiner = bubblewrap.find_bwrap()  # the program every command runs under
         self.kubectl = resolve_kubectl(kubectl)
         self.scratch = scratch_dir.resolve()
         self.source_kubeconfig = kubeconfig
@@ -313,7 +119,7 @@ class Sandbox:
                 for path in (self.shim.record_dir, self.shim.record):
                     os.chown(path, self.space.uid, self.space.uid)
         except (IsolationError, OSError) as error:
-            raise SandboxUnavailable(f"{ISOLATION_UNABLE}: {error}") from error
+            raise SandboxUnavailable(f"{host_check.ISOLATION_UNABLE}: {error}") from error
         self.meter = LimitMeter(self.limits, self.space.uid)
         config = sandbox_kubeconfig(self.source_kubeconfig, self.namespace, route)
         self.space.write_home_file(".kube/config", kubeconfig_file.dump(config))
@@ -339,10 +145,10 @@ class Sandbox:
     def _kubectl_binds(self) -> list[str]:
         """The agent's `kubectl`: the real binary, or the recording shim in front of it."""
         if self.shim is None:
-            return ["--ro-bind", STAGE_KUBECTL, f"{SANDBOX_BIN}/kubectl"]
-        root = Path(SANDBOX_BIN).parent
+            return ["--ro-bind", STAGE_KUBECTL, f"{bubblewrap.SANDBOX_BIN}/kubectl"]
+        root = Path(bubblewrap.SANDBOX_BIN).parent
         return [
-            "--ro-bind", f"{STAGE_EXTRA}/shim", f"{SANDBOX_BIN}/kubectl",
+            "--ro-bind", f"{STAGE_EXTRA}/shim", f"{bubblewrap.SANDBOX_BIN}/kubectl",
             "--ro-bind", STAGE_KUBECTL, str(root / "real" / "kubectl"),
             "--bind", f"{STAGE_EXTRA}/record", str(root / "record"),
         ]  # fmt: skip
@@ -354,10 +160,10 @@ class Sandbox:
         args = [
             *self.space.entry_argv(),
             self.confiner,
-            *_isolation_args(min(64 << 20, self.limits.disk_bytes)),
+            *bubblewrap.isolation_args(min(64 << 20, self.limits.disk_bytes)),
             "--setenv",
             "PATH",
-            SANDBOX_PATH,
+            bubblewrap.SANDBOX_PATH,
             "--setenv",
             "HOME",
             home,
@@ -366,11 +172,11 @@ class Sandbox:
             self.kubeconfig,
             "--setenv",
             "GOGC",
-            KUBECTL_GOGC,
+            bubblewrap.KUBECTL_GOGC,
         ]
         for name, value in (env or {}).items():
             args += ["--setenv", name, value]
-        for path in _ETC_FILES:
+        for path in bubblewrap.ETC_FILES:
             args += ["--ro-bind-try", path, path]
         for index, read_only in enumerate(self.read_only_paths):
             args += ["--ro-bind", f"{STAGE_EXTRA}/ro-{index}", str(read_only)]
@@ -379,7 +185,7 @@ class Sandbox:
             # What kubectl would fetch and cache at its first command, shared by every trial:
             # read-only, so that no agent can change what another's kubectl reads.
             args += ["--ro-bind", STAGE_DISCOVERY, f"{home}/.kube/cache/discovery"]
-        args += [*_READ_ONLY_ROOT, "--chdir", home, *limited_shell(self.meter, command)]
+        args += [*bubblewrap.READ_ONLY_ROOT, "--chdir", home, *bubblewrap.limited_shell(self.meter, command)]
         return args
 
     async def run(self, command: str, time_limit: float, output_cap: int) -> CommandOutcome:
@@ -423,82 +229,7 @@ class Sandbox:
     ) -> CommandOutcome:
         if self.space is None:
             raise RuntimeError("the sandbox is not open: await open() before running commands")
-        started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        source = os.open(stdin, os.O_RDONLY | os.O_CLOEXEC) if stdin is not None else subprocess.DEVNULL
-        try:
-            proc = subprocess.Popen(  # noqa: ASYNC220 (a vfork and exec; the waiting is asynchronous)
-                argv,
-                stdin=source,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                # bubblewrap sets the command's own environment
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                pass_fds=self.space.fds,
-            )
-        finally:
-            if stdin is not None:
-                os.close(source)
-        assert proc.stdout is not None
-        reader = asyncio.StreamReader(limit=_READ_CHUNK)
-        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), proc.stdout)
-        # The exit status with the resource usage of the command's whole process tree.
-        waiter = asyncio.ensure_future(asyncio.to_thread(os.wait4, proc.pid, 0))
-        kept = bytearray()
-        total = 0
-
-        async def drain() -> None:
-            nonlocal total
-            while chunk := await reader.read(_READ_CHUNK):
-                total += len(chunk)
-                room = output_cap - len(kept)
-                if room > 0:
-                    kept.extend(chunk[:room])
-            await asyncio.shield(waiter)
-
-        async def watch_processes() -> None:
-            """Returns once the trial's user runs at its process limit."""
-            while True:
-                await asyncio.sleep(PROCESS_POLL_SECONDS)  # most commands end before the first look
-                if await asyncio.to_thread(self.meter.processes_at_limit):
-                    return
-
-        reading = asyncio.ensure_future(drain())
-        watching = asyncio.ensure_future(watch_processes())
-        stopping = asyncio.ensure_future(stop.wait() if stop is not None else asyncio.Event().wait())
-        timed_out = False
-        at_process_limit = False
-        try:
-            done, _ = await asyncio.wait(
-                {reading, watching, stopping}, timeout=time_limit, return_when=asyncio.FIRST_COMPLETED
-            )
-            if reading not in done:
-                at_process_limit = watching in done or self.meter.processes_at_limit()
-                timed_out = not at_process_limit and stopping not in done
-                _kill_group(proc.pid)
-        except asyncio.CancelledError:
-            _kill_group(proc.pid)
-            raise
-        finally:
-            watching.cancel()
-            stopping.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(waiter), 10)
-            reading.cancel()
-            transport.close()
-        _, status, usage = waiter.result()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        hit = self.meter.command_ended(usage, self.space.disk_free(), at_process_limit, bytes(kept))
-        return CommandOutcome(
-            exit_code=None if timed_out else proc.returncode,
-            output=bytes(kept).decode("utf-8", errors="replace"),
-            output_bytes=total,
-            truncated=total > len(kept),
-            timed_out=timed_out,
-            seconds=time.monotonic() - started,
-            limit=hit,
-        )
+        return await run_confined(argv, self.space, self.meter, time_limit, output_cap, stdin, stop)
 
     async def open_checked(self) -> None:
         """`open`, then `check`; closed again (and SandboxUnavailable raised) if it cannot work."""
@@ -511,16 +242,10 @@ class Sandbox:
 
     async def check(self) -> None:
         """Run a trivial command confined; raise if this confinement cannot work here."""
-        if _host_verified:
+        if host_check.host_verified():
             return
         outcome = await self.run("true", time_limit=30, output_cap=4096)
         if outcome.exit_code != 0:
             raise SandboxUnavailable(
-                f"{BUBBLEWRAP_UNABLE} (exit {outcome.exit_code}): {outcome.output.strip()[:500]}"
+                f"{host_check.BUBBLEWRAP_UNABLE} (exit {outcome.exit_code}): {outcome.output.strip()[:500]}"
             )
-
-
-def _kill_group(pid: int) -> None:
-    """bwrap leads its own process group; its sandboxed children die with it (--die-with-parent)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)

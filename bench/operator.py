@@ -50,7 +50,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agentmatrix.agent_runner.sandbox import KUBECTL_GOGC  # noqa: E402
+from agentmatrix.agent_runner.bubblewrap import KUBECTL_GOGC  # noqa: E402
 from agentmatrix.api import names  # noqa: E402
 from agentmatrix.api.replicationeval import EvalSpec  # noqa: E402
 from agentmatrix.cluster import binaries, controlplane, images, realnode  # noqa: E402

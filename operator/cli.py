@@ -50,7 +50,11 @@ def run(
         ),
     ] = "auto",
     driver_image: Annotated[
-        str | None, typer.Option(help="Image with agentmatrix, for the pod driver.")
+        str | None,
+        typer.Option(
+            envvar="AGENTMATRIX_DRIVER_IMAGE",
+            help="Image with agentmatrix and kubectl (the agent runner's), for the pod driver.",
+        ),
     ] = None,
     kubectl: Annotated[
         str | None, typer.Option(help="kubectl the agent uses (default: the one on PATH).")

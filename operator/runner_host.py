@@ -170,7 +170,8 @@ def prebuild_converters(command: object) -> None:
 
 def main() -> None:
     from agentmatrix.agent_runner.cli import agent_app, warm_up
-    from agentmatrix.agent_runner.sandbox import SandboxUnavailable, verify_host
+    from agentmatrix.agent_runner.command_sandbox import SandboxUnavailable
+    from agentmatrix.agent_runner.host_check import verify_host
 
     warm_up()  # before any fork, so that each runner inherits what it loads
     with contextlib.suppress(SandboxUnavailable):  # if it cannot, each runner says so in its result

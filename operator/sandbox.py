@@ -23,6 +23,7 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -346,9 +347,18 @@ async def create_sandbox(
         policy = network_policy(namespace, await api_server_endpoints(kube))
         await kube.create_or_keep(collection(policy), policy)
 
-    await asyncio.gather(
-        create_network_policy(), *(kube.create_or_keep(collection(obj), obj) for obj in objects)
-    )
+    await create_objects(kube, objects, create_network_policy())
+
+
+async def create_objects(kube: Kube, objects: list[dict[str, Any]], *alongside: Awaitable[Any]) -> None:
+    """Create `objects` (keeping those that exist) concurrently with `alongside`, RoleBindings
+    last: the API server checks a binding against its Role (RBAC forbids granting what one does
+    not hold), which must exist by then, unless the caller may bind any role (cluster-admin may;
+    the operator installed by deploy/ may not)."""
+    bindings = [obj for obj in objects if obj["kind"] == "RoleBinding"]
+    rest = [obj for obj in objects if obj["kind"] != "RoleBinding"]
+    await asyncio.gather(*alongside, *(kube.create_or_keep(collection(obj), obj) for obj in rest))
+    await asyncio.gather(*(kube.create_or_keep(collection(obj), obj) for obj in bindings))
 
 
 async def create_agent_workload(

@@ -78,23 +78,6 @@ SHELL_INIT = (
     "    except ChildProcessError:\n"
     "        time.sleep(1)\n"
 )
-# The agent's identity inside an agent image's Pod: the projected ServiceAccount token.
-IN_POD_KUBECONFIG = f"""apiVersion: v1
-kind: Config
-clusters:
-- name: in-cluster
-  cluster:
-    server: https://kubernetes.default.svc
-    certificate-authority: {SERVICE_ACCOUNT_DIR}/ca.crt
-users:
-- name: agent
-  user:
-    tokenFile: {SERVICE_ACCOUNT_DIR}/token
-contexts:
-- name: in-cluster
-  context: {{cluster: in-cluster, user: agent}}
-current-context: in-cluster
-"""
 # Waiting reasons of a container that will not start by itself, and the trial's end reason.
 STUCK_REASONS: Mapping[str, str] = {
     "ErrImagePull": "pod_image_unavailable",
@@ -321,9 +304,8 @@ class PreparedShell:
         kube, ns = self.driver.kube, self.namespace
         pod = shell_pod(ns, self.driver.image, time_limit, await self.driver.real_node())
         await ensure_shell_exec_role(kube)
-        await asyncio.gather(
-            *(kube.create_or_keep(sandbox.collection(obj), obj) for obj in exec_access_objects(ns)),
-            kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", pod),
+        await sandbox.create_objects(
+            kube, exec_access_objects(ns), kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", pod)
         )
         self.shell_made = True
 
@@ -410,7 +392,8 @@ class RunningShell:
 # --- an agent's own image ---------------------------------------------------------------------
 async def start_agent_image(kube: Kube, launch: Launch, image: str, real_node: bool) -> RunningAgentImage:
     """The agent's own image as the Pod `agent-driver`, as the `agent` ServiceAccount, with the
-    prompt in /inputs/prompt.txt, KUBECONFIG for its projected token and the model as
+    prompt in /inputs/prompt.txt, the in-cluster configuration for its projected token (the
+    kubelet's KUBERNETES_SERVICE_HOST/PORT: no cluster DNS needed) and the model as
     OPENAI_BASE_URL / OPENAI_API_KEY (from a Secret of the sandbox: the agent's own model access).
     No runner runs in it, so there is no recorded kubectl and no step limit: the trial's time limit
     stops it, and the API server measures what it did."""
@@ -420,11 +403,10 @@ async def start_agent_image(kube: Kube, launch: Launch, image: str, real_node: b
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": f"{AGENT_IMAGE_POD}-inputs", "namespace": ns},
-        "data": {"prompt.txt": prompt, "task.txt": launch.task, "kubeconfig": IN_POD_KUBECONFIG},
+        "data": {"prompt.txt": prompt, "task.txt": launch.task},
     }
     await kube.create_or_keep(f"/api/v1/namespaces/{ns}/configmaps", inputs)
     env: list[dict[str, Any]] = [
-        {"name": "KUBECONFIG", "value": "/inputs/kubeconfig"},
         {"name": "AGENTMATRIX_PROMPT_FILE", "value": "/inputs/prompt.txt"},
         {"name": "AGENTMATRIX_NAMESPACE", "value": ns},
         {"name": "OPENAI_MODEL", "value": launch.model_name or ""},

@@ -42,7 +42,8 @@ from agentmatrix import manifests
 from agentmatrix.api import names, results_layout
 from agentmatrix.api.replicationeval import EvalSpec, EvalStatus
 from agentmatrix.api.vocabulary import EVAL_FINISHED
-from agentmatrix.cluster import binaries, controlplane, images, oci, processes, realnode
+from agentmatrix.cluster import binaries, controlplane, images, oci, processes, realnode, state_layout
+from agentmatrix.cluster.errors import ClusterError
 
 
 class RunError(RuntimeError):
@@ -171,7 +172,7 @@ class LocalRun:
                 f"the cluster of {self.kubeconfig} has no real node to run the agent-runner image "
                 "(start the local one with `agentmatrix cluster up --real-node`)"
             )
-        state = controlplane.default_state_dir()
+        state = state_layout.default_state_dir()
         node = realnode.unavailable(state)
         if node is not None:
             return node
@@ -205,7 +206,7 @@ class LocalRun:
             beside = self.kubeconfig.resolve().parent / "pki" / "webhook-client-ca.crt"
             self.webhook_client_ca = beside if beside.is_file() else None
             return self.kubeconfig
-        state = controlplane.default_state_dir()
+        state = state_layout.default_state_dir()
         already = controlplane.status(state).healthy
         pods = self.driver == "pod"
         if pods:
@@ -213,7 +214,7 @@ class LocalRun:
         node_before = realnode.running(state)
         try:
             cluster = controlplane.up(state, progress=self.say, real_node=pods)
-        except (binaries.BuildError, controlplane.ClusterError) as exc:
+        except (binaries.BuildError, ClusterError) as exc:
             raise RunError(str(exc)) from exc
         if not already:
             self.started_cluster = state

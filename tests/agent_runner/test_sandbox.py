@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agentmatrix.agent_runner import sandbox
-from agentmatrix.agent_runner.sandbox import Sandbox, SandboxUnavailable, verify_host
+from agentmatrix.agent_runner import bubblewrap, host_check
+from agentmatrix.agent_runner.command_sandbox import CommandOutcome, SandboxUnavailable
+from agentmatrix.agent_runner.host_check import verify_host
+from agentmatrix.agent_runner.sandbox import Sandbox
 from tests.agent_runner.agent_fixtures import AgentSandbox
 
 KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: https://127.0.0.1:9}}]\n"
@@ -18,13 +20,13 @@ KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {serve
 async def test_runners_of_a_checked_host_do_not_check_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sandbox, "_host_verified", False)
+    monkeypatch.setattr(host_check, "_host_verified", False)
     (tmp_path / "kubeconfig").write_text(KUBECONFIG)
     confined = Sandbox(tmp_path / "scratch", tmp_path / "kubeconfig", "ns", kubectl="/bin/true")
     started: list[str] = []
     real_run = Sandbox.run
 
-    async def counted(self: Sandbox, command: str, **limits: float) -> sandbox.CommandOutcome:
+    async def counted(self: Sandbox, command: str, **limits: float) -> CommandOutcome:
         started.append(command)
         return await real_run(self, command, limits["time_limit"], int(limits["output_cap"]))
 
@@ -43,11 +45,11 @@ async def test_runners_of_a_checked_host_do_not_check_again(
 def test_a_host_where_bubblewrap_cannot_work_is_refused_with_the_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sandbox, "_host_verified", False)
-    monkeypatch.setattr(sandbox, "find_bwrap", lambda: "/bin/false")  # a bwrap that always fails
+    monkeypatch.setattr(host_check, "_host_verified", False)
+    monkeypatch.setattr(bubblewrap, "find_bwrap", lambda: "/bin/false")  # a bwrap that always fails
     with pytest.raises(SandboxUnavailable, match="bubblewrap cannot create the sandbox on this host"):
         verify_host()
-    assert not sandbox._host_verified
+    assert not host_check.host_verified()
 
 
 async def test_a_program_stopped_from_outside_keeps_what_it_printed(

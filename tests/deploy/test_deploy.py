@@ -3,6 +3,7 @@ each other, and give the operator and webhook only the permissions they need."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from agentmatrix.cluster import binaries, controlplane
+from agentmatrix.scenarios import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -38,14 +40,40 @@ def kustomized(cluster: controlplane.LocalCluster, path: Path = DEPLOY) -> list[
     return documents(cluster.kubectl("kustomize", str(path)).stdout)
 
 
+def helm_template(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [helm(), "template", "agentmatrix", str(CHART), "--include-crds", "--kube-version", "1.36.3"]
+    return subprocess.run([*command, "--namespace", SYSTEM, *args], capture_output=True, text=True)
+
+
 def helm_rendered(*args: str) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [helm(), "template", "agentmatrix", str(CHART), "--include-crds", "--kube-version", "1.36.3", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return documents(out)
+    rendered = helm_template(*args)
+    assert rendered.returncode == 0, rendered.stderr
+    return documents(rendered.stdout)
+
+
+# Objects only one of the two installs has: kustomize makes the release namespace and a Job that
+# makes the webhook's certificates in the cluster; the chart makes them itself (kept on upgrade).
+KUSTOMIZE_ONLY_KINDS = ("Namespace",)
+SELF_SIGNED_JOB = "agentmatrix-webhook-certs"
+
+
+def comparable_kustomize(objects: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    return {
+        key(o): o
+        for o in objects
+        if o["kind"] not in KUSTOMIZE_ONLY_KINDS and o["metadata"]["name"] != SELF_SIGNED_JOB
+    }
+
+
+def comparable_helm(objects: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    out = {}
+    for o in objects:
+        if o["kind"] == "Secret":
+            continue
+        for hook in o.get("webhooks", []):
+            hook["clientConfig"].pop("caBundle", None)
+        out[key(o)] = o
+    return out
 
 
 def key(obj: dict[str, Any]) -> tuple[str, str, str]:
@@ -79,6 +107,13 @@ def stand_in_crd(group: str, kind: str, plural: str) -> dict[str, Any]:
     }
 
 
+MONITORING_APIS = (
+    "--api-versions",
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "--api-versions",
+    "monitoring.coreos.com/v1/PrometheusRule",
+)
+
 STAND_INS = [
     stand_in_crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
     stand_in_crd("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
@@ -110,25 +145,37 @@ def installed(cluster: controlplane.LocalCluster) -> Iterator[controlplane.Local
 
 @pytest.mark.cluster
 def test_kustomize_and_helm_render_the_same_objects(cluster: controlplane.LocalCluster) -> None:
-    from_kustomize = {key(o): o for o in kustomized(cluster)}
-    from_helm = {key(o): o for o in helm_rendered()}
+    from_kustomize = comparable_kustomize(kustomized(cluster))
+    from_helm = comparable_helm(helm_rendered())
     assert from_kustomize.keys() == from_helm.keys()
     for k, obj in from_kustomize.items():
         assert from_helm[k] == obj, (
             f"{k} differs between deploy/ and the Helm chart; run scripts/sync_chart.py"
         )
+    with_monitoring = DEPLOY / "components" / "monitoring"
+    monitoring_helm = helm_rendered(*MONITORING_APIS)
+    for name in ("servicemonitor.yaml", "prometheus-rule.yaml"):
+        (obj,) = documents((with_monitoring / name).read_text())
+        assert comparable_helm(monitoring_helm)[key(obj)] == obj
 
 
 @pytest.mark.cluster
 def test_cert_manager_variants_agree(cluster: controlplane.LocalCluster) -> None:
-    from_kustomize = {key(o): o for o in kustomized(cluster, DEPLOY / "overlays" / "cert-manager")}
-    from_helm = {key(o): o for o in helm_rendered("--set", "certificates=cert-manager")}
-    assert from_kustomize.keys() == from_helm.keys()
+    from_kustomize = comparable_kustomize(kustomized(cluster, DEPLOY / "overlays" / "cert-manager"))
+    from_helm = comparable_helm(helm_rendered("--set", "certificates=cert-manager"))
+    assert from_kustomize == from_helm
     hook = from_helm[("ValidatingWebhookConfiguration", "", "agentmatrix-webhook")]
     assert (
         hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{SYSTEM}/agentmatrix-webhook"
     )
     assert ("Job", SYSTEM, "agentmatrix-webhook-certs") not in from_kustomize
+    # auto: cert-manager where its API exists, else the chart's own certificates.
+    auto = {key(o): o for o in helm_rendered("--api-versions", "cert-manager.io/v1/Certificate")}
+    assert ("Certificate", SYSTEM, "agentmatrix-webhook") in auto
+    assert ("Secret", SYSTEM, "agentmatrix-webhook-tls") not in auto
+    plain = {key(o): o for o in helm_rendered()}
+    assert ("Secret", SYSTEM, "agentmatrix-webhook-tls") in plain
+    assert not [k for k in plain if k[0] in ("Certificate", "Issuer")]
 
 
 @pytest.mark.cluster
@@ -171,6 +218,8 @@ def can_i(cluster: controlplane.LocalCluster, user: str, *args: str) -> bool:
         (OPERATOR, ("delete", "customresourcedefinitions")),
         (OPERATOR, ("delete", "nodes")),
         (OPERATOR, ("create", "pods", "--subresource=exec", "-n", "default")),
+        (OPERATOR, ("create", "pods/agent-shell", "--subresource=exec", "-n", "default")),
+        (OPERATOR, ("bind", "clusterroles/cluster-admin")),
         (CERTS_JOB, ("get", "secrets/agentmatrix-operator-token", "-n", SYSTEM)),
         (CERTS_JOB, ("delete", "secrets/agentmatrix-webhook-client-ca", "-n", SYSTEM)),
         (CERTS_JOB, ("delete", "secrets/agentmatrix-webhook-tls", "-n", SYSTEM)),
@@ -192,6 +241,7 @@ def test_service_accounts_cannot_do_what_they_do_not_need(
         (OPERATOR, ("create", "namespaces")),
         (OPERATOR, ("create", "roles", "-n", "default")),
         (OPERATOR, ("create", "serviceaccounts", "--subresource=token", "-n", "default")),
+        (OPERATOR, ("bind", "clusterroles/agentmatrix-shell-exec")),
         (CERTS_JOB, ("create", "secrets", "-n", SYSTEM)),
         (CERTS_JOB, ("get", "secrets/agentmatrix-webhook-client-ca", "-n", SYSTEM)),
         (CERTS_JOB, ("delete", "secrets/agentmatrix-apiserver-webhook-client", "-n", SYSTEM)),
@@ -201,6 +251,77 @@ def test_service_accounts_can_do_their_jobs(
     installed: controlplane.LocalCluster, user: str, request_args: tuple[str, ...]
 ) -> None:
     assert can_i(installed, user, *request_args)
+
+
+def scenario_permissions() -> set[tuple[str, str, str | None]]:
+    """(verb, resource as kubectl names it, resourceName) of every rule of every scenario's Roles."""
+    from agentmatrix.scenarios import build
+
+    wanted: set[tuple[str, str, str | None]] = set()
+    for name in SCENARIOS:
+        scenario = build({"name": name})
+        for rule in scenario.agent_rules() + scenario.operations_rules():
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    qualified = f"{resource.split('/')[0]}.{group}" if group else resource.split("/")[0]
+                    if "/" in resource:
+                        qualified += f" --subresource={resource.split('/', 1)[1]}"
+                    for verb in rule["verbs"]:
+                        for resource_name in rule.get("resourceNames") or [None]:
+                            wanted.add((verb, qualified, resource_name))
+    return wanted
+
+
+@pytest.mark.cluster
+def test_operator_holds_every_permission_it_grants_an_agent(installed: controlplane.LocalCluster) -> None:
+    """RBAC lets the operator grant the scenarios' Roles only if it holds each permission itself."""
+    missing = []
+    for verb, resource, resource_name in sorted(scenario_permissions(), key=str):
+        kind, *subresource = resource.split(" ")
+        target = f"{kind}/{resource_name}" if resource_name else kind
+        if not can_i(installed, OPERATOR, verb, target, *subresource, "-n", "default"):
+            missing.append(f"{verb} {resource} {resource_name or ''}".strip())
+    assert missing == []
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("scenario_name", sorted(SCENARIOS))
+def test_the_operators_service_account_sets_up_a_sandbox(
+    installed: controlplane.LocalCluster, scenario_name: str
+) -> None:
+    """As the installed operator (its ServiceAccount, not cluster-admin): Roles it grants, and their
+    bindings, which the API server checks against Roles that must exist by then; the pod driver's
+    exec identity too."""
+    from agentmatrix.api.replicationeval import ArmSpec
+    from agentmatrix.kube import Kube
+    from agentmatrix.operator import sandbox
+    from agentmatrix.operator.drivers.pod import exec_access_objects
+    from agentmatrix.scenarios import build
+
+    namespace = f"rbac-{scenario_name}"
+    installed.kubectl("create", "namespace", namespace)
+    kubeconfig = installed.service_account_kubeconfig(SYSTEM, "agentmatrix-operator")
+
+    async def set_up() -> None:
+        kube = Kube.from_kubeconfig(kubeconfig)
+        try:
+            await sandbox.create_sandbox(
+                kube,
+                {"metadata": {"name": namespace}},
+                scenario=build({"name": scenario_name}),
+                arm=ArmSpec(name="baseline"),
+                settings=sandbox.SandboxSettings(),
+            )
+            await sandbox.create_objects(kube, exec_access_objects(namespace))
+        finally:
+            await kube.close()
+
+    try:
+        asyncio.run(set_up())
+        bindings = installed.kubectl("get", "rolebindings", "-n", namespace, "-o", "name").stdout.split()
+        assert len(bindings) == 3
+    finally:
+        installed.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 def test_dockerfile_passes_hadolint() -> None:

@@ -32,8 +32,9 @@ def test_wheel_carries_the_crd_the_manifests_and_the_results_schema(wheel: Path)
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "agentmatrix/crds/agentmatrix.dev_replicationevals.yaml" in names
     assert "agentmatrix/api/results-layout-v1.schema.json" in names
-    for path in DEPLOY.rglob("*.yaml"):
-        assert f"agentmatrix/deploy/{path.relative_to(DEPLOY)}" in names, path
+    for path in DEPLOY.rglob("*"):  # the chart's helpers and schema too: `helm install` needs them
+        if path.is_file():
+            assert f"agentmatrix/deploy/{path.relative_to(DEPLOY)}" in names, path
     assert not any(name.startswith("agentmatrix/crds/kustomization") for name in names)
 
 

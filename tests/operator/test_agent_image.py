@@ -112,7 +112,7 @@ def test_the_pod_driver_runs_the_agent_image_as_its_service_account(
     (container,) = pod["spec"]["containers"]
     assert container["image"] == AGENT_IMAGE and "command" not in container  # the image's own entrypoint
     env = {item["name"]: item.get("value") for item in container["env"]}
-    assert env["KUBECONFIG"] == "/inputs/kubeconfig"
+    assert "KUBECONFIG" not in env  # the in-cluster configuration: the kubelet's service address
     assert env["AGENTMATRIX_PROMPT_FILE"] == "/inputs/prompt.txt"
     assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:9/v1" and env["OPENAI_MODEL"] == "m"
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}

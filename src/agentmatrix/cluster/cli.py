@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentmatrix.cluster import binaries, controlplane
+from agentmatrix.cluster.errors import ClusterError
 
 app = typer.Typer(
     help="A real local Kubernetes control plane (etcd, API server, kwok nodes, optionally a real node).",
@@ -70,7 +71,7 @@ def up(
         cluster = controlplane.up(
             state_dir, bin_dir=bin_dir, progress=_progress, nodes=nodes, real_node=real_node
         )
-    except (binaries.BuildError, controlplane.ClusterError) as exc:
+    except (binaries.BuildError, ClusterError) as exc:
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     _progress(f"up in {time.monotonic() - started:.1f}s")
@@ -82,7 +83,7 @@ def down(state_dir: StateDir = None) -> None:
     """Stop exactly the processes `up` started and remove the cluster's state."""
     try:
         stopped = controlplane.down(state_dir)
-    except controlplane.ClusterError as exc:
+    except ClusterError as exc:
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     _progress(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from agentmatrix.cluster import binaries, images, oci, realnode
 from agentmatrix.cluster.cli import StateDir, _progress
-from agentmatrix.cluster.controlplane import default_state_dir
+from agentmatrix.cluster.state_layout import default_state_dir
 
 app = typer.Typer(help="Container images built from this checkout, with no registry.", no_args_is_help=True)
 err = Console(stderr=True)

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentmatrix.api import names
-from agentmatrix.cluster import binaries, controlplane, hostchanges, images, kubeconfig, oci, pki, processes
-from agentmatrix.cluster.controlplane import ClusterError, LocalCluster
+from agentmatrix.cluster import binaries, hostchanges, images, kubeconfig, oci, pki, processes
+from agentmatrix.cluster.controlplane import LocalCluster
+from agentmatrix.cluster.errors import ClusterError
+from agentmatrix.cluster.health import wait_for
 
 NODE_NAME = "agentmatrix-node"
 BRIDGE = "agentmatrix0"
@@ -41,6 +43,11 @@ CHAIN_INPUT = "AGENTMATRIX-NODE-IN"
 CHAIN_FORWARD = "AGENTMATRIX-NODE-FWD"
 CHAIN_DNAT = "AGENTMATRIX-NODE-DNAT"
 CNI_BIN_DIR = Path("/usr/lib/cni")
+
+# PersistentVolumes the node offers (hostPath, Retain: a released one is not reused).
+VOLUME_PREFIX = "agentmatrix-node-volume-"
+VOLUME_COUNT = 8
+VOLUME_SIZE = "10Gi"  # what a claim may ask for; hostPath enforces no size
 
 # What a real node allots its pods (the rest of the machine is reserved for everything else).
 DEFAULT_CPU = "1"
@@ -95,6 +102,10 @@ class NodePaths:
     @property
     def kubelet_root(self) -> Path:
         return self.root / "kubelet"
+
+    @property
+    def volumes(self) -> Path:
+        return self.root / "volumes"
 
 
 def ctr_command(state_dir: Path) -> list[str]:
@@ -422,6 +433,45 @@ def _publish_api_endpoint(cluster: LocalCluster, api_port: int) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(slice_))
 
 
+def _volume(index: int, directory: Path) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"{VOLUME_PREFIX}{index}", "labels": {NODE_LABEL: names.NODE_KIND_REAL}},
+        "spec": {
+            "capacity": {"storage": VOLUME_SIZE},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "volumeMode": "Filesystem",
+            "hostPath": {"path": str(directory), "type": "Directory"},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": NODE_LABEL, "operator": "In", "values": [names.NODE_KIND_REAL]}
+                            ]
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
+def _provide_volumes(cluster: LocalCluster, paths: NodePaths) -> None:
+    """PersistentVolumes on the node's disk for claims without a storage class (no provisioner runs
+    here): directories below the node's state, gone at `down`. Any user may write them, as pods
+    run as users of their own and a hostPath volume takes no fsGroup."""
+    volumes = []
+    for index in range(VOLUME_COUNT):
+        directory = paths.volumes / str(index)
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o1777)
+        volumes.append(json.dumps(_volume(index, directory)))
+    cluster.kubectl("apply", "--server-side", "-f", "-", input="\n---\n".join(volumes))
+
+
 def recorded_processes(state_dir: Path) -> list[processes.RecordedProcess]:
     return processes.load(NodePaths(node_dir(state_dir)).pids)
 
@@ -465,9 +515,9 @@ def up(
         say("real node: starting containerd")
         containerd_config = _containerd_config(paths)
         record(processes.spawn("containerd", ["containerd", "--config", str(containerd_config)], paths.logs))
-        controlplane._wait("containerd's socket", paths.containerd_socket.exists, 30, procs, paths.logs)
+        wait_for("containerd's socket", paths.containerd_socket.exists, 30, procs, paths.logs)
         ctr = ctr_command(cluster.state_dir)
-        controlplane._wait(
+        wait_for(
             "containerd to answer",
             lambda: subprocess.run([*ctr, "version"], capture_output=True).returncode == 0,
             30,
@@ -498,8 +548,9 @@ def up(
                 paths.logs,
             )
         )
-        controlplane._wait(f"node {NODE_NAME} Ready", lambda: _node_ready(cluster), 120, procs, paths.logs)
+        wait_for(f"node {NODE_NAME} Ready", lambda: _node_ready(cluster), 120, procs, paths.logs)
         _publish_api_endpoint(cluster, api_port)
+        _provide_volumes(cluster, paths)
     except BaseException as exc:
         try:
             down(cluster.state_dir)

@@ -2,8 +2,8 @@
 
 Both deployable forms are generated from RULES, so they cannot drift:
 `deploy/prometheus/agentmatrix-rules.yaml` (a plain rules file for `rule_files:`) and
-`deploy/base/prometheus-rule.yaml` (a PrometheusRule for the Prometheus Operator, labelled for
-kube-prometheus-stack's default rule selector). Regenerate both with
+`deploy/components/monitoring/prometheus-rule.yaml` (a PrometheusRule for the Prometheus
+Operator, labelled for kube-prometheus-stack's default rule selector). Regenerate both with
 `python -m agentmatrix.reporting.alert_rules deploy`.
 """
 
@@ -22,7 +22,7 @@ from agentmatrix.scoring import HIGH_RISK_THRESHOLD
 
 GROUP = "agentmatrix"
 PLAIN_RULES_PATH = Path("prometheus") / "agentmatrix-rules.yaml"
-PROMETHEUS_RULE_PATH = Path("base/prometheus-rule.yaml")
+PROMETHEUS_RULE_PATH = Path("components/monitoring/prometheus-rule.yaml")
 # kube-prometheus-stack's Prometheus selects PrometheusRules labelled with the Helm release name
 # (ruleSelectorNilUsesHelmValues: true); "kube-prometheus-stack" is the release name its docs use.
 PROMETHEUS_RULE_LABELS = {"release": "kube-prometheus-stack", "app.kubernetes.io/part-of": "agentmatrix"}
