@@ -33,7 +33,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from agentmatrix.api import names
@@ -78,8 +78,14 @@ SHELL_INIT = (
     "    except ChildProcessError:\n"
     "        time.sleep(1)\n"
 )
+# Why the shell Pod ended a run, in the runner's words (operator.trial.RUNNER_END_REASONS).
+ShellFailureReason = Literal[
+    "pod_deleted", "pod_evicted", "pod_oom_killed", "pod_failed", "pod_image_unavailable",
+    "pod_start_failed", "pod_pending",
+]  # fmt: skip
+SHELL_FAILURE_REASONS: frozenset[str] = frozenset(get_args(ShellFailureReason))
 # Waiting reasons of a container that will not start by itself, and the trial's end reason.
-STUCK_REASONS: Mapping[str, str] = {
+STUCK_REASONS: Mapping[str, ShellFailureReason] = {
     "ErrImagePull": "pod_image_unavailable",
     "ImagePullBackOff": "pod_image_unavailable",
     "InvalidImageName": "pod_image_unavailable",
@@ -214,7 +220,7 @@ async def ensure_shell_exec_role(kube: Kube) -> None:
 
 @dataclass(frozen=True)
 class ShellFailure:
-    reason: str  # in the runner's words (operator.trial.RUNNER_END_REASONS)
+    reason: ShellFailureReason  # in the runner's words (operator.trial.RUNNER_END_REASONS)
     message: str
 
 

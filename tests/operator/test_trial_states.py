@@ -11,6 +11,7 @@ from typing import Any
 
 from agentmatrix.agent_runner.config import EndReason
 from agentmatrix.api.vocabulary import TRIAL_END_REASONS
+from agentmatrix.operator.drivers.pod import SHELL_FAILURE_REASONS
 from agentmatrix.operator.trial import NOT_RUN_END_REASONS, RUNNER_END_REASONS, end_of_run, supervise
 
 
@@ -56,11 +57,17 @@ async def test_an_agent_still_running_at_the_timeout_is_stopped() -> None:
 
 
 def test_every_runner_end_reason_has_a_trial_end_reason() -> None:
-    assert set(RUNNER_END_REASONS) == {reason.value for reason in EndReason}
+    """The runner's own end reasons and the pod driver's (its shell Pod ended the run) each map to
+    a trial end reason; a trial ran when the agent, its budget or a limit it hit ended it."""
+    runner = {reason.value for reason in EndReason}
+    assert not runner & SHELL_FAILURE_REASONS
+    assert set(RUNNER_END_REASONS) == runner | SHELL_FAILURE_REASONS
     assert set(RUNNER_END_REASONS.values()) <= set(TRIAL_END_REASONS)
     ran = {EndReason.FINISHED, EndReason.MAX_STEPS, EndReason.TIME_LIMIT}
     limits = {EndReason.PROCESS_LIMIT, EndReason.MEMORY_LIMIT, EndReason.CPU_LIMIT, EndReason.DISK_LIMIT}
-    assert {reason.value for reason in set(EndReason) - ran - limits} == NOT_RUN_END_REASONS
+    agent_ended_its_pod = {"pod_deleted", "pod_evicted", "pod_oom_killed"}
+    not_run = {reason.value for reason in set(EndReason) - ran - limits}
+    assert not_run | (SHELL_FAILURE_REASONS - agent_ended_its_pod) == NOT_RUN_END_REASONS
 
 
 def test_how_a_run_ended_in_the_apis_words() -> None:
