@@ -16,7 +16,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from agentmatrix.cluster import controlplane, pki, processes
+from agentmatrix.cluster import binaries, controlplane, pki, processes
+from agentmatrix.cluster.errors import ClusterError
 
 pytestmark = pytest.mark.cluster
 
@@ -303,3 +304,29 @@ def test_service_account_kubeconfig_from_cli(
     assert minted.returncode == 0, minted.stderr
     who = cluster.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}", kubeconfig=target)
     assert who.stdout == f"system:serviceaccount:{ns}:reader"
+
+
+def test_an_up_that_fails_stops_what_it_started_and_retries_a_lost_port(tmp_path: Path) -> None:
+    """A component that cannot bind the port picked for it (another program took it in between)
+    makes `up` start again on new ports once; when it fails again, nothing `up` started is left
+    running, and its logs stay to read."""
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    for name, path in binaries.find().paths.items():
+        (bins / name).symlink_to(path)
+    (bins / "kube-scheduler").unlink()
+    (bins / "kube-scheduler").write_text(
+        "#!/bin/sh\necho 'listen tcp: bind: address already in use' >&2\nexit 1\n"
+    )
+    (bins / "kube-scheduler").chmod(0o755)
+    said: list[str] = []
+    state = tmp_path / "state"
+    with pytest.raises((ClusterError, RuntimeError), match="kube-scheduler"):
+        controlplane.up(state, bin_dir=bins, progress=said.append)
+    assert sum("starting again" in line for line in said) == 1
+    procs = processes.load(state / "processes.json")
+    assert {"etcd", "kube-apiserver"} <= {p.name for p in procs}
+    assert not any(processes.is_alive(p) for p in procs)
+    assert "address already in use" in (state / "logs" / "kube-scheduler.log").read_text()
+    controlplane.down(state)
+    assert not state.exists()

@@ -125,6 +125,9 @@ def _running(state_dir: Path) -> LocalCluster | None:
     return LocalCluster(state_dir=state_dir, binaries=binaries.find(), server=server, procs=procs)
 
 
+START_ATTEMPTS = 2
+
+
 def up(
     state_dir: Path | None = None,
     *,
@@ -151,7 +154,31 @@ def up(
         realnode.check_prerequisites()
     refuse_foreign(state_dir)
     bins = binaries.find(bin_dir)
-    down(state_dir)  # clears anything half-started from an earlier `up`
+    for attempt in range(1, START_ATTEMPTS + 1):
+        down(state_dir)  # clears anything half-started from an earlier `up`
+        try:
+            return _start(state_dir, bins, say, nodes, real_node)
+        except BaseException as exc:
+            # Stop what this attempt started; its state and logs stay for a look.
+            down(state_dir, keep_state=True)
+            if not isinstance(exc, Exception) or attempt == START_ATTEMPTS or not _lost_a_port(state_dir):
+                raise
+            say("a port picked for the cluster was taken by another program meanwhile: starting again")
+    raise AssertionError("unreachable")
+
+
+def _lost_a_port(state_dir: Path) -> bool:
+    """Whether a component could not bind its port: ports are picked free, then handed to the
+    component, and another program on the host may take one in between."""
+    logs = state_paths(state_dir)["logs"]
+    return any("address already in use" in log.read_text(errors="replace") for log in logs.glob("*.log"))
+
+
+def _start(
+    state_dir: Path, bins: binaries.Binaries, say: Progress, nodes: int, real_node: bool
+) -> LocalCluster:
+    from agentmatrix.cluster import realnode
+
     paths = state_paths(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     ports = {
