@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,3 +60,26 @@ class CommandOutcome:
     timed_out: bool
     seconds: float
     limit: LimitHit | None = None  # the trial's limit this command reached, if any
+
+    @classmethod
+    def collected(
+        cls,
+        kept: bytes,
+        total: int,
+        *,
+        exit_code: int | None,
+        timed_out: bool,
+        started: float,
+        limit: LimitHit | None,
+    ) -> CommandOutcome:
+        """The outcome of a command that printed `total` bytes, of which `kept` were kept; started at
+        `time.monotonic()` = `started`. A command killed for its timeout has no exit code."""
+        return cls(
+            exit_code=None if timed_out else exit_code,
+            output=kept.decode("utf-8", errors="replace"),
+            output_bytes=total,
+            truncated=total > len(kept),
+            timed_out=timed_out,
+            seconds=time.monotonic() - started,
+            limit=limit,
+        )

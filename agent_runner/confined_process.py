@@ -96,14 +96,8 @@ async def run_confined(
     _, status, usage = waiter.result()
     proc.returncode = os.waitstatus_to_exitcode(status)
     hit = meter.command_ended(usage, space.disk_free(), at_process_limit, bytes(kept))
-    return CommandOutcome(
-        exit_code=None if timed_out else proc.returncode,
-        output=bytes(kept).decode("utf-8", errors="replace"),
-        output_bytes=total,
-        truncated=total > len(kept),
-        timed_out=timed_out,
-        seconds=time.monotonic() - started,
-        limit=hit,
+    return CommandOutcome.collected(
+        bytes(kept), total, exit_code=proc.returncode, timed_out=timed_out, started=started, limit=hit
     )
 
 

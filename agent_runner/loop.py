@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -251,14 +252,7 @@ async def _steps(
                 f"({config.limits.describe()})"
             )
             return
-        seen = CommandOutcome(
-            outcome.exit_code,
-            output,
-            outcome.output_bytes,
-            outcome.truncated,
-            outcome.timed_out,
-            outcome.seconds,
-        )
+        seen = dataclasses.replace(outcome, output=output)
         text = _observation(seen, config.output_cap, step, config.max_steps, deadline - time.monotonic())
         exit_text = "timed out" if outcome.timed_out else f"exit {outcome.exit_code}"
         memory.add(

@@ -304,14 +304,8 @@ class PodSandbox:
         if hit is None and int(report.get("oom_kills") or 0) > 0:
             hit = LimitHit.MEMORY
         timed_out = bool(report.get("timed_out"))
-        return CommandOutcome(
-            exit_code=None if timed_out else report.get("exit"),
-            output=bytes(kept).decode("utf-8", errors="replace"),
-            output_bytes=total,
-            truncated=total > len(kept),
-            timed_out=timed_out,
-            seconds=time.monotonic() - started,
-            limit=hit,
+        return CommandOutcome.collected(
+            bytes(kept), total, exit_code=report.get("exit"), timed_out=timed_out, started=started, limit=hit
         )
 
     def _append_record(self, text: str) -> None:
