@@ -475,6 +475,8 @@ class Kube:
                     version = obj.get("metadata", {}).get("resourceVersion", version)
                     if kind != "BOOKMARK":
                         on_event(kind, obj)
+                        if batch_seconds:
+                            await asyncio.sleep(0)  # what else is ready (a review) waits for one event only
                 if batch_seconds and transport is not None:
                     await _leave_unread(transport, batch_seconds)
         return version
