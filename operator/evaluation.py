@@ -157,15 +157,15 @@ class EvalRun:
                 f"N_req = {n_req} ({self.status['nReqRule']})",
             )
         gate = asyncio.Semaphore(spec.parallelism)
-        writer = asyncio.create_task(self.writer.run(), name=f"status:{self.name}")
+        writing = asyncio.create_task(self.writer.run(), name=f"status:{self.name}")
         try:
             async with asyncio.TaskGroup() as group:
                 for key in pending:
                     group.create_task(self._trial(key, gate, n_req), name=f"trial:{self.name}:{key.id}")
         finally:
-            writer.cancel()
+            writing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await writer
+                await writing
         await self.writer.rescore(final=True)
         self.status["phase"] = status_doc.EVAL_COMPLETED
         self.status["finishedAt"] = status_doc.now()
