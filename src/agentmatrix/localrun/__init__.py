@@ -241,6 +241,7 @@ class LocalRun:
         return loaded
 
     def check_children(self) -> None:
+        """Raises when the webhook or the operator this run started has exited."""
         for child in self.children:
             if child.proc.poll() is not None:
                 raise RunError(f"the {child.name} exited ({child.proc.returncode}); see {child.log}")
