@@ -275,6 +275,7 @@ class PodDriver:
     host: RunnerHost
     real_node: Callable[[], Awaitable[bool]]
     pods_in_sandbox: int = 1
+    needs_agent_kubeconfig: bool = False
 
     @classmethod
     def for_operator(cls, services: Services) -> PodDriver:
