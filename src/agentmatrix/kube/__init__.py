@@ -190,8 +190,13 @@ class Kube:
     async def merge_patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
         return await self.request("PATCH", path, body=body, content_type=JSON_MERGE_PATCH, ok_missing=True)
 
-    async def delete(self, path: str, *, propagation: str = "Background") -> bool:
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+    async def delete(
+        self, path: str, *, propagation: str = "Background", grace_period_seconds: int | None = None
+    ) -> bool:
+        """Deletes an object, or every object of a collection's path; False if there was none."""
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        if grace_period_seconds is not None:
+            body["gracePeriodSeconds"] = grace_period_seconds
         result = await self.request("DELETE", path, body=body, ok_missing=True)
         return result is not None
 
