@@ -57,6 +57,7 @@ from agentmatrix.cluster import binaries, controlplane, images, realnode  # noqa
 from agentmatrix.kube import Kube  # noqa: E402
 from agentmatrix.operator import sandbox  # noqa: E402
 from agentmatrix.operator.copies import pod_state  # noqa: E402
+from agentmatrix.operator.drivers.pod import shell_pod  # noqa: E402
 from agentmatrix.operator.plan import TrialKey  # noqa: E402
 from agentmatrix.scenarios import build  # noqa: E402
 from tests.operator.operator_harness import (  # noqa: E402
@@ -72,6 +73,7 @@ from tests.operator.operator_harness import (  # noqa: E402
 from tests.webhook.webhook_process import RunningWebhook  # noqa: E402
 
 NAMESPACE = "bench"
+SHELL_INIT_MARK = b"commands arrive by exec"  # in the shell Pod's init (operator.drivers.pod.SHELL_INIT)
 FAST_AGENT = [{"command": "kubectl scale deployment agent --replicas=3", "thought": "a little headroom"}, {}]
 
 
@@ -104,6 +106,31 @@ def runners_cpu(operator_pid: int) -> float:
 
 def cluster_cpu(cluster: controlplane.LocalCluster) -> dict[str, float]:
     return {proc.name: cpu_seconds(proc.pid) for proc in cluster.procs}
+
+
+def cgroup_cpu_seconds(path: str) -> float:
+    """CPU seconds charged to a cpuacct cgroup (0 where it does not exist)."""
+    try:
+        return int((Path("/sys/fs/cgroup/cpuacct") / path / "cpuacct.usage").read_text()) / 1e9
+    except OSError:
+        return 0.0
+
+
+def node_cpu(cluster: controlplane.LocalCluster) -> dict[str, float]:
+    """The real node's CPU seconds by part: the pods (their processes and the commands run in them by
+    exec), the kubelet, containerd with the CNI plugins it ran, and the rest of the node's cgroup
+    (the containerd shims and the runc calls they made). Empty without a real node."""
+    node = {proc.name: proc.pid for proc in realnode.recorded_processes(cluster.state_dir)}
+    if "kubelet" not in node:
+        return {}
+    total = cgroup_cpu_seconds(realnode.CGROUP_ROOT)
+    pods = cgroup_cpu_seconds(f"{realnode.CGROUP_ROOT}/kubepods")
+    kubelet = cpu_seconds(node["kubelet"]) + cpu_seconds(node["kubelet"], children=True)
+    containerd = cpu_seconds(node["containerd"]) + cpu_seconds(node["containerd"], children=True)
+    return {
+        "pods": pods, "kubelet": kubelet, "containerd+CNI": containerd,
+        "shims+runc": total - pods - kubelet - containerd,
+    }  # fmt: skip
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -184,7 +211,7 @@ def run_eval(
     lean: bool,
     also_sample: Callable[[], None] | None = None,
 ) -> EvalFigures:
-    """Runs the eval and prints its figures (`also_sample` is called every 0.2 s while it runs)."""
+    """Runs the eval and prints its figures (`also_sample` is called every 0.5 s while it runs)."""
     name = f"bench-{spec.get('driver', 'operator')}-{int(time.time())}"
     parallelism = int(spec["parallelism"])
     time.sleep(3)  # let the operator finish starting up; its start is not the harness's time
@@ -193,6 +220,7 @@ def run_eval(
     operator_before, drivers_before = cpu_seconds(operator.pid), runners_cpu(operator.pid)
     cpu_before = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
     machine_before = machine_cpu_seconds()
+    node_before = node_cpu(cluster)
     peak_rss = 0
     sampling = True
 
@@ -202,7 +230,7 @@ def run_eval(
             peak_rss = max(peak_rss, memory_kib(operator.pid).get("VmRSS", 0))
             if also_sample is not None:
                 also_sample()
-            time.sleep(0.2)
+            time.sleep(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -222,6 +250,7 @@ def run_eval(
     drivers_cpu = runners_cpu(operator.pid) - drivers_before
     cpu_after = {"webhook": cpu_seconds(webhook.process.pid), **cluster_cpu(cluster)}
     machine = machine_cpu_seconds() - machine_before
+    node_used = {part: seconds - node_before[part] for part, seconds in node_cpu(cluster).items()}
     results = work / "results" / name
     written = subprocess.run(
         [AGENTMATRIX, "results", name, "--dir", str(results), "-n", NAMESPACE, "--kubeconfig",
@@ -279,6 +308,9 @@ def run_eval(
         "of it in none of the above (mostly the agents' commands, bwrap and kubectl, whose CPU does not "
         "reach the runners' accounts)"
     )
+    if node_used:
+        parts = ", ".join(f"{part} {seconds:.1f} s" for part, seconds in node_used.items())
+        print(f"  the real node: {sum(node_used.values()):.1f} s ({parts})")
     entry = "python -m agentmatrix.operator run" if lean else "agentmatrix operator run"
     print(
         f"operator memory ({entry}): idle {idle.get('VmRSS', 0) / 1024:.0f} MB, "
@@ -343,6 +375,79 @@ async def bare_trials(cluster: controlplane.LocalCluster, spec: dict[str, Any]) 
 
     try:
         return list(await asyncio.gather(*(bare_trial(index) for index in range(eval_spec.trials))))
+    finally:
+        await kube.close()
+
+
+async def wait_running(kube: Kube, namespace: str, pod: str, within: float = 120.0) -> None:
+    path = f"/api/v1/namespaces/{namespace}/pods"
+    async with asyncio.timeout(within):
+        while True:
+            pods, version = await kube.list_with_version(path)
+            if any(
+                p["metadata"]["name"] == pod and p.get("status", {}).get("phase") == "Running" for p in pods
+            ):
+                return
+            async for _kind, found in kube.watch(path, version):
+                if found["metadata"]["name"] == pod and found.get("status", {}).get("phase") == "Running":
+                    return
+
+
+async def bare_pod_trials(
+    cluster: controlplane.LocalCluster, trials: int, parallelism: int
+) -> list[tuple[float, float]]:
+    """(bare pod trial, its command's run) in seconds: what the pod driver's trial cannot do without,
+    from one client with no operator and no runner. The sandbox (the operator's own code, on the
+    real node), its workload until serving and the shell Pod (the pod driver's own spec) until
+    running, side by side; the agent's one command run in the shell by exec (the in-cluster kubectl
+    as the agent's ServiceAccount); the new pods until they serve; the sandbox's deletion."""
+    eval_spec = EvalSpec.model_validate(bench_spec(trials, parallelism))
+    scenario = build(eval_spec.scenario.to_api())
+    arm, image = eval_spec.arms[0], eval_spec.agent_image
+    command = str(FAST_AGENT[0]["command"]).split()  # kubectl scale deployment agent --replicas=N
+    wanted = int(command[-1].rsplit("=", 1)[1])
+    stamp = int(time.time())
+    kube = Kube.from_kubeconfig(cluster.kubeconfig)
+    gate = asyncio.Semaphore(parallelism)
+    settings = sandbox.SandboxSettings(driver_pods=1, real_node=True)
+
+    async def bare_trial(index: int) -> tuple[float, float]:
+        async with gate:
+            ns = f"pod-floor-{stamp}-{index}"
+            started = time.time()
+            namespace = sandbox.namespace_object(
+                ns, eval_name="pod-floor", eval_namespace=NAMESPACE, eval_uid=f"pod-floor-{stamp}",
+                key=TrialKey(index, arm.name), attempt=0, arm=arm, agent_image=image,
+            )  # fmt: skip
+            await kube.create_or_keep("/api/v1/namespaces", namespace)
+            shell = shell_pod(ns, images.RUNNER_IMAGE, 600.0, real_node=True)
+            workload = sandbox.create_agent_workload(
+                kube, ns, image, scenario.initial_replicas, real_node=True
+            )
+            await asyncio.gather(
+                sandbox.create_sandbox(kube, namespace, scenario=scenario, arm=arm, settings=settings),
+                workload,
+            )
+            await kube.create_or_keep(
+                f"/api/v1/namespaces/{ns}/pods", shell
+            )  # as the ServiceAccount made above
+            await asyncio.gather(
+                wait_serving(kube, ns, scenario.initial_replicas, image),
+                wait_running(kube, ns, names.SHELL_POD),
+            )
+            command_started = time.time()
+            end = await kube.exec(
+                ns, names.SHELL_POD, command, container=names.SHELL_CONTAINER, on_stdout=lambda _: None
+            )
+            if end.exit_code != 0:
+                raise SystemExit(f"the bare pod trial's command failed: {end}")
+            command_seconds = time.time() - command_started
+            await wait_serving(kube, ns, wanted, image)
+            await sandbox.delete_namespace(kube, ns)
+            return time.time() - started, command_seconds
+
+    try:
+        return list(await asyncio.gather(*(bare_trial(index) for index in range(trials))))
     finally:
         await kube.close()
 
@@ -427,45 +532,37 @@ class NodeSample:
 
 
 class NodeMemory:
-    """The real node's memory: sampled every call, kept at the most agent (driver) Pods seen
-    running at once (those counted with one kubectl call every 2 s)."""
+    """The real node's memory: sampled every call, kept at the most agent (shell) Pods seen
+    running at once. Read from /proc and the cgroups only, so that sampling adds little CPU to
+    what it measures."""
 
     def __init__(self, cluster: controlplane.LocalCluster) -> None:
         self.cluster = cluster
         self.peak: NodeSample | None = None
-        self._pods = 0
-        self._counted = 0.0
 
-    def _agent_pods(self) -> int:
-        if time.monotonic() - self._counted >= 2.0:
-            self._counted = time.monotonic()
-            running = f"metadata.name={names.SHELL_POD},status.phase=Running"
-            out = self.cluster.kubectl(
-                "get", "pods", "-A", "--field-selector", running, "-o", "name", check=False
-            )
-            self._pods = len(out.stdout.split())
-        return self._pods
-
-    def now(self, agent_pods: int = 0) -> NodeSample:
+    def now(self) -> NodeSample:
         node = {proc.name: proc.pid for proc in realnode.recorded_processes(self.cluster.state_dir)}
-        shims = []
+        shims, shells = [], 0
         for comm in Path("/proc").glob("[0-9]*/comm"):
             try:
+                name = comm.read_text()
                 if (
-                    comm.read_text().startswith("containerd-shim")
+                    name.startswith("containerd-shim")
                     and f"/{realnode.CGROUP_ROOT}" in (comm.parent / "cgroup").read_text()
                 ):
                     shims.append(int(comm.parent.name))
+                elif name.startswith("python3") and SHELL_INIT_MARK in (comm.parent / "cmdline").read_bytes():
+                    shells += 1
             except OSError:
                 continue
         pods = Path("/sys/fs/cgroup/memory") / realnode.CGROUP_ROOT / "kubepods"
         return NodeSample(
-            agent_pods, rss_mib(node.get("kubelet", 0)), rss_mib(node.get("containerd", 0)), len(shims),
+            shells, rss_mib(node.get("kubelet", 0)), rss_mib(node.get("containerd", 0)), len(shims),
             sum(rss_mib(pid) for pid in shims), *cgroup_memory_mib(pods),
         )  # fmt: skip
 
     def sample(self) -> None:
-        current = self.now(self._agent_pods())
+        current = self.now()
         if self.peak is None or (current.agent_pods, current.pods_usage) > (
             self.peak.agent_pods,
             self.peak.pods_usage,
@@ -504,6 +601,15 @@ def bench_pods(cluster: controlplane.LocalCluster, trials: int | None, work: Pat
                 figures = run_eval(cluster, spec, webhook, operator, work, lean, memory.sample)
                 rows.append((driver, parallelism, figures, memory.peak))
                 print()
+        # What Kubernetes alone needs for the same trials, on the same cluster, after the evals.
+        parallelism = max(POD_PARALLELISMS)
+        count = trials or 2 * parallelism
+        time.sleep(5)  # the eval's last sandboxes go away
+        machine_before = machine_cpu_seconds()
+        started = time.time()
+        bare = asyncio.run(bare_pod_trials(cluster, count, parallelism))
+        wall = time.time() - started
+        machine = machine_cpu_seconds() - machine_before
     print("driver   parallelism  trials  harness per trial (mean, p90)  start to first command (mean, max)")
     for driver, parallelism, figures, _ in rows:
         harness, first = figures.harness, figures.to_first_command
@@ -517,6 +623,12 @@ def bench_pods(cluster: controlplane.LocalCluster, trials: int | None, work: Pat
         if peak is not None and parallelism == max(POD_PARALLELISMS):
             print(f"real node, {driver} driver at parallelism {parallelism}, {peak.agent_pods} agent pods "
                   f"running: {peak.describe()}")  # fmt: skip
+    without_command = [whole - command for whole, command in bare]
+    print(
+        f"floor: {count} bare pod trials at parallelism {parallelism} (no operator, no runner) in "
+        f"{wall:.1f} s, the whole machine {machine / count:.2f} s of CPU per trial; a bare pod trial "
+        f"{describe([whole for whole, _ in bare])}; without its command's run {describe(without_command)}"
+    )
     pod = [figures for driver, parallelism, figures, _ in rows if driver == "pod"]
     at_five = next(f for d, p, f, _ in rows if d == "pod" and p == max(POD_PARALLELISMS))
     harness_ok = (mean(at_five.harness) or float("inf")) < FLOOR_HARNESS_SECONDS
@@ -531,6 +643,13 @@ def bench_pods(cluster: controlplane.LocalCluster, trials: int | None, work: Pat
         f"floor: trial start to the first command under {FLOOR_FIRST_COMMAND_SECONDS:.0f} s (pod driver, "
         f"mean of every trial): {first_mean:.2f} s (at most {first_max:.2f} s), "
         f"{'met' if first_ok else 'NOT met'}"
+    )
+    bare_mean = mean(without_command) or float("nan")
+    print(
+        f"the pod driver's harness per trial at parallelism {parallelism} / a bare pod trial without its "
+        f"command (means): {(mean(at_five.harness) or float('nan')) / bare_mean:.2f}; the bare trial "
+        f"alone is {'above' if bare_mean >= FLOOR_HARNESS_SECONDS else 'under'} the "
+        f"{FLOOR_HARNESS_SECONDS:.0f} s floor on this machine ({os.cpu_count()} cores)"
     )
     return harness_ok and first_ok
 

@@ -1,4 +1,5 @@
-"""One ReplicationEval, run to completion: scheduling, restarts, status, results, Events.
+"""One ReplicationEval, run to completion: scheduling, restarts, results, Events; its status is
+kept current by `status_writer`.
 
 Restarts lose nothing. Progress lives in the cluster: a trial's sandbox namespace is labelled
 with its arm, index and attempt; its status entry says `Running` while it runs, and
@@ -17,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import shutil
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -33,6 +32,7 @@ from agentmatrix.operator.cleanup import cleanup_sandboxes, remove_safeguards
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace, trial_order
 from agentmatrix.operator.providers import ModelAccess, ProviderContext
 from agentmatrix.operator.services import Services
+from agentmatrix.operator.status_writer import StatusWriter
 from agentmatrix.operator.trial import (
     TrialContext,
     TrialOutcome,
@@ -41,15 +41,7 @@ from agentmatrix.operator.trial import (
     run_trial,
 )
 from agentmatrix.scenarios.base import Scenario
-from agentmatrix.scoring import ArmComparison, ArmScore, TrialScore, compare_arms, score_arm
-from agentmatrix.scoring.arm import DEFAULT_BOOTSTRAP_SAMPLES
 
-logger = logging.getLogger(__name__)
-
-PROGRESS_BOOTSTRAP_SAMPLES = 200  # while trials run; the final scores use the scoring default
-RESCORE_EVERY_SECONDS = 5.0
-STATUS_WRITE_INTERVAL = 0.5
-RESULT_WRITE_GAP = 0.1
 TRIAL_HARD_LIMIT_EXTRA_SECONDS = 180.0
 
 
@@ -61,10 +53,6 @@ def eval_label(spec: EvalSpec) -> str:
     """The Model column: the model, and the external agent driving it if there is one."""
     model = providers.of(spec.model).label(spec.model)
     return model if spec.agent is None else f"{spec.agent.display_name} ({model})"
-
-
-def eval_path(namespace: str, name: str) -> str:
-    return f"/apis/{names.API_VERSION}/namespaces/{namespace}/{names.PLURAL}/{name}"
 
 
 class EvalRun:
@@ -81,13 +69,11 @@ class EvalRun:
         self.finished = asyncio.Event()
         self.entries: dict[TrialKey, dict[str, Any]] = {}
         self.attempts: dict[TrialKey, int] = {}
-        self.arm_scores: list[ArmScore] = []
-        self.comparisons: list[ArmComparison] = []
         self.status: dict[str, Any] = dict(body.get("status") or {})
-        self._write_lock = asyncio.Lock()
-        self._dirty = asyncio.Event()
-        self._result_ready = asyncio.Event()  # a trial's result is waiting to be written
-        self._scored_at = 0.0
+        self.writer = StatusWriter(
+            self.kube, self.name, self.namespace, self.generation, self.status, self.entries,
+            services.on_status,
+        )  # fmt: skip
         self.spec: EvalSpec | None = None
         self.driver_name = services.settings.driver  # spec.driver, once the spec is read
         self.scenario: Scenario | None = None
@@ -102,7 +88,7 @@ class EvalRun:
 
     async def _run(self) -> None:
         try:
-            self.spec = spec = EvalSpec.model_validate(self.body["spec"])
+            self.spec = self.writer.spec = spec = EvalSpec.model_validate(self.body["spec"])
             self.scenario = scenario = scenarios.build(spec.scenario.to_api())
             # Arms may differ in framing (spec.arms[].identity); everything else is the same.
             self.arm_scenarios = {
@@ -162,8 +148,8 @@ class EvalRun:
             }
         )
         pending = [key for key in order if not status_doc.is_done(self.entries.get(key, {}))]
-        await self._rescore(final=False)
-        await self._write_status()
+        await self.writer.rescore(final=False)
+        await self.writer.write()
         if pending:
             self.post(
                 "EvalStarted" if len(pending) == len(order) else "EvalResumed",
@@ -171,19 +157,19 @@ class EvalRun:
                 f"N_req = {n_req} ({self.status['nReqRule']})",
             )
         gate = asyncio.Semaphore(spec.parallelism)
-        writer = asyncio.create_task(self._status_writer(), name=f"status:{self.name}")
+        writing = asyncio.create_task(self.writer.run(), name=f"status:{self.name}")
         try:
             async with asyncio.TaskGroup() as group:
                 for key in pending:
                     group.create_task(self._trial(key, gate, n_req), name=f"trial:{self.name}:{key.id}")
         finally:
-            writer.cancel()
+            writing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await writer
-        await self._rescore(final=True)
+                await writing
+        await self.writer.rescore(final=True)
         self.status["phase"] = status_doc.EVAL_COMPLETED
         self.status["finishedAt"] = status_doc.now()
-        await self._write_status()
+        await self.writer.write()
         await remove_safeguards(self.kube, self.uid)
         summary = self.status.get("summary") or {}
         self.post(
@@ -202,7 +188,7 @@ class EvalRun:
             conditions, "Degraded", True, "InvalidSpec", message, self.generation
         )
         self.status["conditions"] = conditions
-        await self._write_status(conditions_done=True)
+        await self.writer.write(conditions_done=True)
         self.post("InvalidSpec", message, warning=True)
 
     def _load_entries(self, order: list[TrialKey]) -> None:
@@ -270,7 +256,7 @@ class EvalRun:
                 "arm": key.arm, "trial": key.index, "state": status_doc.RUNNING, "attempt": attempt,
                 "namespace": ns, "startedAt": started_at, "nReq": n_req,
             }  # fmt: skip
-            self._dirty.set()
+            self.writer.changed()
             self.post("TrialStarted", f"trial {key.id} (attempt {attempt}) started in namespace {ns}")
 
             async def annotate(record: dict[str, Any]) -> None:
@@ -329,9 +315,8 @@ class EvalRun:
         self.entries[key] = status_doc.compact_entry(
             entry, status_doc.entry_budget(len(trial_order(self.spec)))
         )
-        await self._rescore(final=False)
-        self._result_ready.set()
-        self._dirty.set()
+        await self.writer.rescore(final=False)
+        self.writer.changed(result=True)
         self.post(
             "TrialFailed" if outcome.error else "TrialFinished",
             f"trial {key.id}: {describe_outcome(entry)}",
@@ -349,131 +334,3 @@ class EvalRun:
         model = self.spec.model
         context = ProviderContext(self.kube, self.namespace, self.services.local_model_url)
         return await providers.of(model).access(model, context)
-
-    # --- scores and status ------------------------------------------------------------------
-    async def _rescore(self, *, final: bool) -> None:
-        """Arm scores from the finished trials; while running, cheaply and at most every few seconds."""
-        assert self.spec is not None
-        now = time.monotonic()
-        if not final and now - self._scored_at < RESCORE_EVERY_SECONDS and self.arm_scores:
-            return
-        self._scored_at = now
-        spec = self.spec
-        by_arm: dict[str, list[TrialScore]] = {arm.name: [] for arm in spec.arms}
-        for entry in self.entries.values():
-            if status_doc.is_done(entry) and "milestones" in entry:
-                by_arm[str(entry["arm"])].append(TrialScore.from_dict(entry))
-        samples = DEFAULT_BOOTSTRAP_SAMPLES if final else PROGRESS_BOOTSTRAP_SAMPLES
-
-        def compute() -> tuple[list[ArmScore], list[ArmComparison]]:
-            arms = [
-                score_arm(
-                    trials,
-                    alpha=spec.scoring.alpha,
-                    beta=spec.scoring.beta,
-                    arm=name,
-                    bootstrap_samples=samples,
-                )
-                for name, trials in by_arm.items()
-                if trials
-            ]
-            comparisons = (
-                [compare_arms(arms[0], other, bootstrap_samples=samples) for other in arms[1:]]
-                if len(arms) > 1
-                else []
-            )
-            return arms, comparisons
-
-        self.arm_scores, self.comparisons = await asyncio.to_thread(compute)
-
-    def _ordered_entries(self) -> list[dict[str, Any]]:
-        assert self.spec is not None
-        rank = {arm.name: i for i, arm in enumerate(self.spec.arms)}
-        return [self.entries[k] for k in sorted(self.entries, key=lambda k: (k.index, rank.get(k.arm, 99)))]
-
-    def _conditions(self) -> list[dict[str, Any]]:
-        assert self.spec is not None
-        total = len(trial_order(self.spec))
-        done = [e for e in self.entries.values() if status_doc.is_done(e)]
-        failed = [e for e in done if e.get("state") == status_doc.FAILED]
-        running = [e for e in self.entries.values() if e.get("state") == status_doc.RUNNING]
-        complete = len(done) == total
-        conditions = list(self.status.get("conditions") or [])
-        progress = f"{len(done)} of {total} trials finished, {len(running)} running"
-        conditions = status_doc.set_condition(
-            conditions, "Progressing", not complete,
-            "TrialsRunning" if not complete else "AllTrialsFinished", progress, self.generation,
-        )  # fmt: skip
-        conditions = status_doc.set_condition(
-            conditions, "Complete", complete,
-            "AllTrialsFinished" if complete else "TrialsPending", progress, self.generation,
-        )  # fmt: skip
-        if failed:
-            first = failed[0]
-            where = f"{first.get('arm')}/{first.get('trial')}"
-            message = f"{len(failed)} trial(s) failed; first: {where}: {first.get('error')}"
-            conditions = status_doc.set_condition(
-                conditions, "Degraded", True, "TrialErrors", message, self.generation
-            )
-        else:
-            conditions = status_doc.set_condition(
-                conditions, "Degraded", False, "NoErrors", "no trial failed", self.generation
-            )
-        return conditions
-
-    async def _status_writer(self) -> None:
-        """Write the status whenever it changed. A trial's result goes out at once (at most one
-        write every RESULT_WRITE_GAP seconds); other changes, such as trials starting, wait for
-        up to STATUS_WRITE_INTERVAL seconds, so that many of them cost one write."""
-        loop = asyncio.get_running_loop()
-        last_write = -STATUS_WRITE_INTERVAL
-        while True:
-            await self._dirty.wait()
-            remaining = last_write + STATUS_WRITE_INTERVAL - loop.time()
-            if remaining > 0 and not self._result_ready.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remaining):
-                        await self._result_ready.wait()
-            if self._result_ready.is_set():
-                await asyncio.sleep(max(0.0, last_write + RESULT_WRITE_GAP - loop.time()))
-            self._dirty.clear()
-            self._result_ready.clear()
-            try:
-                await self._write_status()
-            except ApiError as error:
-                logger.warning("writing the status of %s/%s: %s", self.namespace, self.name, error)
-                self._dirty.set()
-            last_write = loop.time()
-
-    async def _write_status(self, *, conditions_done: bool = False) -> None:
-        async with self._write_lock:
-            if self.spec is not None:
-                done = sum(status_doc.is_done(e) for e in self.entries.values())
-                total = len(trial_order(self.spec))
-                self.status.update(
-                    {
-                        "observedGeneration": self.generation,
-                        "trialsDone": done,
-                        "trialsTotal": total,
-                        "progress": f"{done}/{total}",
-                        "trials": self._ordered_entries(),
-                        **status_doc.arms_section(self.arm_scores, self.comparisons),
-                    }
-                )
-                for arm in self.status["arms"]:
-                    arm["identity"] = self.spec.identity_of(str(arm["arm"]))
-                self.status["summary"] = {**self.status["summary"], "trialsDone": done, "trialsTotal": total}
-                if not conditions_done:
-                    self.status["conditions"] = self._conditions()
-            else:
-                self.status["observedGeneration"] = self.generation
-            try:
-                await self.kube.merge_patch(
-                    f"{eval_path(self.namespace, self.name)}/status", {"status": self.status}
-                )
-            except ApiError as error:
-                if error.status != 404:
-                    raise
-            if self.services.on_status is not None:
-                with contextlib.suppress(Exception):
-                    self.services.on_status(self.name, self.namespace, self.status)

@@ -18,7 +18,7 @@ from typing import Any, cast
 import kopf
 
 from agentmatrix.api import names
-from agentmatrix.kube import authorization, client_configuration
+from agentmatrix.kube.access import authorization, client_configuration
 from agentmatrix.operator import evaluation
 from agentmatrix.operator.cleanup import cleanup_eval
 from agentmatrix.operator.metrics import OperatorMetrics

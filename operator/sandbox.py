@@ -422,7 +422,17 @@ def write_kubeconfig(
 
 
 async def delete_namespace(kube: Kube, namespace: str) -> bool:
-    return await kube.delete(f"/api/v1/namespaces/{namespace}")
+    """Deletes a sandbox: its namespace, then its pods at once.
+
+    The namespace goes first, so that no controller can make a pod in it again. Its pods are then
+    deleted with no grace period: a finished trial's pods are garbage, and until they are gone
+    from the API their requests hold the node's capacity, which the next trial's pods wait for
+    (the namespace controller reaches pods only after every other kind, and a graceful deletion
+    waits for the kubelet). The kubelet stops their containers as soon as it sees them deleted."""
+    deleted = await kube.delete(f"/api/v1/namespaces/{namespace}")
+    if deleted:
+        await kube.delete(f"/api/v1/namespaces/{namespace}/pods", grace_period_seconds=0)
+    return deleted
 
 
 async def sandboxes_of(kube: Kube, eval_uid: str) -> list[dict[str, Any]]:

@@ -160,7 +160,7 @@ class TrialRun:
         return await self._outcome(end=time.time())
 
     # --- phases -------------------------------------------------------------------------------
-    async def _set_up(self) -> Path:
+    async def _set_up(self) -> Path | None:
         ctx, spec = self.ctx, self.ctx.spec
         self.model = await ctx.model_access(ctx.key)
         self.prepared = await ctx.driver.prepare(self.ns, self.workdir, self.model.api_key)
@@ -187,7 +187,9 @@ class TrialRun:
         lifetime = spec.trial_timeout_seconds + TOKEN_MARGIN_SECONDS
         connection = ctx.kube.access
 
-        async def agent_kubeconfig() -> Path:
+        async def agent_kubeconfig() -> Path | None:
+            if not ctx.driver.needs_agent_kubeconfig:
+                return None
             token = await sandbox.mint_token(ctx.kube, self.ns, names.AGENT_SERVICE_ACCOUNT, lifetime)
             return await asyncio.to_thread(
                 sandbox.write_kubeconfig,
@@ -235,7 +237,7 @@ class TrialRun:
         self.mark("ready")
         return kubeconfig
 
-    async def _run_agent(self, kubeconfig: Path) -> None:
+    async def _run_agent(self, kubeconfig: Path | None) -> None:
         ctx, spec = self.ctx, self.ctx.spec
         assert self.model is not None and self.prepared is not None and self.operations is not None
         world = TrialWorld(

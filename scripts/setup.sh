@@ -41,6 +41,8 @@ fi
 log "installing agentmatrix into .venv"
 .venv/bin/pip install -q --upgrade pip setuptools wheel
 .venv/bin/pip install -q -e '.[dev]'
+# The parts into src/agentmatrix, for lint-imports and mypy (scripts/link_parts.sh).
+bash scripts/link_parts.sh
 
 log "building or reusing the control-plane binaries and the kubelet"
 .venv/bin/agentmatrix cluster build --real-node

@@ -1,14 +1,25 @@
-"""The parts load what the layers allow: checked on the modules Python really imports.
+"""The parts load what the layers allow: checked on the modules Python really imports, and by
+import-linter on the contracts of pyproject.toml.
 
-Each check runs in a fresh interpreter, imports every module of one package (as a process that
-uses the package would) and reports which `agentmatrix` modules ended up in `sys.modules`.
+Each import check runs in a fresh interpreter, imports every module of one package (as a process
+that uses the package would) and reports which `agentmatrix` modules ended up in `sys.modules`.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = str(Path(sys.executable).with_name("lint-imports"))
+PARTS = ("operator", "webhook", "agent_runner")
 
 _LOADED = """
 import importlib, json, pkgutil, sys
@@ -59,3 +70,53 @@ def test_the_operator_process_loads_neither_the_agent_runner_nor_the_model_clien
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() == "[]"
+
+
+def lint_imports(cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [LINT_IMPORTS, "--no-cache", "--no-logo"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_plain_lint_imports_in_the_root_keeps_every_contract() -> None:
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    linted = lint_imports(ROOT)
+    hint = "\n(the parts are linked into src/agentmatrix by scripts/link_parts.sh, which setup.sh runs)"
+    assert linted.returncode == 0, linted.stdout + linted.stderr + hint
+    assert f"Contracts: {len(contracts)} kept, 0 broken." in linted.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden", "contract"),
+    [
+        ("operator/plan.py", "agentmatrix.webhook.server", "Layers: command line"),
+        ("agent_runner/loop.py", "agentmatrix.measurement.ledger", "The agent runner knows nothing"),
+    ],
+    ids=["operator imports webhook", "agent runner imports measurement"],
+)
+def test_a_forbidden_import_breaks_its_contract(
+    tmp_path: Path, module: str, forbidden: str, contract: str
+) -> None:
+    """A copy of the checkout, its parts linked by the setup's own script, with one forbidden import."""
+    ignore = shutil.ignore_patterns("__pycache__", *PARTS)
+    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=ignore)
+    for part in PARTS:
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "link_parts.sh", tmp_path / "scripts")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    subprocess.run(["bash", "scripts/link_parts.sh"], cwd=tmp_path, check=True, timeout=60)
+    source = tmp_path / module
+    source.write_text(source.read_text() + f"\nimport {forbidden}  # noqa\n")
+
+    # The copy's src/ ahead of the installed (editable) package, which maps to this checkout.
+    linted = lint_imports(tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path / "src")})
+    assert linted.returncode == 1, linted.stdout + linted.stderr
+    importer = "agentmatrix." + module.removesuffix(".py").replace("/", ".")
+    assert contract in linted.stdout.split("Broken contracts")[1]
+    assert f"{importer} -> {forbidden}" in linted.stdout

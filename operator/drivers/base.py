@@ -65,6 +65,9 @@ class Prepared(Protocol):
 
 class Driver(Protocol):
     pods_in_sandbox: int  # pods the driver itself adds to the sandbox (its ResourceQuota allows them)
+    # The agent's commands need a kubeconfig for the sandbox's `agent` ServiceAccount, made by the
+    # trial (`Launch.kubeconfig`); a driver whose Pod holds a projected token needs none.
+    needs_agent_kubeconfig: bool
 
     async def prepare(self, namespace: str, workdir: Path, api_key: str | None) -> Prepared:
         """Get ready to run an agent in `namespace` (called as the trial begins)."""

@@ -54,10 +54,12 @@ AGENT_IMAGE_POD = "agent-driver"
 # The agent's share of the node. The shell writes nothing to the node's disk (its root is read-only,
 # its home and /tmp are in memory, counted here), so it asks for no ephemeral storage.
 SHELL_LIMITS = {"cpu": "1", "memory": "2Gi"}
-# An idle shell that runs one short command at a time: it asks for little CPU, so that shell Pods do
-# not crowd the agent's own replicas off the node (at 100m, five trials' shells and their replicas
-# no longer fit one real node's CPU, and replicas stayed Pending).
-SHELL_REQUESTS = {"cpu": "20m", "memory": "256Mi"}
+# An idle shell that runs one short command at a time: it asks for little CPU and memory, so that
+# shell Pods do not crowd the agent's own replicas off the node (at 100m, five trials' shells and
+# their replicas no longer fit one real node's CPU, and replicas stayed Pending; at 256Mi, the
+# shells of ten trials starting and ending on a 2Gi node did not fit its memory). Idle, the shell
+# holds a few MiB; a command's own peak is bounded by the limit and the trial's memory limit.
+SHELL_REQUESTS = {"cpu": "20m", "memory": "64Mi"}
 AGENT_IMAGE_LIMITS = {**SHELL_LIMITS, "ephemeral-storage": "1Gi"}
 AGENT_IMAGE_REQUESTS = {"cpu": "100m", "memory": "256Mi"}  # an agent at work, not an idle shell
 HOME_SIZE = "256Mi"  # the runner's default disk limit (agent_runner.limits.Limits.disk_bytes)
@@ -273,6 +275,7 @@ class PodDriver:
     host: RunnerHost
     real_node: Callable[[], Awaitable[bool]]
     pods_in_sandbox: int = 1
+    needs_agent_kubeconfig: bool = False
 
     @classmethod
     def for_operator(cls, services: Services) -> PodDriver:

@@ -182,6 +182,7 @@ class ProcessDriver:
     host: RunnerHost = field(default_factory=RunnerHost)
     discovery: DiscoveryCache | None = None
     pods_in_sandbox: int = 0
+    needs_agent_kubeconfig: bool = True
 
     @classmethod
     def for_operator(cls, services: Services) -> ProcessDriver:

@@ -67,14 +67,16 @@ def run(
     from rich.console import Console
 
     from agentmatrix import localrun
+    from agentmatrix.localrun.driver import RUN_DRIVERS
+    from agentmatrix.localrun.errors import RunError
     from agentmatrix.reporting.cli import terminal_text
     from agentmatrix.reporting.results import ResultsError, load_folder
     from agentmatrix.reporting.tables import report_tables
 
     if output not in ("table", "json"):
         raise typer.BadParameter("--output must be table or json")
-    if driver not in localrun.RUN_DRIVERS:
-        raise typer.BadParameter(f"--driver must be one of: {', '.join(localrun.RUN_DRIVERS)}")
+    if driver not in RUN_DRIVERS:
+        raise typer.BadParameter(f"--driver must be one of: {', '.join(RUN_DRIVERS)}")
     console = Console(stderr=True)
     options = localrun.RunOptions(
         eval_file=eval_file,
@@ -93,7 +95,7 @@ def run(
     except ResultsError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
-    except localrun.RunError as exc:
+    except RunError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
@@ -123,13 +125,13 @@ def results(
 ) -> None:
     """Write an eval's results folder: spec, status, every trial's transcript, ledger and replica
     timeline, the events and the report (partial while the eval runs)."""
-    from agentmatrix import localrun
     from agentmatrix.api import results_layout
+    from agentmatrix.localrun.results_folder import keep_results
     from agentmatrix.operator.cli import context_namespace
 
     try:
         results_layout.claim(directory, overwrite=overwrite)
-        document = localrun.keep_results(
+        document = keep_results(
             kubeconfig,
             namespace or context_namespace(kubeconfig),
             eval_name,

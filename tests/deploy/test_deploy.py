@@ -242,6 +242,7 @@ def test_service_accounts_cannot_do_what_they_do_not_need(
         (OPERATOR, ("create", "roles", "-n", "default")),
         (OPERATOR, ("create", "serviceaccounts", "--subresource=token", "-n", "default")),
         (OPERATOR, ("bind", "clusterroles/agentmatrix-shell-exec")),
+        (OPERATOR, ("deletecollection", "pods", "-n", "default")),
         (CERTS_JOB, ("create", "secrets", "-n", SYSTEM)),
         (CERTS_JOB, ("get", "secrets/agentmatrix-webhook-client-ca", "-n", SYSTEM)),
         (CERTS_JOB, ("delete", "secrets/agentmatrix-apiserver-webhook-client", "-n", SYSTEM)),

@@ -9,7 +9,9 @@ and lists run through the real client code. What it imitates of the real API ser
 - PATCH applies a JSON merge patch (RFC 7386); on the `status` subresource only status changes,
   and elsewhere status is left alone (the status subresource is enabled, as in the CRD);
 - PUT replaces; DELETE of a namespace removes it and everything in it at once (a real namespace
-  is Terminating for a while first, which the orchestration waits for only at the eval's deletion).
+  is Terminating for a while first, which the orchestration waits for only at the eval's deletion);
+  DELETE of a namespaced collection removes that namespace's objects of the kind (none, once the
+  namespace is gone), as `deletecollection` does.
 """
 
 from __future__ import annotations
@@ -116,6 +118,10 @@ class MemoryApi(Kube):
             else:
                 patched = {**merge_patch(found, {k: v for k, v in body.items() if k != "status"})}
             return self._store(key, patched)
+        if method == "DELETE" and not name:  # deletecollection: the namespace's objects of that kind
+            gone = [k for k in self.objects if (k[0], k[1], k[2]) == (prefix, namespace, plural)]
+            items = [self.objects.pop(k) for k in gone]
+            return {"kind": "List", "items": items, "metadata": {}}
         if method == "DELETE":
             assert found is not None
             del self.objects[key]

@@ -27,9 +27,10 @@ def test_each_driver_is_made_from_the_operators_settings(tmp_path: Path) -> None
     process = drivers.for_operator("process", shared)
     assert isinstance(process, ProcessDriver)
     assert process.kubectl == "/usr/bin/kubectl" and process.host is shared.runner_host
-    assert process.pods_in_sandbox == 0
+    assert (process.pods_in_sandbox, process.needs_agent_kubeconfig) == (0, True)
     pod = drivers.for_operator("pod", shared)
     assert isinstance(pod, PodDriver) and (pod.image, pod.pods_in_sandbox) == ("agentmatrix:dev", 1)
+    assert not pod.needs_agent_kubeconfig  # its Pod holds a projected token: no token is minted for it
 
 
 def test_a_driver_without_what_it_needs_or_unknown_is_refused_by_name(tmp_path: Path) -> None:

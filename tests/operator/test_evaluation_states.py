@@ -19,9 +19,10 @@ from agentmatrix import scenarios
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import EvalSpec
 from agentmatrix.operator import evaluation, results, sandbox
-from agentmatrix.operator.evaluation import EvalRun, eval_path
+from agentmatrix.operator.evaluation import EvalRun
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace
 from agentmatrix.operator.services import OperatorSettings, Services
+from agentmatrix.operator.status_writer import eval_path
 from agentmatrix.operator.trial import TrialContext, TrialOutcome
 from agentmatrix.scoring import TrialInput, trial_status_entry
 from tests.operator.memory_api import MemoryApi

@@ -17,7 +17,7 @@ import yaml
 
 from agentmatrix.cluster import images
 from agentmatrix.cluster.controlplane import LocalCluster
-from agentmatrix.localrun import keep_results
+from agentmatrix.localrun.results_folder import keep_results
 from tests.operator.operator_harness import (
     EVALS_NAMESPACE,
     Operator,

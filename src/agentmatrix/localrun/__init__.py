@@ -9,15 +9,13 @@ cluster, its real node and a model server only if it started them and --keep-clu
 given; the evaluation only without --keep-eval). An interrupted run keeps what was done, marked
 partial.
 
-The driver (`--driver`, else `spec.driver`, else auto): with `pod` the agent's commands run in a
-Pod on the local cluster's real node (`cluster up --real-node`, its images built first and cached),
-with `process` as confined processes on this machine. `auto` takes pod where the machine allows a
-real node, and otherwise says in one line why it runs in process mode and what would change that.
+With the pod driver the agent's commands run in a Pod on the local cluster's real node, with the
+process driver as confined processes on this machine (`driver` says which a run takes). The live
+view is `progress`'s, the results folder `results_folder`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -30,28 +28,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pydantic
 import yaml
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from agentmatrix import manifests
 from agentmatrix.api import names, results_layout
-from agentmatrix.api.replicationeval import EvalSpec, EvalStatus
-from agentmatrix.api.vocabulary import EVAL_FINISHED
-from agentmatrix.cluster import binaries, controlplane, images, oci, processes, realnode, state_layout
+from agentmatrix.api.replicationeval import EvalSpec
+from agentmatrix.cluster import binaries, controlplane, images, processes, realnode, state_layout
 from agentmatrix.cluster.errors import ClusterError
-
-
-class RunError(RuntimeError):
-    """The evaluation could not be run; the message says what to fix."""
-
-
-RunDriver = Literal["auto", "process", "pod"]
-RUN_DRIVERS: tuple[RunDriver, ...] = ("auto", "process", "pod")
+from agentmatrix.localrun import driver, progress, results_folder
+from agentmatrix.localrun.driver import Driver, RunDriver
+from agentmatrix.localrun.errors import RunError
 
 
 @dataclass
@@ -117,85 +107,13 @@ class LocalRun:
         self.started_cluster: Path | None = None
         self.started_node: Path | None = None  # a real node this run added to a running cluster
         self.started_model = False
-        self.driver: Literal["process", "pod"] = "process"
+        self.driver: Driver = "process"
         self.kubeconfig: Path | None = options.kubeconfig
         self.kubectl = "kubectl"
         self.webhook_client_ca: Path | None = None
 
     def say(self, message: str) -> None:
         self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
-
-    # -- the driver -----------------------------------------------------------------------------
-
-    def choose_driver(self, evaluation: dict[str, Any]) -> Literal["process", "pod"]:
-        """`--driver`, else the eval's `spec.driver`, else auto: pod where it can work. A fallback
-        to process mode is said in one plain line with its reason; a pod driver that cannot work
-        is refused with it."""
-        asked = (evaluation.get("spec") or {}).get("driver")
-        wanted = self.options.driver
-        if asked and wanted != "auto" and asked != wanted:
-            raise RunError(
-                f"{self.options.eval_file} sets spec.driver: {asked}, but --driver is {wanted}: "
-                "leave one of them out"
-            )
-        wanted = asked or wanted
-        if wanted == "process":
-            return "process"
-        command = ((evaluation.get("spec") or {}).get("agent") or {}).get("command")
-        reason = (
-            "spec.agent.command runs beside the runner on this machine, out of a shell Pod's reach"
-            if command
-            else self.pod_unavailable()
-        )
-        if reason is None:
-            return "pod"
-        if wanted == "pod":
-            raise RunError(f"the pod driver cannot run here: {reason}")
-        self.console.print(
-            f"falling back to process mode (agents run as confined local processes, not pods): {reason}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-        return "process"
-
-    def pod_unavailable(self) -> str | None:
-        """Why agent pods cannot run (None: they can). Locally: what a real node and its images
-        need; on a given cluster: a node that runs this project's images (a real node)."""
-        if self.kubeconfig is not None:
-            real = self.kubectl_run(
-                "get", "nodes", "-l", f"{names.LABEL_NODE_KIND}={names.NODE_KIND_REAL}", "-o", "name"
-            )
-            if real.stdout.strip():
-                return None
-            return (
-                f"the cluster of {self.kubeconfig} has no real node to run the agent-runner image "
-                "(start the local one with `agentmatrix cluster up --real-node`)"
-            )
-        state = state_layout.default_state_dir()
-        node = realnode.unavailable(state)
-        if node is not None:
-            return node
-        return images.missing_inputs() if images.outdated() else None
-
-    def ensure_images(self, state: Path) -> None:
-        """The images a real node runs, built (or rebuilt after the checkout changed) and cached;
-        loaded into the real node if it already runs."""
-        outdated = images.outdated()
-        if not outdated:
-            return
-        self.say(
-            f"building the images ({', '.join(outdated)} missing or older than this checkout); "
-            "`agentmatrix image build` caches them, a few minutes the first time"
-        )
-        try:
-            built = images.build_all(self.say, binaries.find().kubectl)
-            if realnode.running(state):
-                ctr = realnode.ctr_command(state)
-                for image in built:
-                    oci.load(ctr, image.archive)
-        except (oci.ImageError, binaries.BuildError) as exc:
-            raise RunError(f"the images could not be built: {exc}") from exc
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -210,7 +128,7 @@ class LocalRun:
         already = controlplane.status(state).healthy
         pods = self.driver == "pod"
         if pods:
-            self.ensure_images(state)
+            driver.ensure_images(state, self.say)
         node_before = realnode.running(state)
         try:
             cluster = controlplane.up(state, progress=self.say, real_node=pods)
@@ -322,52 +240,23 @@ class LocalRun:
         loaded: dict[str, Any] = json.loads(out.stdout)
         return loaded
 
-    def progress_table(self, evaluation: dict[str, Any]) -> Table:
-        status = EvalStatus.model_validate(evaluation.get("status") or {})
-        done = status.trials_done or 0
-        table = Table(
-            title=f"{evaluation['metadata']['name']}: {status.phase or 'Pending'} "
-            f"({done}/{status.trials_total or '?'} trials)"
-        )
-        for column in ("trial", "arm", "state", "agent replicas", "N_req", "steps", "end"):
-            table.add_column(column)
-        for trial in status.trials or ():
-            table.add_row(
-                str(trial.get("trial", "")),
-                str(trial.get("arm", "")),
-                str(trial.get("state", "")),
-                str(trial.get("peakEffective", trial.get("replicas", ""))),
-                str(trial.get("nReq", "")),
-                str(trial.get("steps", "")),
-                str(trial.get("endReason", "")),
-            )
-        return table
-
-    def wait_for_eval(self, name: str, namespace: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.options.timeout
-        evaluation = self.get_eval(name, namespace)
-        with Live(
-            self.progress_table(evaluation),
-            console=self.console,
-            refresh_per_second=2,
-            transient=self.options.output == "json",
-        ) as live:
-            while time.monotonic() < deadline:
-                for child in self.children:
-                    if child.proc.poll() is not None:
-                        raise RunError(f"the {child.name} exited ({child.proc.returncode}); see {child.log}")
-                evaluation = self.get_eval(name, namespace)
-                live.update(self.progress_table(evaluation))
-                if EvalStatus.model_validate(evaluation.get("status") or {}).phase in EVAL_FINISHED:
-                    return evaluation
-                time.sleep(1.0)
-        raise RunError(f"the evaluation did not finish within {self.options.timeout:.0f}s")
+    def check_children(self) -> None:
+        """Raises when the webhook or the operator this run started has exited."""
+        for child in self.children:
+            if child.proc.poll() is not None:
+                raise RunError(f"the {child.name} exited ({child.proc.returncode}); see {child.log}")
 
     def run(self, evaluation: dict[str, Any], directory: Path) -> Path:
         """Run the evaluation, keeping its results in `directory`; returns that folder."""
         name = evaluation["metadata"]["name"]
         namespace = evaluation["metadata"]["namespace"]
-        self.driver = self.choose_driver(evaluation)
+        self.driver = driver.choose(
+            evaluation,
+            self.options.driver,
+            self.options.eval_file,
+            lambda: driver.pod_unavailable(self.kubeconfig, self.kubectl_run),
+            self.console,
+        )
         self.ensure_cluster()
         self.say(
             "agents run in pods on the real node (pod driver)"
@@ -388,7 +277,13 @@ class LocalRun:
         self.say(f"applying {self.options.eval_file}")
         self.kubectl_run("apply", "-f", "-", input_text=yaml.safe_dump(evaluation))
         try:
-            self.wait_for_eval(name, namespace)
+            progress.follow(
+                lambda: self.get_eval(name, namespace),
+                self.check_children,
+                timeout=self.options.timeout,
+                console=self.console,
+                transient=self.options.output == "json",
+            )
             self.save_results(directory, name, namespace, partial_reason=None)
         except BaseException as exc:
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"the run failed: {exc}"
@@ -411,7 +306,7 @@ class LocalRun:
 
     def save_results(self, directory: Path, name: str, namespace: str, partial_reason: str | None) -> None:
         """Everything the cluster holds of the evaluation, written as its results folder."""
-        document = keep_results(
+        document = results_folder.keep_results(
             self.kubeconfig, namespace, name, directory, written_by="run", partial_reason=partial_reason
         )
         what = "partial results" if partial_reason else "results"
@@ -435,49 +330,6 @@ class LocalRun:
             shutil.rmtree(self.work, ignore_errors=True)
         else:
             self.say(f"the webhook's and the operator's logs are kept in {self.work}")
-
-
-def keep_results(
-    kubeconfig: Path | None,
-    namespace: str,
-    name: str,
-    directory: Path,
-    *,
-    written_by: Literal["run", "results"],
-    partial_reason: str | None,
-) -> results_layout.ResultsDocument:
-    """The evaluation's results folder (agentmatrix.api.results_layout) and its report.html, from
-    the ReplicationEval, the trial records the operator stored and the events. `partial_reason`
-    None: partial exactly when the evaluation has not finished."""
-    from agentmatrix.kube import Kube
-    from agentmatrix.operator import results as stored
-    from agentmatrix.reporting.html import render_html
-    from agentmatrix.reporting.results import load_folder
-
-    async def fetch() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-        kube = Kube.from_kubeconfig(kubeconfig)
-        try:
-            body, records = await stored.fetch(kube, namespace, name)
-            return body, records, await stored.fetch_events(kube, namespace, name)
-        finally:
-            await kube.close()
-
-    body, records, events = asyncio.run(fetch())
-    phase = (body.get("status") or {}).get("phase")
-    if partial_reason is None and phase not in EVAL_FINISHED:
-        partial_reason = f"the evaluation was {phase or 'Pending'} when its results were written"
-    document = results_layout.write(
-        directory,
-        body=body,
-        records=records,
-        events=events,
-        written_by=written_by,
-        partial=partial_reason is not None,
-        partial_reason=partial_reason,
-    )
-    report = directory / results_layout.REPORT_FILE
-    report.write_text(render_html(load_folder(directory)), encoding="utf-8")
-    return document
 
 
 @contextlib.contextmanager

@@ -2,26 +2,26 @@
 
 Hand-written on aiohttp and orjson because watches are the hot path: the webhook and the operator
 follow every workload kind cluster-wide, and objects are used as plain dicts (docs/architecture.md
-has the measured comparison with kubernetes_asyncio and lightkube). Connection settings come from
-the official `kubernetes` package's kubeconfig and in-cluster loaders, so every auth method it
-knows works, and the identity's headers are asked for on every request: in a pod, the
-ServiceAccount token the kubelet rotates is read again (the package's refresh hook).
+has the measured comparison with kubernetes_asyncio and lightkube). A `Kube` is made from a
+`KubeAccess` (`access`: the connection settings, from the official `kubernetes` package's
+loaders); `Kube.exec` runs a command in a Pod (`exec_stream`: the stream's protocol).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+
+from agentmatrix.kube import exec_stream
+from agentmatrix.kube.access import KubeAccess as KubeAccess  # a Kube's settings, named with it
+from agentmatrix.kube.exec_stream import ExecEnd
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,6 @@ REQUEST_TIMEOUT = 30.0
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 WATCH_SECONDS = 300  # the server ends each watch after this long; it is resumed from its last version
-IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-# The exec stream's protocols: v5 adds closing stdin; both carry one channel byte per message.
-EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
-STDIN, STDOUT, STDERR, ERROR = 0, 1, 2, 3
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 ListHandler = Callable[[list[dict[str, Any]]], None]
@@ -66,108 +62,6 @@ class ApiError(RuntimeError):
         message = body.get("message", "") if isinstance(body, Mapping) else str(body)[:500]
         self.message = str(message)
         super().__init__(f"{method} {path}: HTTP {status} {self.reason}: {self.message}")
-
-
-def in_cluster() -> bool:
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and IN_CLUSTER_TOKEN.exists()
-
-
-def client_configuration(kubeconfig: Path | None = None) -> Any:
-    """The official client's Configuration for `kubeconfig` (in a pod without one: in-cluster)."""
-    from kubernetes import client, config
-
-    configuration = client.Configuration()
-    if kubeconfig is None and in_cluster():
-        config.load_incluster_config(client_configuration=configuration)
-    else:
-        config.load_kube_config(
-            config_file=str(kubeconfig) if kubeconfig else None, client_configuration=configuration
-        )
-    return configuration
-
-
-def authorization(configuration: Any) -> str | None:
-    """The Authorization header value now (newer clients keep the token under `BearerToken`)."""
-    value = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
-        "authorization"
-    )
-    return str(value) if value else None
-
-
-@dataclass(frozen=True)
-class KubeAccess:
-    """Where the API server is, how to trust it (the client certificate, if any, in the SSL
-    context), and the identity's headers, asked for on every request."""
-
-    server: str
-    ssl_context: ssl.SSLContext | bool
-    header_source: Callable[[], Mapping[str, str]]
-    ca_data: bytes | None = None
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self.header_source()
-
-    @classmethod
-    def load(cls, kubeconfig: Path | None = None) -> KubeAccess:
-        """From `kubeconfig`, else in-cluster settings when running in a pod, else the default kubeconfig."""
-        configuration = client_configuration(kubeconfig)
-        context: ssl.SSLContext | bool
-        ca_data: bytes | None = None
-        if configuration.verify_ssl:
-            context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-            if configuration.ssl_ca_cert:
-                ca_data = Path(configuration.ssl_ca_cert).read_bytes()
-        else:
-            context = False
-        if configuration.cert_file and configuration.key_file:
-            if not isinstance(context, ssl.SSLContext):
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            context.load_cert_chain(configuration.cert_file, configuration.key_file)
-
-        def headers() -> Mapping[str, str]:
-            token = authorization(configuration)
-            return {"Authorization": token} if token else {}
-
-        return cls(configuration.host.rstrip("/"), context, headers, ca_data)
-
-    @classmethod
-    def bearer(cls, server: str, ca_data: bytes | None, token: str) -> KubeAccess:
-        """`server`, trusted by `ca_data` (or the system's CAs), as whoever `token` belongs to."""
-        context = ssl.create_default_context(cadata=ca_data.decode() if ca_data else None)
-        header = {"Authorization": f"Bearer {token}"}
-        return cls(server.rstrip("/"), context, lambda: header, ca_data)
-
-    def server_only_ssl(self) -> ssl.SSLContext | bool:
-        """TLS that trusts the API server and presents no client certificate."""
-        if self.ssl_context is False:
-            return False
-        if self.ca_data:
-            return ssl.create_default_context(cadata=self.ca_data.decode())
-        return ssl.create_default_context()
-
-
-@dataclass(frozen=True)
-class ExecEnd:
-    """How an exec ended: what the command wrote to stderr, and the API server's final status."""
-
-    stderr: bytes
-    status: dict[str, Any] | None
-
-    @property
-    def exit_code(self) -> int | None:
-        """0 on success, the command's code on failure (None if the stream ended without one)."""
-        if self.status is None:
-            return None
-        if self.status.get("status") == "Success":
-            return 0
-        for cause in (self.status.get("details") or {}).get("causes") or []:
-            if cause.get("reason") == "ExitCode":
-                with contextlib.suppress(ValueError, TypeError):
-                    return int(cause.get("message"))
-        return None
 
 
 class Kube:
@@ -296,8 +190,13 @@ class Kube:
     async def merge_patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
         return await self.request("PATCH", path, body=body, content_type=JSON_MERGE_PATCH, ok_missing=True)
 
-    async def delete(self, path: str, *, propagation: str = "Background") -> bool:
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+    async def delete(
+        self, path: str, *, propagation: str = "Background", grace_period_seconds: int | None = None
+    ) -> bool:
+        """Deletes an object, or every object of a collection's path; False if there was none."""
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        if grace_period_seconds is not None:
+            body["gracePeriodSeconds"] = grace_period_seconds
         result = await self.request("DELETE", path, body=body, ok_missing=True)
         return result is not None
 
@@ -330,46 +229,18 @@ class Kube:
         path = f"/api/v1/namespaces/{namespace}/pods/{pod}/exec"
         query = [("command", part) for part in command]
         query += [("container", container), ("stdin", "true"), ("stdout", "true"), ("stderr", "true")]
-        stderr = bytearray()
-        status: dict[str, Any] | None = None
         try:
             socket = await self.session.ws_connect(
                 self.access.server + path,
                 params=query,
                 headers=self.access.headers,
-                protocols=EXEC_PROTOCOLS,
+                protocols=exec_stream.PROTOCOLS,
                 timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
                 max_msg_size=0,
             )
         except aiohttp.WSServerHandshakeError as error:
             raise ApiError(error.status, "GET", path, error.message) from error
-        stopper = asyncio.ensure_future(stop.wait() if stop is not None else asyncio.Event().wait())
-        receiving = asyncio.ensure_future(socket.receive())
-        try:
-            while True:
-                done, _ = await asyncio.wait({receiving, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if stopper in done and not stopper.cancelled():
-                    await socket.send_bytes(bytes([STDIN]) + b"stop\n")
-                    stopper = asyncio.ensure_future(asyncio.Event().wait())
-                if receiving not in done:
-                    continue
-                message = receiving.result()
-                if message.type is not aiohttp.WSMsgType.BINARY:
-                    break  # closed (the command ended) or an error
-                channel, data = message.data[0], message.data[1:]
-                if channel == STDOUT and data:
-                    on_stdout(data)
-                elif channel == STDERR:
-                    stderr.extend(data)
-                elif channel == ERROR and data:
-                    with contextlib.suppress(ValueError):
-                        status = orjson.loads(data)
-                receiving = asyncio.ensure_future(socket.receive())
-        finally:
-            stopper.cancel()
-            receiving.cancel()
-            await socket.close()
-        return ExecEnd(bytes(stderr), status)
+        return await exec_stream.relay(socket, on_stdout, stop)
 
     # --- watches ------------------------------------------------------------------------------
     async def watch(
