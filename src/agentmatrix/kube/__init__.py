@@ -288,7 +288,7 @@ class Kube:
         (bookmarks included); list again whenever the version is too old or the watch fails.
 
         `batch_seconds`: after handling what has arrived, leave the stream unread this long, so
-        that a burst of events costs one wake-up and one decryption instead of one each (events
+        that a burst of events reaches the reader in one delivery instead of one each (events
         then reach `on_event` up to that much later)."""
         while True:
             try:
@@ -354,8 +354,8 @@ class Kube:
 
 
 async def _leave_unread(transport: asyncio.Transport, seconds: float) -> None:
-    """Deliver nothing from `transport` for `seconds`: what arrives meanwhile is decrypted, parsed
-    and handled in one go afterwards, instead of one wake-up of the reader per event."""
+    """Deliver nothing from `transport` for `seconds`: what arrives meanwhile is handed to the
+    reader in one go afterwards, instead of one delivery (and one wake-up of the reader) per event."""
     transport.pause_reading()
     try:
         await asyncio.sleep(seconds)

@@ -32,8 +32,8 @@ SANDBOX_SELECTOR = f"{names.LABEL_SANDBOX}=true"
 WATCHED_WORKLOADS = (*sorted(WORKLOADS), "horizontalpodautoscalers")
 _NEGATIVE_TTL = 5.0
 # Workload events are taken in batches at most this often: a burst of them (a scale, its
-# ReplicaSet, its pods) then costs the webhook one wake-up per watch, not one per event, and its
-# reviews wait less often behind them. The admitted footprints cover the delay (state.py).
+# ReplicaSet, its pods) then reaches each watch's reader in one delivery, not one per event.
+# The admitted footprints cover the delay (state.py).
 WATCH_BATCH_SECONDS = 0.1
 
 
