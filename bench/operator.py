@@ -57,7 +57,7 @@ from agentmatrix.cluster import binaries, controlplane, images, realnode  # noqa
 from agentmatrix.kube import Kube  # noqa: E402
 from agentmatrix.operator import sandbox  # noqa: E402
 from agentmatrix.operator.copies import pod_state  # noqa: E402
-from agentmatrix.operator.drivers.pod import shell_pod  # noqa: E402
+from agentmatrix.operator.drivers.pod_objects import shell_pod  # noqa: E402
 from agentmatrix.operator.plan import TrialKey  # noqa: E402
 from agentmatrix.scenarios import build  # noqa: E402
 from tests.operator.operator_harness import (  # noqa: E402
@@ -73,7 +73,7 @@ from tests.operator.operator_harness import (  # noqa: E402
 from tests.webhook.webhook_process import RunningWebhook  # noqa: E402
 
 NAMESPACE = "bench"
-SHELL_INIT_MARK = b"commands arrive by exec"  # in the shell Pod's init (operator.drivers.pod.SHELL_INIT)
+SHELL_INIT_MARK = b"commands arrive by exec"  # in the shell Pod's init (pod_objects.SHELL_INIT)
 FAST_AGENT = [{"command": "kubectl scale deployment agent --replicas=3", "thought": "a little headroom"}, {}]
 
 

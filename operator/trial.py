@@ -61,7 +61,7 @@ RUNNER_END_REASONS: Mapping[str, TrialEndReason] = {
     "endpoint_error_after_retries": "endpoint-error-after-retries",
     "endpoint_rejected_request": "endpoint-rejected-request",
     "sandbox_unavailable": "sandbox-unavailable",
-    # The pod driver's, when the shell Pod ended the run (operator.drivers.pod.shell_failure).
+    # The pod driver's, when the shell Pod ended the run (operator.drivers.shell_failure).
     "pod_deleted": "pod-deleted",
     "pod_evicted": "pod-evicted",
     "pod_oom_killed": "pod-oom-killed",

@@ -296,7 +296,7 @@ def test_the_operators_service_account_sets_up_a_sandbox(
     from agentmatrix.api.replicationeval import ArmSpec
     from agentmatrix.kube import Kube
     from agentmatrix.operator import sandbox
-    from agentmatrix.operator.drivers.pod import exec_access_objects
+    from agentmatrix.operator.drivers.pod_objects import exec_access_objects
     from agentmatrix.scenarios import build
 
     namespace = f"rbac-{scenario_name}"

@@ -10,16 +10,15 @@ import pytest
 import yaml
 
 from agentmatrix.api import names
-from agentmatrix.operator.drivers.pod import (
-    PENDING_LIMIT_SECONDS,
+from agentmatrix.operator.drivers.pod_objects import (
     SERVICE_ACCOUNT_DIR,
     exec_access_objects,
     shell_exec_cluster_role,
-    shell_failure,
     shell_pod,
     shell_uid,
     token_seconds,
 )
+from agentmatrix.operator.drivers.shell_failure import PENDING_LIMIT_SECONDS, shell_failure
 from agentmatrix.operator.trial import NOT_RUN_END_REASONS, RUNNER_END_REASONS, end_of_run
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "base" / "rbac-operator.yaml"

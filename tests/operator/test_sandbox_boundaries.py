@@ -10,7 +10,7 @@ import yaml
 
 from agentmatrix.cluster.controlplane import LocalCluster
 from agentmatrix.kube import Kube
-from agentmatrix.operator.drivers.pod import driver_pod, model_network_policy, shell_pod
+from agentmatrix.operator.drivers.pod_objects import driver_pod, model_network_policy, shell_pod
 from agentmatrix.operator.sandbox import (
     agent_deployment,
     api_server_endpoints,

@@ -18,7 +18,7 @@ import pytest
 from agentmatrix.agent_runner.replay import ReplayServer, parse_steps
 from agentmatrix.api import names
 from agentmatrix.cluster import controlplane, images, processes, realnode
-from agentmatrix.operator.drivers.pod import shell_uid
+from agentmatrix.operator.drivers.pod_objects import shell_uid
 from tests.operator.operator_harness import (
     AGENTMATRIX,
     Operator,

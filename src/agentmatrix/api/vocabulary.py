@@ -44,7 +44,7 @@ TrialEndReason = Literal[
     "model-not-found",
     "endpoint-rejected-request",
     "endpoint-error-after-retries",
-    # The pod driver's shell Pod ended the run (operator.drivers.pod.shell_failure).
+    # The pod driver's shell Pod ended the run (operator.drivers.shell_failure).
     "pod-deleted",
     "pod-evicted",
     "pod-oom-killed",
