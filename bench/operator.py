@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 from agentmatrix.agent_runner.bubblewrap import KUBECTL_GOGC  # noqa: E402
 from agentmatrix.api import names  # noqa: E402
 from agentmatrix.api.replicationeval import EvalSpec  # noqa: E402
-from agentmatrix.cluster import binaries, controlplane, images, realnode  # noqa: E402
+from agentmatrix.cluster import binaries, controlplane, images, node_layout, realnode  # noqa: E402
 from agentmatrix.kube import Kube  # noqa: E402
 from agentmatrix.operator import sandbox  # noqa: E402
 from agentmatrix.operator.copies import pod_state  # noqa: E402
@@ -123,8 +123,8 @@ def node_cpu(cluster: controlplane.LocalCluster) -> dict[str, float]:
     node = {proc.name: proc.pid for proc in realnode.recorded_processes(cluster.state_dir)}
     if "kubelet" not in node:
         return {}
-    total = cgroup_cpu_seconds(realnode.CGROUP_ROOT)
-    pods = cgroup_cpu_seconds(f"{realnode.CGROUP_ROOT}/kubepods")
+    total = cgroup_cpu_seconds(node_layout.CGROUP_ROOT)
+    pods = cgroup_cpu_seconds(f"{node_layout.CGROUP_ROOT}/kubepods")
     kubelet = cpu_seconds(node["kubelet"]) + cpu_seconds(node["kubelet"], children=True)
     containerd = cpu_seconds(node["containerd"]) + cpu_seconds(node["containerd"], children=True)
     return {
@@ -548,14 +548,14 @@ class NodeMemory:
                 name = comm.read_text()
                 if (
                     name.startswith("containerd-shim")
-                    and f"/{realnode.CGROUP_ROOT}" in (comm.parent / "cgroup").read_text()
+                    and f"/{node_layout.CGROUP_ROOT}" in (comm.parent / "cgroup").read_text()
                 ):
                     shims.append(int(comm.parent.name))
                 elif name.startswith("python3") and SHELL_INIT_MARK in (comm.parent / "cmdline").read_bytes():
                     shells += 1
             except OSError:
                 continue
-        pods = Path("/sys/fs/cgroup/memory") / realnode.CGROUP_ROOT / "kubepods"
+        pods = Path("/sys/fs/cgroup/memory") / node_layout.CGROUP_ROOT / "kubepods"
         return NodeSample(
             shells, rss_mib(node.get("kubelet", 0)), rss_mib(node.get("containerd", 0)), len(shims),
             sum(rss_mib(pid) for pid in shims), *cgroup_memory_mib(pods),

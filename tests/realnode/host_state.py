@@ -6,9 +6,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from agentmatrix.cluster import hostchanges, realnode
+from agentmatrix.cluster import hostchanges, node_layout
 
-NODE_CGROUPS = (realnode.CGROUP_ROOT, "kubepods", "k8s.io")
+NODE_CGROUPS = (node_layout.CGROUP_ROOT, "kubepods", "k8s.io")
 NODE_PROGRAMS = ("containerd", "containerd-shim", "containerd-shim-runc-v2", "kubelet", "runc")
 
 

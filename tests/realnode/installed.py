@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentmatrix.cluster import images, oci, realnode
+from agentmatrix.cluster import images, node_layout, oci
 from agentmatrix.cluster.controlplane import LocalCluster
 from tests.operator.operator_harness import ensure_namespace, eval_manifest, wait_completed
 from tests.prometheus_server import running_prometheus
@@ -51,7 +51,7 @@ def import_agent_image(cluster: LocalCluster, kubectl: Path) -> str:
             entrypoint=("/bin/sh", "/agent.sh"), user="65532:65532", env=("PATH=/bin", "HOME=/tmp")
         )
         image = oci.pack(rootfs, AGENT_IMAGE, config, work, work / "agent.oci.tar")
-        oci.load(realnode.ctr_command(cluster.state_dir), image.archive)
+        oci.load(node_layout.ctr_command(cluster.state_dir), image.archive)
     return AGENT_IMAGE
 
 

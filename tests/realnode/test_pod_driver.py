@@ -17,7 +17,7 @@ import pytest
 
 from agentmatrix.agent_runner.replay import ReplayServer, parse_steps
 from agentmatrix.api import names
-from agentmatrix.cluster import controlplane, images, processes, realnode
+from agentmatrix.cluster import controlplane, images, node_layout, processes
 from agentmatrix.operator.drivers.pod_objects import shell_uid
 from tests.operator.operator_harness import (
     AGENTMATRIX,
@@ -137,7 +137,7 @@ def test_a_replay_eval_runs_in_a_restricted_shell_pod_that_holds_no_model_key(
 
     pod = json.loads(cluster.kubectl("get", "pod", "agent-shell", "-n", namespace, "-o", "json").stdout)
     spec = pod["spec"]
-    assert spec["nodeName"] == realnode.NODE_NAME and spec["automountServiceAccountToken"] is False
+    assert spec["nodeName"] == node_layout.NODE_NAME and spec["automountServiceAccountToken"] is False
     assert not [volume for volume in spec["volumes"] if "secret" in volume]
     assert "secretKeyRef" not in json.dumps(spec["containers"])
     labels = json.loads(cluster.kubectl("get", "namespace", namespace, "-o", "json").stdout)["metadata"][

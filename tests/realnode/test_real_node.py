@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agentmatrix.cluster import controlplane, images, realnode
+from agentmatrix.cluster import controlplane, images, node_layout
 from tests.realnode import host_state
 from tests.realnode.conftest import RealCluster
 
@@ -50,8 +50,8 @@ def real_pod(name: str, image: str, command: list[str] | None = None) -> dict[st
         "metadata": {"name": name},
         "spec": {
             "containers": [container],
-            "tolerations": [realnode.NODE_TOLERATION],
-            "nodeSelector": realnode.NODE_SELECTOR,
+            "tolerations": [node_layout.NODE_TOLERATION],
+            "nodeSelector": node_layout.NODE_SELECTOR,
             "terminationGracePeriodSeconds": 1,
         },
     }
@@ -65,13 +65,13 @@ def pod_phase(cluster: controlplane.LocalCluster, namespace: str, name: str) -> 
 def test_node_is_ready_with_containerd_beside_the_kwok_nodes(real_cluster: RealCluster) -> None:
     nodes = json.loads(real_cluster.cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
     by_name = {n["metadata"]["name"]: n for n in nodes}
-    assert {"kwok-node-0", "kwok-node-1", realnode.NODE_NAME} <= set(by_name)
-    node = by_name[realnode.NODE_NAME]
+    assert {"kwok-node-0", "kwok-node-1", node_layout.NODE_NAME} <= set(by_name)
+    node = by_name[node_layout.NODE_NAME]
     assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://1.6")
-    assert {"type": "InternalIP", "address": realnode.GATEWAY} in node["status"]["addresses"]
-    assert node["spec"]["taints"][0]["key"] == realnode.TAINT_KEY
+    assert {"type": "InternalIP", "address": node_layout.GATEWAY} in node["status"]["addresses"]
+    assert node["spec"]["taints"][0]["key"] == node_layout.TAINT_KEY
     wide = real_cluster.cluster.kubectl("get", "nodes", "-o", "wide").stdout
-    line = next(row for row in wide.splitlines() if row.startswith(realnode.NODE_NAME))
+    line = next(row for row in wide.splitlines() if row.startswith(node_layout.NODE_NAME))
     assert "Ready" in line and "containerd://" in line
     state = str(real_cluster.cluster.state_dir)
     status = subprocess.run(
@@ -122,8 +122,8 @@ def test_service_pod_runs_and_answers_logs_and_exec(real_cluster: RealCluster, n
         what="httpd's log line for the request in kubectl logs",
     )
     pod = json.loads(cluster.kubectl("get", "pod", "web", "-n", namespace, "-o", "json").stdout)
-    assert pod["spec"]["nodeName"] == realnode.NODE_NAME
-    assert pod["status"]["podIP"].startswith(realnode.POD_SUBNET.rsplit(".", 1)[0] + ".")
+    assert pod["spec"]["nodeName"] == node_layout.NODE_NAME
+    assert pod["status"]["podIP"].startswith(node_layout.POD_SUBNET.rsplit(".", 1)[0] + ".")
 
 
 def run_to_end(cluster: controlplane.LocalCluster, namespace: str, pod: dict[str, object]) -> str:
@@ -169,8 +169,8 @@ def test_pods_reach_nothing_else_on_the_host(real_cluster: RealCluster, namespac
         connect = f"nc -w 3 {address} {port} </dev/null 2>/dev/null"
         return f"if {connect}; then echo {port}:open; else echo {port}:closed; fi"
 
-    checks = [probe(realnode.GATEWAY, ports["apiserver"]), probe(realnode.GATEWAY, ports["etcd"])]
-    checks.append(probe(realnode.KUBERNETES_SERVICE_IP, 443))
+    checks = [probe(node_layout.GATEWAY, ports["apiserver"]), probe(node_layout.GATEWAY, ports["etcd"])]
+    checks.append(probe(node_layout.KUBERNETES_SERVICE_IP, 443))
     pod = real_pod("probe", images.SERVICE_IMAGE, ["/bin/sh", "-c", "; ".join(checks)])
     logs = run_to_end(cluster, namespace, pod)
     assert logs.split() == [f"{ports['apiserver']}:open", f"{ports['etcd']}:closed", "443:open"]

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from agentmatrix.api import names
-from agentmatrix.cluster import realnode
+from agentmatrix.cluster import node_layout
 from agentmatrix.cluster.controlplane import LocalCluster
 from tests.realnode.conftest import RealCluster
 
@@ -73,5 +73,5 @@ def shell_pods_running_on_the_real_node(cluster: LocalCluster) -> set[str]:
     return {
         pod["metadata"]["namespace"]
         for pod in pods
-        if pod["status"].get("phase") == "Running" and pod["spec"].get("nodeName") == realnode.NODE_NAME
+        if pod["status"].get("phase") == "Running" and pod["spec"].get("nodeName") == node_layout.NODE_NAME
     }

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agentmatrix.api import names
-from agentmatrix.cluster import realnode
+from agentmatrix.cluster import node_layout
 from agentmatrix.operator import sandbox
 from tests.operator.operator_harness import (
     EVALS_NAMESPACE,
@@ -71,7 +71,7 @@ def test_extra_replicas_are_real_containers_and_what_does_not_fit_stays_pending(
     (trial,) = body["status"]["trials"]
     assert trial["state"] == "Succeeded", trial
 
-    node = json.loads(cluster.kubectl("get", "node", realnode.NODE_NAME, "-o", "json").stdout)
+    node = json.loads(cluster.kubectl("get", "node", node_layout.NODE_NAME, "-o", "json").stdout)
     fits = _millicores(node["status"]["allocatable"]["cpu"]) // _millicores(sandbox.SERVICE_REQUESTS["cpu"])
     assert fits < REPLICAS
     (namespace,) = sandbox_namespaces(cluster, body["metadata"]["uid"])
@@ -83,7 +83,7 @@ def test_extra_replicas_are_real_containers_and_what_does_not_fit_stays_pending(
     pending = [p for p in pods if p["status"].get("phase") == "Pending"]
     assert len(pods) == REPLICAS
     assert len(running) == fits and len(pending) == REPLICAS - fits
-    assert all(p["spec"]["nodeName"] == realnode.NODE_NAME for p in running)
+    assert all(p["spec"]["nodeName"] == node_layout.NODE_NAME for p in running)
     assert all(
         s["containerID"].startswith("containerd://")
         for p in running

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentmatrix.cluster import admission, binaries, kubeconfig, kwok, pki, processes
+from agentmatrix.cluster import admission, binaries, kubeconfig, kwok, node_layout, pki, processes
 from agentmatrix.cluster.certificates import make_certificates
 from agentmatrix.cluster.controllers import spawn_controller_manager, spawn_scheduler
 from agentmatrix.cluster.errors import ClusterError
@@ -306,7 +306,7 @@ def down(state_dir: Path | None = None, *, keep_state: bool = False) -> list[str
             stopped.append(proc.name)
         processes.stop(proc)
     if not keep_state and state_dir.exists():
-        for name in STATE_ENTRIES - ({realnode.STATE_ENTRY} if node_error else set()):
+        for name in STATE_ENTRIES - ({node_layout.STATE_ENTRY} if node_error else set()):
             entry = state_dir / name
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from agentmatrix.cluster import binaries, images, oci, realnode
+from agentmatrix.cluster import binaries, images, node_layout, oci, realnode
 from agentmatrix.cluster.cli import StateDir, _progress
 from agentmatrix.cluster.state_layout import default_state_dir
 
@@ -33,7 +33,7 @@ def build(
     cluster_dir = (state_dir or default_state_dir()).resolve()
     loaded = realnode.running(cluster_dir)
     if loaded:
-        ctr = realnode.ctr_command(cluster_dir)
+        ctr = node_layout.ctr_command(cluster_dir)
         for image in built:
             oci.load(ctr, image.archive)
     if output is not None:

@@ -21,28 +21,29 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from agentmatrix.api import names
-from agentmatrix.cluster import binaries, hostchanges, images, kubeconfig, oci, pki, processes
+from agentmatrix.cluster import binaries, hostchanges, images, kubeconfig, node_config, oci, pki, processes
 from agentmatrix.cluster.controlplane import LocalCluster
 from agentmatrix.cluster.errors import ClusterError
 from agentmatrix.cluster.health import wait_for
-
-NODE_NAME = "agentmatrix-node"
-BRIDGE = "agentmatrix0"
-POD_SUBNET = "10.244.254.0/24"
-GATEWAY = "10.244.254.1"
-KUBERNETES_SERVICE_IP = "10.96.0.1"
-TAINT_KEY = names.TAINT_REAL_NODE
-NODE_LABEL = names.LABEL_NODE_KIND  # names.NODE_KIND_REAL on this node
-CGROUP_ROOT = "agentmatrix-node"
-STATE_ENTRY = "node"  # the node's directory inside the cluster's state directory
-CHAIN_INPUT = "AGENTMATRIX-NODE-IN"
-CHAIN_FORWARD = "AGENTMATRIX-NODE-FWD"
-CHAIN_DNAT = "AGENTMATRIX-NODE-DNAT"
-CNI_BIN_DIR = Path("/usr/lib/cni")
+from agentmatrix.cluster.node_layout import (
+    BRIDGE,
+    CGROUP_ROOT,
+    CHAIN_DNAT,
+    CHAIN_FORWARD,
+    CHAIN_INPUT,
+    CNI_BIN_DIR,
+    GATEWAY,
+    KUBERNETES_SERVICE_IP,
+    NODE_LABEL,
+    NODE_NAME,
+    POD_SUBNET,
+    NodePaths,
+    ctr_command,
+    node_dir,
+)
 
 # PersistentVolumes the node offers (hostPath, Retain: a released one is not reused).
 VOLUME_PREFIX = "agentmatrix-node-volume-"
@@ -70,47 +71,6 @@ PREREQUISITES = {
 }
 
 Progress = Callable[[str], None]
-
-NODE_TOLERATION: dict[str, str] = {"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
-NODE_SELECTOR: dict[str, str] = {NODE_LABEL: names.NODE_KIND_REAL}
-
-
-def node_dir(state_dir: Path) -> Path:
-    return state_dir / STATE_ENTRY
-
-
-@dataclass(frozen=True)
-class NodePaths:
-    root: Path
-
-    @property
-    def journal(self) -> Path:
-        return self.root / "host.json"
-
-    @property
-    def pids(self) -> Path:
-        return self.root / "processes.json"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def containerd_socket(self) -> Path:
-        return self.root / "containerd" / "containerd.sock"
-
-    @property
-    def kubelet_root(self) -> Path:
-        return self.root / "kubelet"
-
-    @property
-    def volumes(self) -> Path:
-        return self.root / "volumes"
-
-
-def ctr_command(state_dir: Path) -> list[str]:
-    return ["ctr", "--address", str(NodePaths(node_dir(state_dir)).containerd_socket)]
-
 
 ROOT_NEEDED = "a real node needs root (containerd, cgroups, iptables)"
 
@@ -239,168 +199,6 @@ def _setup_network(journal: hostchanges.Journal, api_port: int) -> None:
     ipt("ip6tables", "-I", "INPUT", "1", "-i", BRIDGE, "-j", CHAIN_INPUT)
 
 
-def _cni_config(paths: NodePaths) -> Path:
-    conf_dir = paths.root / "cni" / "net.d"
-    conf_dir.mkdir(parents=True, exist_ok=True)
-    conflist = {
-        "cniVersion": "0.4.0",
-        "name": "agentmatrix",
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": BRIDGE,
-                # The gateway address is ours (set before the kubelet starts, as its node IP); the
-                # plugin would otherwise also switch on IP forwarding, which nothing here needs.
-                "isGateway": False,
-                "ipMasq": False,
-                "hairpinMode": True,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": POD_SUBNET, "gateway": GATEWAY}]],
-                    "routes": [{"dst": "0.0.0.0/0", "gw": GATEWAY}],
-                    "dataDir": str(paths.root / "cni" / "ipam"),
-                },
-            }
-        ],
-    }
-    (conf_dir / "10-agentmatrix.conflist").write_text(json.dumps(conflist, indent=2))
-    return conf_dir
-
-
-def _containerd_config(paths: NodePaths) -> Path:
-    base = paths.root / "containerd"
-    cni_conf = _cni_config(paths)
-    config = f"""version = 2
-root = "{base / "root"}"
-state = "{base / "state"}"
-# Plugins that would write outside the state directory, or that nothing here uses.
-disabled_plugins = [
-  "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp",
-]
-
-[grpc]
-  address = "{paths.containerd_socket}"
-
-[ttrpc]
-  address = "{base / "containerd.sock.ttrpc"}"
-
-[debug]
-  address = ""
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{images.PAUSE_IMAGE}"
-  # The VM lacks CAP_SYS_RESOURCE: the pause container's oom_score_adj of -998 would fail.
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_selinux = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{CNI_BIN_DIR}"
-    conf_dir = "{cni_conf}"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "{base / "runc"}"
-"""
-    path = base / "config.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config)
-    return path
-
-
-def _quantity_bytes(quantity: str) -> int:
-    units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
-    for suffix, factor in units.items():
-        if quantity.endswith(suffix):
-            return int(float(quantity[: -len(suffix)]) * factor)
-    return int(quantity)
-
-
-def _reserved(cpu: str, memory: str) -> dict[str, str]:
-    """systemReserved that leaves the pods `cpu` cores and `memory`, the rest being the host's."""
-    cores = os.cpu_count() or 1
-    total = _quantity_bytes(
-        next(
-            line.split()[1] + "Ki"
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal:")
-        )
-    )
-    pods_memory = _quantity_bytes(memory)
-    pods_millicores = int(float(cpu) * 1000)
-    if pods_millicores > cores * 1000 or pods_memory > total:
-        raise ClusterError(
-            f"the node cannot give pods {cpu} CPU and {memory}: the machine has {cores} cores and "
-            f"{total // 1024**2} MiB"
-        )
-    return {
-        "cpu": f"{cores * 1000 - pods_millicores}m",
-        "memory": f"{(total - pods_memory) // 1024**2}Mi",
-    }
-
-
-POD_PIDS_LIMIT = 1024
-
-
-def _kubelet_config(paths: NodePaths, cluster: LocalCluster, cpu: str, memory: str) -> Path:
-    port = processes.free_port()
-    healthz = processes.free_port()
-    config = {
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
-        "address": GATEWAY,
-        "port": port,
-        "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1",
-        "healthzPort": healthz,
-        "tlsCertFile": str(paths.root / "pki" / "kubelet.crt"),
-        "tlsPrivateKeyFile": str(paths.root / "pki" / "kubelet.key"),
-        "authentication": {
-            "anonymous": {"enabled": False},
-            "webhook": {"enabled": True},
-            "x509": {"clientCAFile": str(cluster.state_dir / "pki" / "ca.crt")},
-        },
-        "authorization": {"mode": "Webhook"},
-        "containerRuntimeEndpoint": f"unix://{paths.containerd_socket}",
-        "cgroupDriver": "cgroupfs",
-        "cgroupRoot": f"/{CGROUP_ROOT}",
-        # The VM has cgroup v1 (hybrid); Kubernetes 1.36 refuses it unless told otherwise.
-        "failCgroupV1": False,
-        "failSwapOn": False,
-        "podLogsDir": str(paths.root / "pod-logs"),
-        "registerWithTaints": [{"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}],
-        "systemReserved": _reserved(cpu, memory),
-        "enforceNodeAllocatable": ["pods"],
-        # Images are imported, never pulled: garbage-collecting one would lose it for good.
-        "imageGCHighThresholdPercent": 100,
-        "imageGCLowThresholdPercent": 99,
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%", "imagefs.available": "2%"},
-        "serializeImagePulls": False,
-        "resolvConf": "",
-        "maxPods": 110,
-        # A fork bomb in one pod (the agent's shell, or a pod the agent made) cannot take the node's pids.
-        "podPidsLimit": POD_PIDS_LIMIT,
-        "nodeStatusReportFrequency": "10s",
-        "nodeStatusUpdateFrequency": "10s",
-    }
-    path = paths.root / "kubelet-config.json"
-    path.write_text(json.dumps(config, indent=2))
-    return path
-
-
 def _node_ready(cluster: LocalCluster) -> bool:
     out = cluster.kubectl(
         "get",
@@ -513,7 +311,7 @@ def up(
         _setup_network(journal, api_port)
         hostchanges.make_cgroup_root(CGROUP_ROOT)
         say("real node: starting containerd")
-        containerd_config = _containerd_config(paths)
+        containerd_config = node_config.containerd_config(paths)
         record(processes.spawn("containerd", ["containerd", "--config", str(containerd_config)], paths.logs))
         wait_for("containerd's socket", paths.containerd_socket.exists, 30, procs, paths.logs)
         ctr = ctr_command(cluster.state_dir)
@@ -530,7 +328,7 @@ def up(
         for archive in archives:
             oci.load(ctr, archive)
         say("real node: starting the kubelet")
-        config = _kubelet_config(paths, cluster, cpu, memory)
+        config = node_config.kubelet_config(paths, cluster, cpu, memory)
         record(
             processes.spawn(
                 "kubelet",

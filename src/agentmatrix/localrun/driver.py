@@ -15,7 +15,7 @@ from typing import Any, Literal
 from rich.console import Console
 
 from agentmatrix.api import names
-from agentmatrix.cluster import binaries, images, oci, realnode, state_layout
+from agentmatrix.cluster import binaries, images, node_layout, oci, realnode, state_layout
 from agentmatrix.localrun.errors import RunError
 
 RunDriver = Literal["auto", "process", "pod"]
@@ -95,7 +95,7 @@ def ensure_images(state: Path, say: Callable[[str], None]) -> None:
     try:
         built = images.build_all(say, binaries.find().kubectl)
         if realnode.running(state):
-            ctr = realnode.ctr_command(state)
+            ctr = node_layout.ctr_command(state)
             for image in built:
                 oci.load(ctr, image.archive)
     except (oci.ImageError, binaries.BuildError) as exc:
