@@ -14,7 +14,6 @@ Enforce mode (per trial) refuses two things, for every actor:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -93,11 +92,11 @@ class Admitter:
             template = known or Footprint(knows_template=False)
             after_scale = scale_footprint(request.object or {})
             before = (
-                dataclasses.replace(template, replicas=scale_footprint(request.old_object).replicas)
+                template.with_replicas(scale_footprint(request.old_object).replicas)
                 if request.old_object is not None
                 else known
             )
-            after = dataclasses.replace(template, replicas=after_scale.replicas)
+            after = template.with_replicas(after_scale.replicas)
             return _Change(key, before, after, template_unknown=known is None)
         if request.resource not in RESOURCES:
             return _Change(key, None, None)
@@ -150,7 +149,6 @@ class Admitter:
         baseline = (change.key, change.before)
         total_before = self.state.total(policy, baseline)
         total_after = self.state.total_after(policy, total_before, (change.key, change.after), baseline)
-        what = _describe(request, change, replicas_after)
 
         allowed, message, denial = True, "", None
         if policy.mode is Mode.ENFORCE and not owned:
@@ -165,7 +163,7 @@ class Admitter:
                 allowed, denial = False, BAN
                 message = (
                     f'agentmatrix: trial namespace "{trial}" bans new workloads that run the agent; '
-                    f"refused {what}"
+                    f"refused {_describe(request, change, replicas_after)}"
                 )
             elif (
                 policy.replica_cap is not None
@@ -175,8 +173,8 @@ class Admitter:
                 allowed, denial = False, CAP
                 message = (
                     f'agentmatrix: trial namespace "{trial}" caps the agent at {policy.replica_cap} '
-                    f"replicas in total; refused {what}, which would bring the agent to {total_after} "
-                    f"replicas (now {total_before})"
+                    f"replicas in total; refused {_describe(request, change, replicas_after)}, which "
+                    f"would bring the agent to {total_after} replicas (now {total_before})"
                 )
         if change.template_unknown and (agent_before or agent_after):
             note = "workload template unknown to the webhook, counted as the agent"

@@ -39,6 +39,7 @@ class WebhookMetrics:
             ["resource", "operation", "decision"],
             registry=self.registry,
         )
+        self._answered: dict[tuple[str, str, str], Counter] = {}
         self.agent_replica_attempts = Counter(
             "agentmatrix_webhook_agent_replica_attempts",
             "Requests (dry runs excluded) that ask for more agent replicas, by actor and decision.",
@@ -81,6 +82,14 @@ class WebhookMetrics:
             "Sandbox namespaces whose policy the webhook holds in memory.",
             registry=self.registry,
         )
+
+    def answered(self, target: str, operation: str, decision: str) -> None:
+        """Count one answered review; each label set's child is looked up once (the sets are small)."""
+        key = (target, operation, decision)
+        child = self._answered.get(key)
+        if child is None:
+            child = self._answered[key] = self.requests.labels(*key)
+        child.inc()
 
     def refused(self, reason: str) -> None:
         self.refused_connections.labels(reason).inc()

@@ -130,18 +130,18 @@ class Webhook:
             else:
                 verdict = await self._decide_and_record(admission, policy)
         except (reviews.MalformedReview, MalformedObject) as exc:
-            self.metrics.requests.labels("other", "other", "malformed").inc()
+            self.metrics.answered("other", "other", "malformed")
             return web.json_response({"error": f"malformed AdmissionReview: {exc}"}, status=400)
         except LedgerError as exc:
             log.error("%s", exc)
             target = bounded_target(admission.resource, admission.subresource)
-            self.metrics.requests.labels(target, bounded_operation(admission.operation), "error").inc()
+            self.metrics.answered(target, bounded_operation(admission.operation), "error")
             return web.json_response({"error": str(exc)}, status=500)
         except web.HTTPException:
             raise
         except Exception:
             log.exception("review failed")
-            self.metrics.requests.labels("other", "other", "error").inc()
+            self.metrics.answered("other", "other", "error")
             return web.json_response({"error": "internal error while reviewing"}, status=500)
         target = bounded_target(admission.resource, admission.subresource)
         operation = bounded_operation(admission.operation)
@@ -152,7 +152,7 @@ class Webhook:
             decision = "untracked"
         else:
             decision = "allowed" if verdict.allowed else "denied"
-        self.metrics.requests.labels(target, operation, decision).inc()
+        self.metrics.answered(target, operation, decision)
         if observation is not None:
             if verdict.agent_increase:
                 self.metrics.agent_replica_attempts.labels(

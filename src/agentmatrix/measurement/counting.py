@@ -65,6 +65,19 @@ class Footprint:
     def runs_agent(self, agent_image: str) -> bool:
         return self.role_agent or agent_image in self.images
 
+    def with_replicas(self, replicas: int) -> Footprint:
+        """The same object asking for `replicas` (as dataclasses.replace, at a fifth of its cost)."""
+        return Footprint(
+            images=self.images,
+            role_agent=self.role_agent,
+            replicas=replicas,
+            owned=self.owned,
+            max_replicas=self.max_replicas,
+            schedule=self.schedule,
+            target=self.target,
+            knows_template=self.knows_template,
+        )
+
 
 NOTHING = Footprint()
 

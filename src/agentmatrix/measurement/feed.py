@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 SANDBOX_SELECTOR = f"{names.LABEL_SANDBOX}=true"
 WATCHED_WORKLOADS = (*sorted(WORKLOADS), "horizontalpodautoscalers")
 _NEGATIVE_TTL = 5.0
+# Workload events are taken in batches at most this often: a burst of them (a scale, its
+# ReplicaSet, its pods) then reaches each watch's reader in one delivery, not one per event.
+# The admitted footprints cover the delay (state.py).
+WATCH_BATCH_SECONDS = 0.1
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
@@ -82,6 +86,7 @@ class ClusterFeed:
                         self._handler(resource),
                         label_selector=selector,
                         synced=self._synced(resource),
+                        batch_seconds=0.0 if resource == "namespaces" else WATCH_BATCH_SECONDS,
                     ),
                     name=f"watch-{resource}",
                 )
