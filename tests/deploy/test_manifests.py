@@ -38,6 +38,23 @@ def test_wheel_carries_the_crd_the_manifests_and_the_results_schema(wheel: Path)
     assert not any(name.startswith("agentmatrix/crds/kustomization") for name in names)
 
 
+def test_wheel_carries_every_module_of_the_source_tree(wheel: Path) -> None:
+    """A package missing from pyproject's explicit `packages` list is left out of the wheel, and
+    the images (and any `pip install`) break on its import: every module must be in it."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    parts = {ROOT / "src" / "agentmatrix": "agentmatrix"}
+    parts.update({ROOT / part: f"agentmatrix/{part}" for part in ("operator", "webhook", "agent_runner")})
+    missing = []
+    for folder, inside in parts.items():
+        for module in folder.rglob("*.py"):
+            relative = module.relative_to(folder)
+            if (folder / relative.parts[0]).is_symlink():  # the parts linked in by setup, counted above
+                continue
+            if f"{inside}/{relative.as_posix()}" not in names:
+                missing.append(f"{inside}/{relative.as_posix()}")
+    assert missing == []
+
+
 def test_installed_package_prints_its_own_manifests(wheel: Path, tmp_path: Path) -> None:
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     script = "from agentmatrix import manifests; print(manifests.root()); print(manifests.deploy())"
