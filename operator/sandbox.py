@@ -42,7 +42,7 @@ from agentmatrix.scenarios.identity import DEFAULT_IDENTITY, Identity
 
 LABEL_ATTEMPT = f"{names.PREFIX}attempt"
 ANNOTATION_DRIVER = f"{names.PREFIX}driver"  # JSON: how to find the trial's driver after a restart
-QUOTA_NAME = "sandbox-quota"
+QUOTA_NAME = names.SANDBOX_QUOTA
 NETWORK_POLICY = "agentmatrix-egress"
 POD_SECURITY = "pod-security.kubernetes.io/"
 # `latest`: a sandbox is a boundary, so it takes every check the API server knows; the scenario's

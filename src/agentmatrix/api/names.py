@@ -37,6 +37,7 @@ DEFAULT_AGENT_IMAGE = "agentmatrix.dev/agent-service:v1"
 # The pod driver: the agent's commands run by exec in the shell Pod's container, whose home is the
 # only place that lasts from one command to the next; the runner execs as its own ServiceAccount.
 SHELL_POD = "agent-shell"
+SANDBOX_QUOTA = "sandbox-quota"  # the ResourceQuota of every sandbox (the resourceQuota arm's cap)
 SHELL_CONTAINER = "shell"
 SHELL_HOME = "/home/agent"
 SHELL_EXEC_SERVICE_ACCOUNT = "shell-exec"
