@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from agentmatrix.agent_runner.bubblewrap import KUBECTL_GOGC  # noqa: E402
 from agentmatrix.api import names  # noqa: E402
-from agentmatrix.api.replicationeval import EvalSpec  # noqa: E402
+from agentmatrix.api.replicationeval import ArmSpec, EvalSpec  # noqa: E402
 from agentmatrix.cluster import binaries, controlplane, images, node_layout, realnode  # noqa: E402
 from agentmatrix.kube import Kube  # noqa: E402
 from agentmatrix.operator import sandbox  # noqa: E402
@@ -60,6 +60,7 @@ from agentmatrix.operator.copies import pod_state  # noqa: E402
 from agentmatrix.operator.drivers.pod_objects import shell_pod  # noqa: E402
 from agentmatrix.operator.plan import TrialKey  # noqa: E402
 from agentmatrix.scenarios import build  # noqa: E402
+from agentmatrix.scenarios.base import Scenario  # noqa: E402
 from tests.operator.operator_harness import (  # noqa: E402
     AGENTMATRIX,
     Operator,
@@ -320,136 +321,146 @@ def run_eval(
     return EvalFigures(per_trial, to_first)
 
 
-async def wait_serving(kube: Kube, namespace: str, wanted: int, image: str, within: float = 60.0) -> None:
-    """Follow the namespace's pods (a list, then a watch) until `wanted` agent pods serve."""
+async def wait_for_pods(
+    kube: Kube, namespace: str, done: Callable[[list[dict[str, Any]]], bool], within: float = 60.0
+) -> None:
+    """Follow the namespace's pods (a list, then a watch) until `done` holds for them."""
     path = f"/api/v1/namespaces/{namespace}/pods"
     async with asyncio.timeout(within):
         while True:
-            pods, version = await kube.list_with_version(path)
-            states = {pod["metadata"]["name"]: pod_state(pod, image) for pod in pods}
-            if sum(state.serving for state in states.values()) >= wanted:
+            listed, version = await kube.list_with_version(path)
+            pods = {pod["metadata"]["name"]: pod for pod in listed}
+            if done(list(pods.values())):
                 return
             async for kind, pod in kube.watch(path, version):
                 if kind == "DELETED":
-                    states.pop(pod["metadata"]["name"], None)
+                    pods.pop(pod["metadata"]["name"], None)
                 elif kind != "BOOKMARK":
-                    states[pod["metadata"]["name"]] = pod_state(pod, image)
-                if sum(state.serving for state in states.values()) >= wanted:
+                    pods[pod["metadata"]["name"]] = pod
+                if done(list(pods.values())):
                     return
 
 
-async def bare_trials(cluster: controlplane.LocalCluster, spec: dict[str, Any]) -> list[tuple[float, float]]:
-    """(bare trial, its kubectl run) in seconds, for as many bare trials as the spec has."""
+async def wait_serving(kube: Kube, namespace: str, wanted: int, image: str) -> None:
+    await wait_for_pods(
+        kube, namespace, lambda pods: sum(pod_state(p, image).serving for p in pods) >= wanted
+    )
+
+
+async def wait_running(kube: Kube, namespace: str, name: str) -> None:
+    def running(pods: list[dict[str, Any]]) -> bool:
+        return any(
+            p["metadata"]["name"] == name and p.get("status", {}).get("phase") == "Running" for p in pods
+        )
+
+    await wait_for_pods(kube, namespace, running, within=120.0)
+
+
+@dataclass(frozen=True)
+class BareTrial:
+    """What one bare trial needs: the cluster, the scenario, the arm, and the agent's one command."""
+
+    kube: Kube
+    cluster: controlplane.LocalCluster
+    scenario: Scenario
+    arm: ArmSpec
+    image: str
+    command: list[str]  # kubectl scale deployment agent --replicas=N
+    stamp: int
+
+    @property
+    def wanted(self) -> int:
+        return int(self.command[-1].rsplit("=", 1)[1])
+
+    async def namespace(self, prefix: str, index: int) -> dict[str, Any]:
+        """The sandbox's namespace, made as the operator makes it."""
+        ns = f"{prefix}-{self.stamp}-{index}"
+        namespace = sandbox.namespace_object(
+            ns, eval_name=prefix, eval_namespace=NAMESPACE, eval_uid=f"{prefix}-{self.stamp}",
+            key=TrialKey(index, self.arm.name), attempt=0, arm=self.arm, agent_image=self.image,
+        )  # fmt: skip
+        await self.kube.create_or_keep("/api/v1/namespaces", namespace)
+        return namespace
+
+
+async def run_bare_trials(
+    cluster: controlplane.LocalCluster,
+    spec: dict[str, Any],
+    trial: Callable[[BareTrial, int], Awaitable[tuple[float, float]]],
+) -> list[tuple[float, float]]:
+    """(bare trial, its command's run) in seconds, for as many trials as `spec` has, at its
+    parallelism, from one client with no operator and no runner."""
     eval_spec = EvalSpec.model_validate(spec)
-    scenario = build(eval_spec.scenario.to_api())
-    arm, image = eval_spec.arms[0], eval_spec.agent_image
-    command = str(FAST_AGENT[0]["command"]).split()[1:]  # kubectl scale deployment agent --replicas=N
-    wanted = int(command[-1].rsplit("=", 1)[1])
-    stamp = int(time.time())
     kube = Kube.from_kubeconfig(cluster.kubeconfig)
+    bare = BareTrial(
+        kube, cluster, build(eval_spec.scenario.to_api()), eval_spec.arms[0], eval_spec.agent_image,
+        str(FAST_AGENT[0]["command"]).split(), int(time.time()),
+    )  # fmt: skip
     gate = asyncio.Semaphore(eval_spec.parallelism)
 
-    async def bare_trial(index: int) -> tuple[float, float]:
+    async def gated(index: int) -> tuple[float, float]:
         async with gate:
-            ns = f"floor-{stamp}-{index}"
-            started = time.time()
-            namespace = sandbox.namespace_object(
-                ns, eval_name="floor", eval_namespace=NAMESPACE, eval_uid=f"floor-{stamp}",
-                key=TrialKey(index, arm.name), attempt=0, arm=arm, agent_image=image,
-            )  # fmt: skip
-            await kube.create_or_keep("/api/v1/namespaces", namespace)
-            settings = sandbox.SandboxSettings()
-            await sandbox.create_sandbox(kube, namespace, scenario=scenario, arm=arm, settings=settings)
-            await sandbox.create_agent_workload(kube, ns, image, scenario.initial_replicas)
-            await wait_serving(kube, ns, scenario.initial_replicas, image)
-            command_started = time.time()
-            agent = await asyncio.create_subprocess_exec(
-                str(cluster.kubectl_path), f"--kubeconfig={cluster.kubeconfig}", "-n", ns, *command,
-                stdout=asyncio.subprocess.DEVNULL, env={**os.environ, "GOGC": KUBECTL_GOGC},
-            )  # fmt: skip
-            await agent.wait()
-            command_seconds = time.time() - command_started
-            await wait_serving(kube, ns, wanted, image)
-            await sandbox.delete_namespace(kube, ns)
-            return time.time() - started, command_seconds
+            return await trial(bare, index)
 
     try:
-        return list(await asyncio.gather(*(bare_trial(index) for index in range(eval_spec.trials))))
+        return list(await asyncio.gather(*(gated(index) for index in range(eval_spec.trials))))
     finally:
         await kube.close()
 
 
-async def wait_running(kube: Kube, namespace: str, pod: str, within: float = 120.0) -> None:
-    path = f"/api/v1/namespaces/{namespace}/pods"
-    async with asyncio.timeout(within):
-        while True:
-            pods, version = await kube.list_with_version(path)
-            if any(
-                p["metadata"]["name"] == pod and p.get("status", {}).get("phase") == "Running" for p in pods
-            ):
-                return
-            async for _kind, found in kube.watch(path, version):
-                if found["metadata"]["name"] == pod and found.get("status", {}).get("phase") == "Running":
-                    return
+async def bare_trial(bare: BareTrial, index: int) -> tuple[float, float]:
+    """The Kubernetes work a process-driver trial cannot do without: the namespace and its objects,
+    the agent's Deployment until its pod serves, the agent's command run with kubectl here, the new
+    pods until they serve, and the namespace's deletion."""
+    started = time.time()
+    namespace = await bare.namespace("floor", index)
+    ns, scenario = namespace["metadata"]["name"], bare.scenario
+    await sandbox.create_sandbox(
+        bare.kube, namespace, scenario=scenario, arm=bare.arm, settings=sandbox.SandboxSettings()
+    )
+    await sandbox.create_agent_workload(bare.kube, ns, bare.image, scenario.initial_replicas)
+    await wait_serving(bare.kube, ns, scenario.initial_replicas, bare.image)
+    command_started = time.time()
+    cluster = bare.cluster
+    agent = await asyncio.create_subprocess_exec(
+        str(cluster.kubectl_path), f"--kubeconfig={cluster.kubeconfig}", "-n", ns, *bare.command[1:],
+        stdout=asyncio.subprocess.DEVNULL, env={**os.environ, "GOGC": KUBECTL_GOGC},
+    )  # fmt: skip
+    await agent.wait()
+    command_seconds = time.time() - command_started
+    await wait_serving(bare.kube, ns, bare.wanted, bare.image)
+    await sandbox.delete_namespace(bare.kube, ns)
+    return time.time() - started, command_seconds
 
 
-async def bare_pod_trials(
-    cluster: controlplane.LocalCluster, trials: int, parallelism: int
-) -> list[tuple[float, float]]:
-    """(bare pod trial, its command's run) in seconds: what the pod driver's trial cannot do without,
-    from one client with no operator and no runner. The sandbox (the operator's own code, on the
-    real node), its workload until serving and the shell Pod (the pod driver's own spec) until
-    running, side by side; the agent's one command run in the shell by exec (the in-cluster kubectl
-    as the agent's ServiceAccount); the new pods until they serve; the sandbox's deletion."""
-    eval_spec = EvalSpec.model_validate(bench_spec(trials, parallelism))
-    scenario = build(eval_spec.scenario.to_api())
-    arm, image = eval_spec.arms[0], eval_spec.agent_image
-    command = str(FAST_AGENT[0]["command"]).split()  # kubectl scale deployment agent --replicas=N
-    wanted = int(command[-1].rsplit("=", 1)[1])
-    stamp = int(time.time())
-    kube = Kube.from_kubeconfig(cluster.kubeconfig)
-    gate = asyncio.Semaphore(parallelism)
+async def bare_pod_trial(bare: BareTrial, index: int) -> tuple[float, float]:
+    """What a pod-driver trial cannot do without: the sandbox (on the real node), its workload until
+    serving and the shell Pod (the pod driver's own spec) until running, side by side; the agent's
+    command run in the shell by exec (the in-cluster kubectl as the agent's ServiceAccount); the new
+    pods until they serve; the sandbox's deletion."""
+    started = time.time()
+    namespace = await bare.namespace("pod-floor", index)
+    ns, scenario, kube = namespace["metadata"]["name"], bare.scenario, bare.kube
     settings = sandbox.SandboxSettings(driver_pods=1, real_node=True)
-
-    async def bare_trial(index: int) -> tuple[float, float]:
-        async with gate:
-            ns = f"pod-floor-{stamp}-{index}"
-            started = time.time()
-            namespace = sandbox.namespace_object(
-                ns, eval_name="pod-floor", eval_namespace=NAMESPACE, eval_uid=f"pod-floor-{stamp}",
-                key=TrialKey(index, arm.name), attempt=0, arm=arm, agent_image=image,
-            )  # fmt: skip
-            await kube.create_or_keep("/api/v1/namespaces", namespace)
-            shell = shell_pod(ns, images.RUNNER_IMAGE, 600.0, real_node=True)
-            workload = sandbox.create_agent_workload(
-                kube, ns, image, scenario.initial_replicas, real_node=True
-            )
-            await asyncio.gather(
-                sandbox.create_sandbox(kube, namespace, scenario=scenario, arm=arm, settings=settings),
-                workload,
-            )
-            await kube.create_or_keep(
-                f"/api/v1/namespaces/{ns}/pods", shell
-            )  # as the ServiceAccount made above
-            await asyncio.gather(
-                wait_serving(kube, ns, scenario.initial_replicas, image),
-                wait_running(kube, ns, names.SHELL_POD),
-            )
-            command_started = time.time()
-            end = await kube.exec(
-                ns, names.SHELL_POD, command, container=names.SHELL_CONTAINER, on_stdout=lambda _: None
-            )
-            if end.exit_code != 0:
-                raise SystemExit(f"the bare pod trial's command failed: {end}")
-            command_seconds = time.time() - command_started
-            await wait_serving(kube, ns, wanted, image)
-            await sandbox.delete_namespace(kube, ns)
-            return time.time() - started, command_seconds
-
-    try:
-        return list(await asyncio.gather(*(bare_trial(index) for index in range(trials))))
-    finally:
-        await kube.close()
+    await asyncio.gather(
+        sandbox.create_sandbox(kube, namespace, scenario=scenario, arm=bare.arm, settings=settings),
+        sandbox.create_agent_workload(kube, ns, bare.image, scenario.initial_replicas, real_node=True),
+    )
+    shell = shell_pod(ns, images.RUNNER_IMAGE, 600.0, real_node=True)
+    await kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", shell)  # as the ServiceAccount made above
+    await asyncio.gather(
+        wait_serving(kube, ns, scenario.initial_replicas, bare.image), wait_running(kube, ns, names.SHELL_POD)
+    )
+    command_started = time.time()
+    end = await kube.exec(
+        ns, names.SHELL_POD, bare.command, container=names.SHELL_CONTAINER, on_stdout=lambda _: None
+    )
+    if end.exit_code != 0:
+        raise SystemExit(f"the bare pod trial's command failed: {end}")
+    command_seconds = time.time() - command_started
+    await wait_serving(kube, ns, bare.wanted, bare.image)
+    await sandbox.delete_namespace(kube, ns)
+    return time.time() - started, command_seconds
 
 
 def bench(
@@ -468,7 +479,7 @@ def bench(
         own_before = cpu_seconds(os.getpid()) + cpu_seconds(os.getpid(), children=True)
         machine_before = machine_cpu_seconds()
         started = time.time()
-        bare = asyncio.run(bare_trials(cluster, spec))
+        bare = asyncio.run(run_bare_trials(cluster, spec, bare_trial))
         wall = time.time() - started
         time.sleep(3)  # the last namespaces' deletion is part of the bare trials' work
         own = cpu_seconds(os.getpid()) + cpu_seconds(os.getpid(), children=True) - own_before
@@ -607,7 +618,7 @@ def bench_pods(cluster: controlplane.LocalCluster, trials: int | None, work: Pat
         time.sleep(5)  # the eval's last sandboxes go away
         machine_before = machine_cpu_seconds()
         started = time.time()
-        bare = asyncio.run(bare_pod_trials(cluster, count, parallelism))
+        bare = asyncio.run(run_bare_trials(cluster, bench_spec(count, parallelism), bare_pod_trial))
         wall = time.time() - started
         machine = machine_cpu_seconds() - machine_before
     print("driver   parallelism  trials  harness per trial (mean, p90)  start to first command (mean, max)")
