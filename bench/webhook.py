@@ -311,7 +311,8 @@ def bench_api_server(args: argparse.Namespace) -> None:
     print("== API server latency of deployments/scale (PATCH), the arms interleaved on one control plane")
     print("   this webhook (observe mode: ledger, watches), bench/noop_webhook.py (same stack: aiohttp,")
     print("   uvloop, mTLS; allows all, records nothing) and no webhook at all, each in its own namespace;")
-    print("   all configurations registered throughout, each scoped to its arm's namespace")
+    print("   each arm an eval of its own, each webhook serving its eval's sandboxes (as `agentmatrix run`")
+    print("   starts it); all configurations registered throughout, each scoped to its arm's namespace")
     state_dir: Path | None = args.state_dir
     state = state_dir or Path(tempfile.mkdtemp(prefix="agentmatrix-bench-cluster-"))
     cluster = controlplane.up(state)
@@ -326,12 +327,15 @@ def bench_api_server(args: argparse.Namespace) -> None:
             arms: list[webhook_arms.Arm] = []
             certs = directory / "certs"
 
+            def evals_namespace(arm: str) -> str:
+                return f"evals-{suffix}-{arm}"
+
             def arm_namespace(arm: str) -> str:
                 namespace = f"bench-{suffix}-{arm}"  # arm labels have one length: same object sizes
                 cluster.kubectl("create", "namespace", namespace)
                 cluster.kubectl(
                     "label", "namespace", namespace, f"{names.LABEL_SANDBOX}=true",
-                    f"{webhook_arms.ARM_LABEL}={arm}",
+                    f"{names.LABEL_EVAL_NAMESPACE}={evals_namespace(arm)}", f"{webhook_arms.ARM_LABEL}={arm}",
                 )  # fmt: skip
                 cluster.kubectl("create", "deployment", "agent", f"--image={IMAGE}", "-n", namespace)
                 namespaces.append(namespace)
@@ -340,7 +344,8 @@ def bench_api_server(args: argparse.Namespace) -> None:
             def ours(arm: str, label: str, env: dict[str, str] | None = None) -> tuple[webhook_arms.Arm, str]:
                 ledger_path = directory / f"ledger-{arm}.sqlite3"
                 options = ["--kubeconfig", str(cluster.kubeconfig), "--ledger", str(ledger_path),
-                           "--client-ca", str(cluster.webhook_client_ca)]  # fmt: skip
+                           "--client-ca", str(cluster.webhook_client_ca),
+                           "--evals-namespace", evals_namespace(arm)]  # fmt: skip
                 if (certs / "agentmatrix-webhook.crt").exists():  # every arm serves one certificate
                     options += ["--cert", str(certs / "agentmatrix-webhook.crt"),
                                 "--key", str(certs / "agentmatrix-webhook.key")]  # fmt: skip
@@ -386,7 +391,7 @@ def bench_api_server(args: argparse.Namespace) -> None:
             for arm, url in urls.items():
                 configuration = admission_config.webhook_configuration(
                     Mode.OBSERVE, admission_config.ClientTarget(url=url, ca_bundle=ca),
-                    name=f"agentmatrix-bench-{suffix}-{arm}",
+                    name=f"agentmatrix-bench-{suffix}-{arm}", evals_namespaces=(evals_namespace(arm),),
                 )  # fmt: skip
                 registered.append(webhook_arms.scoped(configuration, arm))
             register.apply(registered, cluster.kubeconfig)

@@ -1,11 +1,14 @@
 """The API server's latency for `deployments/scale` with each webhook arm, measured interleaved.
 
 Every arm has its own sandbox namespace (names of one length, the same Deployment, the same
-object sizes) and every webhook configuration stays registered for the whole run, each scoped to
-its arm's namespace by one extra namespaceSelector expression; apart from that expression and the
-URL the configurations are the generated one (observe mode: same entries, failure policy,
-timeout, serving certificate and mTLS). So a request in any arm passes the same admission chain,
-calls exactly one webhook (none in the `none` arm), over the same kept-alive client connection.
+object sizes), of an eval of its own, and every webhook configuration stays registered for the
+whole run, each scoped to its arm's namespace by one extra namespaceSelector expression; apart
+from that expression and the URL the configurations are the generated one for the arm's eval
+(observe mode: same entries, failure policy, timeout, serving certificate and mTLS). A webhook
+arm serves its eval's sandboxes only, as `agentmatrix run` starts it, so it watches the workloads
+of its own arm and not the others' (the controllers' work of every arm still shares the cores).
+So a request in any arm passes the same admission chain, calls exactly one webhook (none in the
+`none` arm), over the same kept-alive client connection.
 
 Rounds: the arms in a random order, one block of requests each; the first requests of a block
 are not counted (the controllers' follow-up work of the previous block, a ReplicaSet update and a

@@ -135,12 +135,11 @@ class SharedAdmissions:
         oldest = self.clock() - self.ttl
         for seq, at, trial, resource, namespace, name, footprint in rows:
             self._seen = max(self._seen, int(seq))
-            if self.state.watching and float(at) < oldest:
-                continue  # the watch has reported it by now
             key = WorkloadKey(str(resource), str(namespace), str(name))
-            self.state.admitted(key, footprint_from_json(footprint))
-            if namespace != trial:
+            if namespace != trial:  # however old: only this makes its namespace watched here
                 self.state.mark_foreign(key, str(trial))
+            if not (self.state.watching and float(at) < oldest):  # else the watch has reported it
+                self.state.admitted(key, footprint_from_json(footprint))
 
     def record(self, trial: str, key: WorkloadKey, footprint: Footprint | None) -> None:
         """What this process allowed (call during `turn`, before answering)."""

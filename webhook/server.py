@@ -67,7 +67,8 @@ class Webhook:
         self.feed: ClusterFeed | None = None
         if settings.watch:
             self.feed = ClusterFeed(
-                Kube(KubeAccess.load(settings.kubeconfig)),
+                # Ten watches per namespace in scope: more trials, more connections.
+                Kube(KubeAccess.load(settings.kubeconfig), connections=0),
                 self.state,
                 evals_namespaces=settings.evals_namespaces,
             )

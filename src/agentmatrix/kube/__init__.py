@@ -67,8 +67,10 @@ class ApiError(RuntimeError):
 class Kube:
     """One identity talking to one API server. Implements `agentmatrix.scenarios.base.KubeApi`."""
 
-    def __init__(self, access: KubeAccess) -> None:
+    def __init__(self, access: KubeAccess, *, connections: int = 64) -> None:
+        """`connections`: at most this many open at once (0: no limit; each watch holds one)."""
         self.access = access
+        self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._server_only: ssl.SSLContext | bool | None = None
 
@@ -86,7 +88,7 @@ class Kube:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self.access.ssl_context, limit=64)
+            connector = aiohttp.TCPConnector(ssl=self.access.ssl_context, limit=self._connections)
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._session
 

@@ -1,7 +1,8 @@
 """Background watches that keep `ClusterState` current, and the lookups used on a cache miss.
 
-Watched, cluster-wide: sandbox namespaces (label `agentmatrix.dev/sandbox=true`, for their
-policy annotations), nodes (a DaemonSet's replica count) and every workload kind the webhook
+Watched cluster-wide: sandbox namespaces (label `agentmatrix.dev/sandbox=true`, for their
+policy annotations) and nodes (a DaemonSet's replica count). Watched per namespace, only in the
+trials' sandboxes and where their agents made objects elsewhere: every workload kind the webhook
 counts (to know, for a bare Scale, what the scaled object runs, and for the cap, what the agent
 already runs). Objects whose controller is counted (a ReplicaSet's pods, ...) are not kept.
 """
@@ -61,52 +62,81 @@ def sandbox_selector(evals_namespaces: tuple[str, ...] = ()) -> str:
 
 
 class ClusterFeed:
+    """Cluster-wide watches of sandbox namespaces and nodes; per namespace in the state's scope
+    (the trials' sandboxes, and where their agents made objects elsewhere), one watch per workload
+    kind, started when the namespace enters the scope and stopped when it leaves. So the webhook
+    reads only the events of its own trials, however busy the rest of the cluster is."""
+
     def __init__(self, client: Kube, state: ClusterState, *, evals_namespaces: tuple[str, ...] = ()) -> None:
         self.client = client
         self.state = state
         self.evals_namespaces = evals_namespaces
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending: set[str] = set()
+        self._scoped: dict[str, list[asyncio.Task[None]]] = {}
+        self._pending: set[tuple[str, str]] = set()  # (resource, namespace) not listed yet
         self.synced = asyncio.Event()
         self._not_sandbox: dict[str, float] = {}
 
+    @property
+    def watched_namespaces(self) -> set[str]:
+        return set(self._scoped)
+
     def start(self) -> None:
-        streams: list[tuple[str, str]] = [
-            ("namespaces", sandbox_selector(self.evals_namespaces)),
-            ("nodes", ""),
-        ]
-        streams += [(resource, "") for resource in WATCHED_WORKLOADS]
-        self._pending = {resource for resource, _ in streams}
-        for resource, selector in streams:
-            self._tasks.append(
-                asyncio.create_task(
-                    self.client.list_and_watch(
-                        collection_path(resource),
-                        self._lister(resource),
-                        self._handler(resource),
-                        label_selector=selector,
-                        synced=self._synced(resource),
-                        batch_seconds=0.0 if resource == "namespaces" else WATCH_BATCH_SECONDS,
-                    ),
-                    name=f"watch-{resource}",
-                )
-            )
+        self._pending = {("namespaces", ""), ("nodes", "")}
+        self.state.on_scope_change = self._rescope
+        self._tasks.append(self._watch("namespaces", "", sandbox_selector(self.evals_namespaces)))
+        self._tasks.append(self._watch("nodes", ""))
+        self._rescope()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self.state.on_scope_change = None
+        tasks = [*self._tasks, *(task for tasks in self._scoped.values() for task in tasks)]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        self._scoped.clear()
         await self.client.close()
 
-    def _synced(self, resource: str) -> Callable[[], None]:
+    def _watch(self, resource: str, namespace: str, selector: str = "") -> asyncio.Task[None]:
+        cluster_wide = resource in ("namespaces", "nodes")
+        return asyncio.create_task(
+            self.client.list_and_watch(
+                collection_path(resource, namespace or None),
+                self._lister(resource, namespace),
+                self._handler(resource),
+                label_selector=selector,
+                synced=self._synced(resource, namespace),
+                batch_seconds=0.0 if resource == "namespaces" else WATCH_BATCH_SECONDS,
+            ),
+            name=f"watch-{resource}" if cluster_wide else f"watch-{resource}-{namespace}",
+        )
+
+    def _rescope(self) -> None:
+        """Watch the workloads of every namespace in the state's scope, and of no other."""
+        wanted = self.state.scope()
+        for namespace in wanted - self._scoped.keys():
+            if not self.synced.is_set():
+                self._pending.update((resource, namespace) for resource in WATCHED_WORKLOADS)
+            self._scoped[namespace] = [self._watch(resource, namespace) for resource in WATCHED_WORKLOADS]
+        for namespace in self._scoped.keys() - wanted:
+            for task in self._scoped.pop(namespace):
+                task.cancel()
+            self.state.forget_namespace(namespace)
+            self._pending -= {(resource, namespace) for resource in WATCHED_WORKLOADS}
+            self._maybe_synced()
+
+    def _synced(self, resource: str, namespace: str) -> Callable[[], None]:
         def done() -> None:
-            self._pending.discard(resource)
-            if not self._pending:
-                self.state.watching = True
-                self.synced.set()
+            self._pending.discard((resource, namespace))
+            self._maybe_synced()
 
         return done
+
+    def _maybe_synced(self) -> None:
+        if not self._pending and not self.synced.is_set():
+            self.state.watching = True
+            self.synced.set()
 
     def _footprint(self, resource: str, obj: dict[str, Any]) -> tuple[WorkloadKey, Footprint | None]:
         meta = _meta(obj)
@@ -120,7 +150,7 @@ class ClusterFeed:
             return key, None
         return key, None if found.owned else found
 
-    def _lister(self, resource: str) -> ListHandler:
+    def _lister(self, resource: str, namespace: str) -> ListHandler:
         def on_list(items: list[dict[str, Any]]) -> None:
             if resource == "namespaces":
                 self.state.replace_policies(
@@ -134,7 +164,7 @@ class ClusterFeed:
                     key, found = self._footprint(resource, obj)
                     if found is not None:
                         kept[key] = found
-                self.state.replace_watched(resource, kept)
+                self.state.replace_watched(resource, namespace, kept)
 
         return on_list
 

@@ -40,6 +40,8 @@ class ClusterState:
         self._admitted_ttl = admitted_ttl
         self._clock = clock
         self.watching = False  # true once watches feed the state; admitted entries then expire
+        # Called when `scope()` may have changed (a trial came or went, or an object elsewhere).
+        self.on_scope_change: Callable[[], None] | None = None
 
     # Trial policies -------------------------------------------------------------------------
     def policy(self, namespace: str) -> TrialPolicy | None:
@@ -50,13 +52,32 @@ class ClusterState:
         return len(self._policies)
 
     def set_policy(self, policy: TrialPolicy) -> None:
+        new = policy.namespace not in self._policies
         self._policies[policy.namespace] = policy
+        if new:
+            self._scope_changed()
 
     def drop_policy(self, namespace: str) -> None:
-        self._policies.pop(namespace, None)
+        if self._policies.pop(namespace, None) is not None:
+            self._scope_changed()
 
     def replace_policies(self, policies: Iterable[TrialPolicy]) -> None:
+        before = self._policies.keys()
         self._policies = {p.namespace: p for p in policies}
+        if self._policies.keys() != before:
+            self._scope_changed()
+
+    def scope(self) -> set[str]:
+        """The namespaces whose workloads matter: the trials' sandboxes, and wherever a trial's
+        agent made an object outside its sandbox."""
+        namespaces = set(self._policies)
+        for trial in self._policies:
+            namespaces.update(key.namespace for key in self._foreign_by_trial.get(trial, ()))
+        return namespaces
+
+    def _scope_changed(self) -> None:
+        if self.on_scope_change is not None:
+            self.on_scope_change()
 
     # Nodes ----------------------------------------------------------------------------------
     @property
@@ -96,12 +117,18 @@ class ClusterState:
         elif admitted is None:
             self._unindex(key)
 
-    def replace_watched(self, resource: str, items: dict[WorkloadKey, Footprint]) -> None:
-        """A fresh listing of every object of `resource` (after a watch restarts)."""
-        for key in [k for k in self._watched if k.resource == resource and k not in items]:
+    def replace_watched(self, resource: str, namespace: str, items: dict[WorkloadKey, Footprint]) -> None:
+        """A fresh listing of every object of `resource` in `namespace` (after a watch restarts)."""
+        listed = self._by_namespace.get(namespace, ())
+        for key in [k for k in listed if k.resource == resource and k in self._watched and k not in items]:
             self.watched(key, None)
         for key, footprint in items.items():
             self.watched(key, footprint)
+
+    def forget_namespace(self, namespace: str) -> None:
+        """`namespace` is no longer watched: what the watches said of it may go stale."""
+        for key in [k for k in self._by_namespace.get(namespace, ()) if k in self._watched]:
+            self.watched(key, None)
 
     def admitted(self, key: WorkloadKey, footprint: Footprint | None) -> None:
         """The webhook allowed a request that leaves `key` with `footprint`."""
@@ -111,8 +138,12 @@ class ClusterState:
 
     def mark_foreign(self, key: WorkloadKey, trial: str) -> None:
         """`key` lives outside the sandbox of `trial`, whose agent made it."""
+        if self._foreign.get(key) == trial:
+            return
         self._foreign[key] = trial
         self._foreign_by_trial.setdefault(trial, set()).add(key)
+        if trial in self._policies:
+            self._scope_changed()
 
     def _index(self, key: WorkloadKey) -> None:
         self._by_namespace.setdefault(key.namespace, set()).add(key)
