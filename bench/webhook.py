@@ -10,7 +10,7 @@
    what its own work adds. `--baseline-rev REV` adds the webhook of a git revision as one more
    arm, for a before/after in one run.
 
-Usage: python bench/webhook.py [--seconds S] [--scale-requests N] [--block B] [--seed S]
+Usage: python bench/webhook.py [--seconds S] [--scale-requests N] [--block B] [--rate R] [--seed S]
        [--baseline-rev REV] [--state-dir DIR] [--skip-cluster] [--skip-direct]
 """
 
@@ -395,7 +395,9 @@ def bench_api_server(args: argparse.Namespace) -> None:
                 )  # fmt: skip
                 registered.append(webhook_arms.scoped(configuration, arm))
             register.apply(registered, cluster.kubeconfig)
-            run = webhook_arms.Run(arms, block=args.block, settle=2, warm_up=50, seed=args.seed)
+            run = webhook_arms.Run(
+                arms, block=args.block, settle=2, warm_up=50, seed=args.seed, rate=args.rate
+            )
             asyncio.run(webhook_arms.measure(access, run, args.scale_requests))
             webhook_arms.report(run, "agentmatrix", "no-op", "none")
     finally:
@@ -421,6 +423,12 @@ def main() -> None:
         "--scale-requests", type=int, default=2000, help="scale requests counted per arm (API server run)"
     )
     parser.add_argument("--block", type=int, default=10, help="requests counted per arm and round")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="scale requests started per second (default 0: back to back, the cores saturated)",
+    )
     parser.add_argument("--seed", type=int, default=random.randrange(1 << 16), help="order of the arms")
     parser.add_argument(
         "--baseline-rev",

@@ -112,6 +112,23 @@ class Scaler:
         return time.perf_counter() - started
 
 
+class Pace:
+    """Starts requests on a fixed schedule of `rate` a second (an open loop, as an agent's requests
+    come, however long each takes); a request answered late is followed at once, not skipped."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.due = time.monotonic()
+
+    async def next(self) -> None:
+        if not self.interval:
+            return
+        self.due = max(self.due + self.interval, time.monotonic() - self.interval)
+        delay = self.due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
 @dataclass
 class Run:
     arms: list[Arm]
@@ -119,6 +136,7 @@ class Run:
     settle: int
     warm_up: int
     seed: int
+    rate: float = 0.0  # requests started per second; 0: each as soon as the previous is answered
     load: list[float] = field(default_factory=list)  # 1-minute load average, once per round
     before_counts: dict[str, int] = field(default_factory=dict)
 
@@ -152,10 +170,14 @@ async def measure(access: KubeAccess, run: Run, requests_per_arm: int) -> None:
             if arm.scales_seen is not None:
                 run.before_counts[arm.name] = arm.scales_seen(arm.namespace)
         cpu_before = {arm.name: process_cpu_seconds(arm.pid) for arm in run.arms if arm.pid}
+        pace = Pace(run.rate)
         for _ in range(rounds):
             run.load.append(os.getloadavg()[0])
             for arm in rng.sample(run.arms, len(run.arms)):
-                block = [await scaler.scale(arm.namespace) for _ in range(run.settle + run.block)]
+                block = []
+                for _ in range(run.settle + run.block):
+                    await pace.next()
+                    block.append(await scaler.scale(arm.namespace))
                 arm.sent += len(block)
                 arm.rounds.append(block[run.settle :])
         for arm in run.arms:
@@ -217,6 +239,8 @@ def verdict(estimate: Estimate) -> str:
 
 def report(run: Run, ours: str, floor: str, none: str) -> None:
     counted = len(run.arms[0].latencies)
+    pacing = f"{run.rate:g} requests/s" if run.rate else "each request once the previous one is answered"
+    print(f"   load: one connection, {pacing}")
     print(
         f"   {len(run.arms[0].rounds)} rounds, seed {run.seed}: the arms in a random order, "
         f"{run.settle} + {run.block} requests each, the first {run.settle} not counted; "
