@@ -8,10 +8,11 @@
    (`noop_webhook.py`, same stack), and with no webhook, interleaved (`webhook_arms.py`): p50 and
    p99 of each, and their ratios with bootstrap intervals; this webhook over the no-op one is
    what its own work adds. `--baseline-rev REV` adds the webhook of a git revision as one more
-   arm, for a before/after in one run.
+   arm, for a before/after in one run; `--unwatched-arm` adds this webhook without its watches
+   (`--no-watch`, its trial given on the command line), which shows what the watches add.
 
 Usage: python bench/webhook.py [--seconds S] [--scale-requests N] [--block B] [--rate R] [--seed S]
-       [--baseline-rev REV] [--state-dir DIR] [--skip-cluster] [--skip-direct]
+       [--baseline-rev REV] [--unwatched-arm] [--state-dir DIR] [--skip-cluster] [--skip-direct]
 """
 
 from __future__ import annotations
@@ -330,8 +331,11 @@ def bench_api_server(args: argparse.Namespace) -> None:
             def evals_namespace(arm: str) -> str:
                 return f"evals-{suffix}-{arm}"
 
+            def arm_namespace_name(arm: str) -> str:
+                return f"bench-{suffix}-{arm}"  # arm labels have one length: same object sizes
+
             def arm_namespace(arm: str) -> str:
-                namespace = f"bench-{suffix}-{arm}"  # arm labels have one length: same object sizes
+                namespace = arm_namespace_name(arm)
                 cluster.kubectl("create", "namespace", namespace)
                 cluster.kubectl(
                     "label", "namespace", namespace, f"{names.LABEL_SANDBOX}=true",
@@ -341,11 +345,16 @@ def bench_api_server(args: argparse.Namespace) -> None:
                 namespaces.append(namespace)
                 return namespace
 
-            def ours(arm: str, label: str, env: dict[str, str] | None = None) -> tuple[webhook_arms.Arm, str]:
+            def ours(
+                arm: str, label: str, env: dict[str, str] | None = None, *, watch: bool = True
+            ) -> tuple[webhook_arms.Arm, str]:
                 ledger_path = directory / f"ledger-{arm}.sqlite3"
-                options = ["--kubeconfig", str(cluster.kubeconfig), "--ledger", str(ledger_path),
-                           "--client-ca", str(cluster.webhook_client_ca),
-                           "--evals-namespace", evals_namespace(arm)]  # fmt: skip
+                options = ["--ledger", str(ledger_path), "--client-ca", str(cluster.webhook_client_ca)]
+                if watch:
+                    options += ["--kubeconfig", str(cluster.kubeconfig),
+                                "--evals-namespace", evals_namespace(arm)]  # fmt: skip
+                else:  # the trial given on the command line; no cluster access, no watch at all
+                    options += ["--no-watch", "--sandbox", arm_namespace_name(arm)]
                 if (certs / "agentmatrix-webhook.crt").exists():  # every arm serves one certificate
                     options += ["--cert", str(certs / "agentmatrix-webhook.crt"),
                                 "--key", str(certs / "agentmatrix-webhook.key")]  # fmt: skip
@@ -369,6 +378,9 @@ def bench_api_server(args: argparse.Namespace) -> None:
             this_arm, url = ours("ours", "agentmatrix")
             arms.append(this_arm)
             urls = {"ours": url}
+            if args.unwatched_arm:
+                unwatched_arm, urls["nowa"] = ours("nowa", "no watches", watch=False)
+                arms.append(unwatched_arm)
             if args.baseline_rev:
                 lib = webhook_build(args.baseline_rev, directory / "baseline")
                 env = {**os.environ, "PYTHONPATH": str(lib)}
@@ -439,6 +451,11 @@ def main() -> None:
         type=Path,
         default=os.environ.get("AGENTMATRIX_TEST_CLUSTER_DIR") or None,
         help="reuse the local cluster in this state directory",
+    )
+    parser.add_argument(
+        "--unwatched-arm",
+        action="store_true",
+        help="also measure this webhook with no watches (--no-watch): what its watches add",
     )
     parser.add_argument("--skip-cluster", action="store_true", help="only the direct benchmark")
     parser.add_argument("--skip-direct", action="store_true", help="only the API server benchmark")
