@@ -29,7 +29,14 @@ from agentmatrix.kube import API_PATHS, Kube
 from agentmatrix.measurement import coverage, ledger
 from agentmatrix.measurement.feed import policy_of
 from agentmatrix.measurement.model import Observation, TrialPolicy
-from agentmatrix.operator import ledger_view, providers, safeguards, sandbox, transcript
+from agentmatrix.operator import (
+    ledger_view,
+    providers,
+    safeguards,
+    sandbox_lifecycle,
+    sandbox_objects,
+    transcript,
+)
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.copies import CopyTracker
 from agentmatrix.operator.drivers import Driver, Launch, Prepared, Running
@@ -96,7 +103,7 @@ class TrialContext:
     driver: Driver
     model_access: Callable[[TrialKey], Awaitable[ModelAccess]]
     node_count: Callable[[], Awaitable[int]]  # the cluster's nodes (DaemonSets run one copy on each)
-    sandbox_settings: sandbox.SandboxSettings = field(default_factory=sandbox.SandboxSettings)
+    sandbox_settings: sandbox_objects.SandboxSettings = field(default_factory=sandbox_objects.SandboxSettings)
     on_driver_started: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     on_copies: Callable[[int], None] | None = None
 
@@ -165,7 +172,7 @@ class TrialRun:
         self.model = await ctx.model_access(ctx.key)
         self.prepared = await ctx.driver.prepare(self.ns, self.workdir, self.model.api_key)
         meta = ctx.eval_body["metadata"]
-        namespace = sandbox.namespace_object(
+        namespace = sandbox_objects.namespace_object(
             self.ns,
             eval_name=meta["name"],
             eval_namespace=meta["namespace"],
@@ -190,9 +197,11 @@ class TrialRun:
         async def agent_kubeconfig() -> Path | None:
             if not ctx.driver.needs_agent_kubeconfig:
                 return None
-            token = await sandbox.mint_token(ctx.kube, self.ns, names.AGENT_SERVICE_ACCOUNT, lifetime)
+            token = await sandbox_lifecycle.mint_token(
+                ctx.kube, self.ns, names.AGENT_SERVICE_ACCOUNT, lifetime
+            )
             return await asyncio.to_thread(
-                sandbox.write_kubeconfig,
+                sandbox_lifecycle.write_kubeconfig,
                 self.workdir / "kubeconfig",
                 connection.server,
                 connection.ca_data,
@@ -204,8 +213,8 @@ class TrialRun:
             # Alongside the other objects: a pod made before the quota exists is still counted
             # once the quota controller has synced it, before the agent can act.
             model = providers.of(spec.model).label(spec.model)
-            framing = sandbox.Framing(Identity(spec.identity_of(ctx.key.arm)), model)
-            await sandbox.create_agent_workload(
+            framing = sandbox_objects.Framing(Identity(spec.identity_of(ctx.key.arm)), model)
+            await sandbox_lifecycle.create_agent_workload(
                 ctx.kube, self.ns, spec.agent_image, initial, framing, ctx.sandbox_settings.real_node
             )
             await safeguards.of(arm).wait_in_effect(ctx.kube, self.ns, arm)
@@ -213,14 +222,14 @@ class TrialRun:
 
         readiness = asyncio.create_task(agent_ready())
         try:
-            await sandbox.create_sandbox(
+            await sandbox_lifecycle.create_sandbox(
                 ctx.kube, namespace, scenario=ctx.scenario, arm=arm, settings=ctx.sandbox_settings
             )
             self.mark("objects")
             assert self.prepared is not None
             kubeconfig, operations_token, _ = await asyncio.gather(
                 agent_kubeconfig(),
-                sandbox.mint_token(ctx.kube, self.ns, OPERATIONS_SERVICE_ACCOUNT, lifetime),
+                sandbox_lifecycle.mint_token(ctx.kube, self.ns, OPERATIONS_SERVICE_ACCOUNT, lifetime),
                 self.prepared.sandbox_made(float(spec.trial_timeout_seconds), spec.agent),
             )
             ready = await readiness

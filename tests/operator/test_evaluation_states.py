@@ -18,7 +18,7 @@ import pytest
 from agentmatrix import scenarios
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import EvalSpec
-from agentmatrix.operator import evaluation, results, sandbox
+from agentmatrix.operator import evaluation, results, sandbox_objects
 from agentmatrix.operator.evaluation import EvalRun
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace
 from agentmatrix.operator.services import OperatorSettings, Services
@@ -56,7 +56,7 @@ class Trials:
         meta = ctx.eval_body["metadata"]
         await ctx.kube.create(
             "/api/v1/namespaces",
-            sandbox.namespace_object(
+            sandbox_objects.namespace_object(
                 ctx.namespace, eval_name=meta["name"], eval_namespace=meta["namespace"], eval_uid=meta["uid"],
                 key=ctx.key, attempt=ctx.attempt, arm=arm, agent_image=ctx.spec.agent_image,
             ),
