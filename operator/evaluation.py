@@ -33,13 +33,8 @@ from agentmatrix.operator.plan import TrialKey, sandbox_namespace, trial_order
 from agentmatrix.operator.providers import ModelAccess, ProviderContext
 from agentmatrix.operator.services import Services
 from agentmatrix.operator.status_writer import StatusWriter
-from agentmatrix.operator.trial import (
-    TrialContext,
-    TrialOutcome,
-    describe_outcome,
-    hung_trial,
-    run_trial,
-)
+from agentmatrix.operator.trial import TrialContext, run_trial
+from agentmatrix.operator.trial_outcome import TrialOutcome, describe_outcome, hung_trial
 from agentmatrix.scenarios.base import Scenario
 
 TRIAL_HARD_LIMIT_EXTRA_SECONDS = 180.0

@@ -23,7 +23,8 @@ from agentmatrix.operator.evaluation import EvalRun
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace
 from agentmatrix.operator.services import OperatorSettings, Services
 from agentmatrix.operator.status_writer import eval_path
-from agentmatrix.operator.trial import TrialContext, TrialOutcome
+from agentmatrix.operator.trial import TrialContext
+from agentmatrix.operator.trial_outcome import TrialOutcome
 from agentmatrix.scoring import TrialInput, trial_status_entry
 from tests.operator.memory_api import MemoryApi
 
