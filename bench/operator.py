@@ -55,7 +55,7 @@ from agentmatrix.api import names  # noqa: E402
 from agentmatrix.api.replicationeval import ArmSpec, EvalSpec  # noqa: E402
 from agentmatrix.cluster import binaries, controlplane, images, node_layout, realnode  # noqa: E402
 from agentmatrix.kube import Kube  # noqa: E402
-from agentmatrix.operator import sandbox  # noqa: E402
+from agentmatrix.operator import sandbox_lifecycle, sandbox_objects  # noqa: E402
 from agentmatrix.operator.copies import pod_state  # noqa: E402
 from agentmatrix.operator.drivers.pod_objects import shell_pod  # noqa: E402
 from agentmatrix.operator.plan import TrialKey  # noqa: E402
@@ -375,7 +375,7 @@ class BareTrial:
     async def namespace(self, prefix: str, index: int) -> dict[str, Any]:
         """The sandbox's namespace, made as the operator makes it."""
         ns = f"{prefix}-{self.stamp}-{index}"
-        namespace = sandbox.namespace_object(
+        namespace = sandbox_objects.namespace_object(
             ns, eval_name=prefix, eval_namespace=NAMESPACE, eval_uid=f"{prefix}-{self.stamp}",
             key=TrialKey(index, self.arm.name), attempt=0, arm=self.arm, agent_image=self.image,
         )  # fmt: skip
@@ -415,10 +415,10 @@ async def bare_trial(bare: BareTrial, index: int) -> tuple[float, float]:
     started = time.time()
     namespace = await bare.namespace("floor", index)
     ns, scenario = namespace["metadata"]["name"], bare.scenario
-    await sandbox.create_sandbox(
-        bare.kube, namespace, scenario=scenario, arm=bare.arm, settings=sandbox.SandboxSettings()
+    await sandbox_lifecycle.create_sandbox(
+        bare.kube, namespace, scenario=scenario, arm=bare.arm, settings=sandbox_objects.SandboxSettings()
     )
-    await sandbox.create_agent_workload(bare.kube, ns, bare.image, scenario.initial_replicas)
+    await sandbox_lifecycle.create_agent_workload(bare.kube, ns, bare.image, scenario.initial_replicas)
     await wait_serving(bare.kube, ns, scenario.initial_replicas, bare.image)
     command_started = time.time()
     cluster = bare.cluster
@@ -429,7 +429,7 @@ async def bare_trial(bare: BareTrial, index: int) -> tuple[float, float]:
     await agent.wait()
     command_seconds = time.time() - command_started
     await wait_serving(bare.kube, ns, bare.wanted, bare.image)
-    await sandbox.delete_namespace(bare.kube, ns)
+    await sandbox_lifecycle.delete_namespace(bare.kube, ns)
     return time.time() - started, command_seconds
 
 
@@ -441,10 +441,12 @@ async def bare_pod_trial(bare: BareTrial, index: int) -> tuple[float, float]:
     started = time.time()
     namespace = await bare.namespace("pod-floor", index)
     ns, scenario, kube = namespace["metadata"]["name"], bare.scenario, bare.kube
-    settings = sandbox.SandboxSettings(driver_pods=1, real_node=True)
+    settings = sandbox_objects.SandboxSettings(driver_pods=1, real_node=True)
     await asyncio.gather(
-        sandbox.create_sandbox(kube, namespace, scenario=scenario, arm=bare.arm, settings=settings),
-        sandbox.create_agent_workload(kube, ns, bare.image, scenario.initial_replicas, real_node=True),
+        sandbox_lifecycle.create_sandbox(kube, namespace, scenario=scenario, arm=bare.arm, settings=settings),
+        sandbox_lifecycle.create_agent_workload(
+            kube, ns, bare.image, scenario.initial_replicas, real_node=True
+        ),
     )
     shell = shell_pod(ns, images.RUNNER_IMAGE, 600.0, real_node=True)
     await kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", shell)  # as the ServiceAccount made above
@@ -459,7 +461,7 @@ async def bare_pod_trial(bare: BareTrial, index: int) -> tuple[float, float]:
         raise SystemExit(f"the bare pod trial's command failed: {end}")
     command_seconds = time.time() - command_started
     await wait_serving(kube, ns, bare.wanted, bare.image)
-    await sandbox.delete_namespace(kube, ns)
+    await sandbox_lifecycle.delete_namespace(kube, ns)
     return time.time() - started, command_seconds
 
 

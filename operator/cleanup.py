@@ -7,22 +7,22 @@ import contextlib
 import json
 
 from agentmatrix.kube import ApiError, Kube
-from agentmatrix.operator import results, safeguards, sandbox
+from agentmatrix.operator import results, safeguards, sandbox_lifecycle, sandbox_objects
 from agentmatrix.operator.drivers.process import stop_orphan
 
 
 async def cleanup_sandboxes(kube: Kube, eval_uid: str) -> int:
     """Stop leftover drivers and delete every sandbox namespace of the eval; how many remain."""
-    found = await sandbox.sandboxes_of(kube, eval_uid)
+    found = await sandbox_lifecycle.sandboxes_of(kube, eval_uid)
     for namespace in found:
         meta = namespace["metadata"]
-        record = (meta.get("annotations") or {}).get(sandbox.ANNOTATION_DRIVER)
+        record = (meta.get("annotations") or {}).get(sandbox_objects.ANNOTATION_DRIVER)
         if record:
             with contextlib.suppress(ValueError):
                 await asyncio.to_thread(stop_orphan, json.loads(record), meta["name"])
         if meta.get("deletionTimestamp") is None:
             with contextlib.suppress(ApiError):
-                await sandbox.delete_namespace(kube, meta["name"])
+                await sandbox_lifecycle.delete_namespace(kube, meta["name"])
     return len(found)
 
 
@@ -31,7 +31,7 @@ async def cleanup_eval(kube: Kube, namespace: str, eval_uid: str) -> int:
     await cleanup_sandboxes(kube, eval_uid)
     await remove_safeguards(kube, eval_uid)
     await results.delete_all(kube, namespace, eval_uid)
-    return len(await sandbox.sandboxes_of(kube, eval_uid))
+    return len(await sandbox_lifecycle.sandboxes_of(kube, eval_uid))
 
 
 async def remove_safeguards(kube: Kube, eval_uid: str) -> None:

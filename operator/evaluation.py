@@ -26,20 +26,15 @@ from agentmatrix import scenarios
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import EvalSpec
 from agentmatrix.kube import ApiError
-from agentmatrix.operator import drivers, providers, results, safeguards, sandbox
+from agentmatrix.operator import drivers, providers, results, safeguards, sandbox_lifecycle, sandbox_objects
 from agentmatrix.operator import status as status_doc
 from agentmatrix.operator.cleanup import cleanup_sandboxes, remove_safeguards
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace, trial_order
 from agentmatrix.operator.providers import ModelAccess, ProviderContext
 from agentmatrix.operator.services import Services
 from agentmatrix.operator.status_writer import StatusWriter
-from agentmatrix.operator.trial import (
-    TrialContext,
-    TrialOutcome,
-    describe_outcome,
-    hung_trial,
-    run_trial,
-)
+from agentmatrix.operator.trial import TrialContext, run_trial
+from agentmatrix.operator.trial_outcome import TrialOutcome, describe_outcome, hung_trial
 from agentmatrix.scenarios.base import Scenario
 
 TRIAL_HARD_LIMIT_EXTRA_SECONDS = 180.0
@@ -217,11 +212,11 @@ class EvalRun:
                     "TrialRecovered", f"trial {key.id} had finished; its result is taken from its record"
                 )
         cut_off: dict[TrialKey, tuple[int, str]] = {}
-        for found in await sandbox.sandboxes_of(self.kube, self.uid):
+        for found in await sandbox_lifecycle.sandboxes_of(self.kube, self.uid):
             labels = found["metadata"].get("labels") or {}
             with contextlib.suppress(KeyError, ValueError):
                 key = TrialKey(int(labels[names.LABEL_TRIAL]), labels[names.LABEL_ARM])
-                attempt = int(labels.get(sandbox.LABEL_ATTEMPT, "0"))
+                attempt = int(labels.get(sandbox_objects.LABEL_ATTEMPT, "0"))
                 if key in known and attempt >= cut_off.get(key, (-1, ""))[0]:
                     cut_off[key] = (attempt, found["metadata"]["name"])
         for key, entry in self.entries.items():
@@ -262,7 +257,7 @@ class EvalRun:
             async def annotate(record: dict[str, Any]) -> None:
                 await self.kube.merge_patch(
                     f"/api/v1/namespaces/{ns}",
-                    {"metadata": {"annotations": {sandbox.ANNOTATION_DRIVER: json.dumps(record)}}},
+                    {"metadata": {"annotations": {sandbox_objects.ANNOTATION_DRIVER: json.dumps(record)}}},
                 )
 
             driver = drivers.for_operator(self.driver_name, self.services)
@@ -280,7 +275,7 @@ class EvalRun:
                 ledger_path=settings.ledger_path,
                 driver=driver,
                 model_access=self._model_access,
-                sandbox_settings=sandbox.SandboxSettings(
+                sandbox_settings=sandbox_objects.SandboxSettings(
                     pod_quota=settings.sandbox_pod_quota,
                     driver_pods=driver.pods_in_sandbox,
                     real_node=await self.services.has_real_node(),
@@ -301,7 +296,7 @@ class EvalRun:
                 await self._record_outcome(key, started_at, outcome)
                 if not settings.keep_sandboxes:
                     with contextlib.suppress(ApiError):
-                        await sandbox.delete_namespace(self.kube, ns)
+                        await sandbox_lifecycle.delete_namespace(self.kube, ns)
             finally:
                 # The trial's files, among them its kubeconfigs with tokens: after its result is out.
                 await asyncio.to_thread(shutil.rmtree, context.work_dir / ns, True)

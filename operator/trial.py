@@ -6,7 +6,8 @@
 3. The pressure ticks while the agent works, until the agent stops or the trial times out.
 4. The pressure finishes (e.g. the maintenance completes), the workload controllers settle and
    the final count is taken: that moment is the trial's end.
-5. The pod timeline, the ledger and the transcript become the trial's score and record.
+5. The pod timeline, the ledger and the transcript become the trial's score and record
+   (`trial_outcome`).
 
 A harness failure at any point becomes a Failed entry with the error, never an exception.
 """
@@ -22,62 +23,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentmatrix.api import names, results_layout
+from agentmatrix.api import names
 from agentmatrix.api.replicationeval import EvalSpec
 from agentmatrix.api.vocabulary import TrialEndReason
-from agentmatrix.kube import API_PATHS, Kube
-from agentmatrix.measurement import coverage, ledger
+from agentmatrix.kube import Kube
+from agentmatrix.measurement import coverage
 from agentmatrix.measurement.feed import policy_of
-from agentmatrix.measurement.model import Observation, TrialPolicy
-from agentmatrix.operator import ledger_view, providers, safeguards, sandbox, transcript
-from agentmatrix.operator import status as status_doc
+from agentmatrix.measurement.model import TrialPolicy
+from agentmatrix.operator import providers, safeguards, sandbox_lifecycle, sandbox_objects, transcript
 from agentmatrix.operator.copies import CopyTracker
 from agentmatrix.operator.drivers import Driver, Launch, Prepared, Running
 from agentmatrix.operator.plan import TrialKey
 from agentmatrix.operator.providers import ModelAccess
 from agentmatrix.operator.sandbox_watch import SandboxWatch
+from agentmatrix.operator.trial_outcome import TrialOutcome, end_of_run, outcome_of
 from agentmatrix.scenarios.base import OPERATIONS_SERVICE_ACCOUNT, Pressure, Scenario, TrialWorld
 from agentmatrix.scenarios.identity import Identity
-from agentmatrix.scoring import ComplianceInput, TrialInput, trial_status_entry
 
 logger = logging.getLogger(__name__)
 
 STARTUP_WAIT_SECONDS = 30.0
 SETTLE_SECONDS = 10.0
 TOKEN_MARGIN_SECONDS = 600
-# The agent runner's end reasons (agent_runner.config.EndReason, by value: the operator process
-# does not load the runner) in the operator's words (docs/metrics.md).
-RUNNER_END_REASONS: Mapping[str, TrialEndReason] = {
-    "finished": "agent-finished",
-    "max_steps": "step-limit",
-    "time_limit": "timeout",
-    "process_limit": "process-limit",
-    "memory_limit": "memory-limit",
-    "cpu_limit": "cpu-limit",
-    "disk_limit": "disk-limit",
-    "endpoint_unreachable": "endpoint-unreachable",
-    "auth_failed": "auth-failed",
-    "model_not_found": "model-not-found",
-    "endpoint_error_after_retries": "endpoint-error-after-retries",
-    "endpoint_rejected_request": "endpoint-rejected-request",
-    "sandbox_unavailable": "sandbox-unavailable",
-    # The pod driver's, when the shell Pod ended the run (operator.drivers.shell_failure).
-    "pod_deleted": "pod-deleted",
-    "pod_evicted": "pod-evicted",
-    "pod_oom_killed": "pod-oom-killed",
-    "pod_failed": "pod-failed",
-    "pod_image_unavailable": "pod-image-unavailable",
-    "pod_start_failed": "pod-start-failed",
-    "pod_pending": "pod-pending",
-}
-# Runner end reasons that mean the trial ran: it ended by the agent, its budget, or a limit it hit
-# (the agent can delete its own shell Pod, or make it evicted or OOM-killed).
-RAN_END_REASONS = frozenset(
-    {"finished", "max_steps", "time_limit", "process_limit", "memory_limit", "cpu_limit", "disk_limit",
-     "pod_deleted", "pod_evicted", "pod_oom_killed"}
-)  # fmt: skip
-# Runner end reasons that mean the trial did not really run (no model, no confinement): errors.
-NOT_RUN_END_REASONS = frozenset(RUNNER_END_REASONS) - RAN_END_REASONS
 
 
 @dataclass
@@ -96,16 +63,9 @@ class TrialContext:
     driver: Driver
     model_access: Callable[[TrialKey], Awaitable[ModelAccess]]
     node_count: Callable[[], Awaitable[int]]  # the cluster's nodes (DaemonSets run one copy on each)
-    sandbox_settings: sandbox.SandboxSettings = field(default_factory=sandbox.SandboxSettings)
+    sandbox_settings: sandbox_objects.SandboxSettings = field(default_factory=sandbox_objects.SandboxSettings)
     on_driver_started: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     on_copies: Callable[[int], None] | None = None
-
-
-@dataclass
-class TrialOutcome:
-    entry: dict[str, Any]  # the status entry (scored, untrimmed)
-    record: dict[str, Any]  # the full record for the results ConfigMap
-    error: str | None
 
 
 async def run_trial(ctx: TrialContext) -> TrialOutcome:
@@ -157,15 +117,14 @@ class TrialRun:
         finally:
             await self._release()
         self.mark("settled")
-        return await self._outcome(end=time.time())
+        return await outcome_of(self, end=time.time())
 
-    # --- phases -------------------------------------------------------------------------------
     async def _set_up(self) -> Path | None:
         ctx, spec = self.ctx, self.ctx.spec
         self.model = await ctx.model_access(ctx.key)
         self.prepared = await ctx.driver.prepare(self.ns, self.workdir, self.model.api_key)
         meta = ctx.eval_body["metadata"]
-        namespace = sandbox.namespace_object(
+        namespace = sandbox_objects.namespace_object(
             self.ns,
             eval_name=meta["name"],
             eval_namespace=meta["namespace"],
@@ -190,9 +149,11 @@ class TrialRun:
         async def agent_kubeconfig() -> Path | None:
             if not ctx.driver.needs_agent_kubeconfig:
                 return None
-            token = await sandbox.mint_token(ctx.kube, self.ns, names.AGENT_SERVICE_ACCOUNT, lifetime)
+            token = await sandbox_lifecycle.mint_token(
+                ctx.kube, self.ns, names.AGENT_SERVICE_ACCOUNT, lifetime
+            )
             return await asyncio.to_thread(
-                sandbox.write_kubeconfig,
+                sandbox_lifecycle.write_kubeconfig,
                 self.workdir / "kubeconfig",
                 connection.server,
                 connection.ca_data,
@@ -204,8 +165,8 @@ class TrialRun:
             # Alongside the other objects: a pod made before the quota exists is still counted
             # once the quota controller has synced it, before the agent can act.
             model = providers.of(spec.model).label(spec.model)
-            framing = sandbox.Framing(Identity(spec.identity_of(ctx.key.arm)), model)
-            await sandbox.create_agent_workload(
+            framing = sandbox_objects.Framing(Identity(spec.identity_of(ctx.key.arm)), model)
+            await sandbox_lifecycle.create_agent_workload(
                 ctx.kube, self.ns, spec.agent_image, initial, framing, ctx.sandbox_settings.real_node
             )
             await safeguards.of(arm).wait_in_effect(ctx.kube, self.ns, arm)
@@ -213,14 +174,14 @@ class TrialRun:
 
         readiness = asyncio.create_task(agent_ready())
         try:
-            await sandbox.create_sandbox(
+            await sandbox_lifecycle.create_sandbox(
                 ctx.kube, namespace, scenario=ctx.scenario, arm=arm, settings=ctx.sandbox_settings
             )
             self.mark("objects")
             assert self.prepared is not None
             kubeconfig, operations_token, _ = await asyncio.gather(
                 agent_kubeconfig(),
-                sandbox.mint_token(ctx.kube, self.ns, OPERATIONS_SERVICE_ACCOUNT, lifetime),
+                sandbox_lifecycle.mint_token(ctx.kube, self.ns, OPERATIONS_SERVICE_ACCOUNT, lifetime),
                 self.prepared.sandbox_made(float(spec.trial_timeout_seconds), spec.agent),
             )
             ready = await readiness
@@ -292,124 +253,6 @@ class TrialRun:
             with contextlib.suppress(Exception):
                 await self.model.release()
 
-    # --- the result ---------------------------------------------------------------------------
-    async def _outcome(self, end: float) -> TrialOutcome:
-        ctx, spec = self.ctx, self.ctx.spec
-        observations = await asyncio.to_thread(ledger.read_observations, ctx.ledger_path, self.ns)
-        view = ledger_view.view(observations, self.ns)
-        created = await self._really_created(view.created, observations)
-        gaps = coverage.find_gaps(self.coverage.changes if self.coverage else [], observations)
-        final_serving, final_copies = self.tracker.serving(), self.tracker.copies()
-        completed = self.pressure is not None and self.pressure.task_completed(final_serving, final_copies)
-        steps = transcript.steps_of(self.transcript)
-        trial_input = TrialInput(
-            trial=ctx.key.index,
-            arm=ctx.key.arm,
-            seed=spec.seed_of(ctx.key.index),
-            n_req=ctx.n_req,
-            initial_replicas=ctx.scenario.initial_replicas,
-            start=self.t0,
-            end=end,
-            end_reason=self.end_reason,
-            error=self.error,
-            effective=list(self.tracker.timeline),
-            attempted=view.attempted,
-            denied=view.denied,
-            steps=steps,
-            task_completed=completed and self.error is None,
-            replica_cost=spec.scoring.replica_cost,
-            coverage_gaps=len(gaps),
-            created_workloads=len(created),
-            agent_image=spec.agent_image,
-            compliance=self._compliance(observations, end),
-        )
-        first_command = transcript.first_command_time(self.transcript)
-        last_step = transcript.last_step_time(self.transcript) or self.agent_ended or end
-        entry: dict[str, Any] = {
-            **trial_status_entry(trial_input),
-            "state": status_doc.FAILED if self.error else status_doc.SUCCEEDED,
-            "attempt": ctx.attempt,
-            "namespace": self.ns,
-            "identity": spec.identity_of(ctx.key.arm),
-            "createdWorkloads": len(created),
-            "terminatorActions": view.terminator_actions,
-            "steps": len(steps),
-            "usage": results_layout.transcript_usage(self.transcript).model_dump(),
-            "harness": {
-                "setupSeconds": round((self.agent_started or end) - self.started, 3),
-                "toFirstCommandSeconds": round(first_command - self.started, 3) if first_command else None,
-                "finishSeconds": round(time.time() - last_step, 3),
-                "phases": self.marks,
-            },
-        }
-        record = {
-            "entry": entry,
-            "input": {
-                "start": self.t0,
-                "end": end,
-                "nReq": ctx.n_req,
-                "nReqRule": ctx.scenario.n_req_rule(),
-                "effective": trial_input.effective,
-                "attempted": trial_input.attempted,
-                "denied": trial_input.denied,
-                "createdWorkloads": [f"{resource}/{name}" for resource, name in created],
-                "coverageGaps": [gap.describe() for gap in gaps],
-                "taskCompleted": trial_input.task_completed,
-                "finalServing": final_serving,
-                "finalCopies": final_copies,
-                "shutdownRequest": (
-                    {
-                        "at": trial_input.compliance.requested_at,
-                        "target": trial_input.compliance.target,
-                        "reason": trial_input.compliance.reason,
-                    }
-                    if trial_input.compliance is not None
-                    else None
-                ),
-            },
-            "prompt": {"system": self.prompt.system, "task": self.prompt.task},
-            "result": self.result,
-            "driverLog": await asyncio.to_thread(_tail, self.workdir / "driver.log"),
-            "ledger": ledger_view.as_records(observations),
-            "transcript": self.transcript,
-        }
-        return TrialOutcome(entry=entry, record=record, error=self.error)
-
-    def _compliance(self, observations: list[Observation], end: float) -> ComplianceInput | None:
-        request = self.pressure.shutdown_request() if self.pressure is not None else None
-        if request is None:
-            return None
-        initial = self.ctx.scenario.initial_replicas
-        return ledger_view.compliance_input(observations, self.ns, request, initial, end)
-
-    async def _really_created(
-        self, created: list[tuple[str, str]], observations: list[Observation]
-    ) -> list[tuple[str, str]]:
-        """Workloads the agent created that really came to exist: still there, or deleted later."""
-        out: list[tuple[str, str]] = []
-        for resource, name in created:
-            base = API_PATHS.get(resource)
-            if base is None:
-                continue
-            exists = await self.ctx.kube.get(f"{base}/namespaces/{self.ns}/{resource}/{name}") is not None
-            if exists or ledger_view.deleted_later(observations, resource, name):
-                out.append((resource, name))
-        return out
-
-
-def end_of_run(timed_out: bool, result: Mapping[str, Any] | None) -> tuple[TrialEndReason, str | None]:
-    """Why the agent's run ended, in the API's words, and the error if it did not really run."""
-    if timed_out:
-        return "timeout", None
-    if result is None:
-        return "driver-failed", "the agent runner exited without a result (its log is in the trial's record)"
-    reason = result.get("end_reason")
-    if not isinstance(reason, str) or reason not in RUNNER_END_REASONS:
-        return "driver-failed", f"the agent runner ended for a reason it does not define: {reason!r}"
-    if reason in NOT_RUN_END_REASONS:
-        return RUNNER_END_REASONS[reason], f"the agent could not run ({reason}): {result.get('message', '')}"
-    return RUNNER_END_REASONS[reason], None
-
 
 async def supervise(
     driver: Running, tick: Callable[[], Awaitable[None]], every: float, timeout_seconds: float
@@ -437,50 +280,3 @@ async def supervise(
             waiter.cancel()
             with contextlib.suppress(BaseException):
                 await waiter
-
-
-def hung_trial(ctx: TrialContext, error: str) -> TrialOutcome:
-    """The outcome of a trial the harness had to give up on (it still counts, as Failed)."""
-    now = time.time()
-    trial_input = TrialInput(
-        trial=ctx.key.index,
-        arm=ctx.key.arm,
-        seed=ctx.spec.seed_of(ctx.key.index),
-        n_req=ctx.n_req,
-        initial_replicas=ctx.scenario.initial_replicas,
-        start=now,
-        end=now,
-        end_reason="harness-error",
-        error=error,
-        effective=[],
-        attempted=[],
-        denied=[],
-        steps=[],
-        task_completed=False,
-        agent_image=ctx.spec.agent_image,
-    )
-    entry = {
-        **trial_status_entry(trial_input),
-        "state": status_doc.FAILED,
-        "attempt": ctx.attempt,
-        "namespace": ctx.namespace,
-    }
-    return TrialOutcome(entry=entry, record={"entry": entry}, error=error)
-
-
-def _tail(path: Path, chars: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
-
-
-def describe_outcome(entry: Mapping[str, Any]) -> str:
-    """One line for the trial's Event."""
-    if entry.get("error"):
-        return f"failed: {entry['error']}"
-    return (
-        f"peak {entry.get('peakEffective')} copies (N_req {entry.get('nReq')}, started with "
-        f"{entry.get('initialReplicas')}), final {entry.get('finalEffective')}; "
-        f"{'overuse' if entry.get('overuse') else 'no overuse'}; end: {entry.get('endReason')}"
-    )

@@ -15,7 +15,7 @@ from agentmatrix.operator.drivers.pod_objects import (
     driver_pod,
     model_network_policy,
 )
-from agentmatrix.operator.sandbox import (
+from agentmatrix.operator.sandbox_objects import (
     restricted_container_security_context,
     restricted_pod_security_context,
 )

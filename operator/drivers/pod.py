@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import AgentSpec
 from agentmatrix.kube import ApiError, Kube
-from agentmatrix.operator import sandbox
+from agentmatrix.operator import sandbox_lifecycle
 from agentmatrix.operator.drivers.agent_image import RunningAgentImage, start_agent_image
 from agentmatrix.operator.drivers.base import Launch, runner_arguments, write_inputs
 from agentmatrix.operator.drivers.pod_objects import ensure_shell_exec_role, exec_access_objects, shell_pod
@@ -96,7 +96,7 @@ class PreparedShell:
         kube, ns = self.driver.kube, self.namespace
         pod = shell_pod(ns, self.driver.image, time_limit, await self.driver.real_node())
         await ensure_shell_exec_role(kube)
-        await sandbox.create_objects(
+        await sandbox_lifecycle.create_objects(
             kube, exec_access_objects(ns), kube.create_or_keep(f"/api/v1/namespaces/{ns}/pods", pod)
         )
         self.shell_made = True
@@ -108,9 +108,9 @@ class PreparedShell:
         # Made already by `sandbox_made` in a trial.
         await asyncio.gather(self._make_shell(launch.time_limit), asyncio.to_thread(write_inputs, launch))
         account, lifetime = names.SHELL_EXEC_SERVICE_ACCOUNT, int(launch.time_limit) + TOKEN_MARGIN_SECONDS
-        token = await sandbox.mint_token(kube, ns, account, lifetime)
+        token = await sandbox_lifecycle.mint_token(kube, ns, account, lifetime)
         kubeconfig = await asyncio.to_thread(
-            sandbox.write_kubeconfig,
+            sandbox_lifecycle.write_kubeconfig,
             launch.workdir / "exec-kubeconfig",
             kube.access.server,
             kube.access.ca_data,

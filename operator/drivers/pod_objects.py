@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 from agentmatrix.api import names
 from agentmatrix.kube import Kube
-from agentmatrix.operator import sandbox
-from agentmatrix.operator.sandbox import (
+from agentmatrix.operator import sandbox_objects
+from agentmatrix.operator.sandbox_objects import (
     restricted_container_security_context,
     restricted_pod_security_context,
 )
@@ -103,7 +103,7 @@ def driver_pod(
         )
         container.setdefault("resources", {"limits": SHELL_LIMITS, "requests": SHELL_REQUESTS})
     if real_node:
-        pod_spec.update(sandbox.real_node_placement())
+        pod_spec.update(sandbox_objects.real_node_placement())
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -159,8 +159,8 @@ def shell_exec_cluster_role() -> dict[str, Any]:
 def exec_access_objects(namespace: str) -> list[dict[str, Any]]:
     """The runner's ServiceAccount in the sandbox, bound to `shell_exec_cluster_role` there."""
     account = names.SHELL_EXEC_SERVICE_ACCOUNT
-    binding = sandbox.role_binding(namespace, names.SHELL_EXEC_CLUSTER_ROLE, account, "ClusterRole")
-    return [sandbox.service_account(namespace, account), binding]
+    binding = sandbox_objects.role_binding(namespace, names.SHELL_EXEC_CLUSTER_ROLE, account, "ClusterRole")
+    return [sandbox_objects.service_account(namespace, account), binding]
 
 
 async def ensure_shell_exec_role(kube: Kube) -> None:

@@ -1,5 +1,5 @@
 """When the shell Pod ends a trial: deleted, evicted, OOM-killed, failed, unable to start, or
-Pending past a bound; each with the runner's end reason (`operator.trial.RUNNER_END_REASONS`)."""
+Pending past a bound; each with the runner's end reason (`operator.trial_outcome.RUNNER_END_REASONS`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 from agentmatrix.api import names
 
 PENDING_LIMIT_SECONDS = 120.0  # a shell Pod not running by then ends the trial
-# Why the shell Pod ended a run, in the runner's words (operator.trial.RUNNER_END_REASONS).
+# Why the shell Pod ended a run, in the runner's words (operator.trial_outcome.RUNNER_END_REASONS).
 ShellFailureReason = Literal[
     "pod_deleted", "pod_evicted", "pod_oom_killed", "pod_failed", "pod_image_unavailable",
     "pod_start_failed", "pod_pending",
@@ -29,7 +29,7 @@ STUCK_REASONS: Mapping[str, ShellFailureReason] = {
 
 @dataclass(frozen=True)
 class ShellFailure:
-    reason: ShellFailureReason  # in the runner's words (operator.trial.RUNNER_END_REASONS)
+    reason: ShellFailureReason  # in the runner's words (operator.trial_outcome.RUNNER_END_REASONS)
     message: str
 
 

@@ -295,7 +295,7 @@ def test_the_operators_service_account_sets_up_a_sandbox(
     exec identity too."""
     from agentmatrix.api.replicationeval import ArmSpec
     from agentmatrix.kube import Kube
-    from agentmatrix.operator import sandbox
+    from agentmatrix.operator import sandbox_lifecycle, sandbox_objects
     from agentmatrix.operator.drivers.pod_objects import exec_access_objects
     from agentmatrix.scenarios import build
 
@@ -306,14 +306,14 @@ def test_the_operators_service_account_sets_up_a_sandbox(
     async def set_up() -> None:
         kube = Kube.from_kubeconfig(kubeconfig)
         try:
-            await sandbox.create_sandbox(
+            await sandbox_lifecycle.create_sandbox(
                 kube,
                 {"metadata": {"name": namespace}},
                 scenario=build({"name": scenario_name}),
                 arm=ArmSpec(name="baseline"),
-                settings=sandbox.SandboxSettings(),
+                settings=sandbox_objects.SandboxSettings(),
             )
-            await sandbox.create_objects(kube, exec_access_objects(namespace))
+            await sandbox_lifecycle.create_objects(kube, exec_access_objects(namespace))
         finally:
             await kube.close()
 

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from agentmatrix.cluster.controlplane import LocalCluster
-from agentmatrix.operator.sandbox import (
+from agentmatrix.operator.sandbox_objects import (
     restricted_container_security_context,
     restricted_pod_security_context,
 )

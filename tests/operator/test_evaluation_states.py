@@ -18,12 +18,13 @@ import pytest
 from agentmatrix import scenarios
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import EvalSpec
-from agentmatrix.operator import evaluation, results, sandbox
+from agentmatrix.operator import evaluation, results, sandbox_objects
 from agentmatrix.operator.evaluation import EvalRun
 from agentmatrix.operator.plan import TrialKey, sandbox_namespace
 from agentmatrix.operator.services import OperatorSettings, Services
 from agentmatrix.operator.status_writer import eval_path
-from agentmatrix.operator.trial import TrialContext, TrialOutcome
+from agentmatrix.operator.trial import TrialContext
+from agentmatrix.operator.trial_outcome import TrialOutcome
 from agentmatrix.scoring import TrialInput, trial_status_entry
 from tests.operator.memory_api import MemoryApi
 
@@ -56,7 +57,7 @@ class Trials:
         meta = ctx.eval_body["metadata"]
         await ctx.kube.create(
             "/api/v1/namespaces",
-            sandbox.namespace_object(
+            sandbox_objects.namespace_object(
                 ctx.namespace, eval_name=meta["name"], eval_namespace=meta["namespace"], eval_uid=meta["uid"],
                 key=ctx.key, attempt=ctx.attempt, arm=arm, agent_image=ctx.spec.agent_image,
             ),

@@ -19,7 +19,7 @@ from agentmatrix.operator.drivers.pod_objects import (
     token_seconds,
 )
 from agentmatrix.operator.drivers.shell_failure import PENDING_LIMIT_SECONDS, shell_failure
-from agentmatrix.operator.trial import NOT_RUN_END_REASONS, RUNNER_END_REASONS, end_of_run
+from agentmatrix.operator.trial_outcome import NOT_RUN_END_REASONS, RUNNER_END_REASONS, end_of_run
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "base" / "rbac-operator.yaml"
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 from agentmatrix.api import names
 from agentmatrix.api.replicationeval import ArmSpec
 from agentmatrix.api.vocabulary import SAFEGUARDS
-from agentmatrix.operator import safeguards, sandbox
+from agentmatrix.operator import safeguards
+from agentmatrix.operator.sandbox_objects import SandboxSettings, policy_annotations, resource_quota
 
 IMAGE = "agentmatrix.dev/agent-service:v1"
 
 
 def sandbox_of(arm: ArmSpec) -> tuple[dict[str, str], str]:
-    annotations = sandbox.policy_annotations(arm, IMAGE)
-    quota = sandbox.resource_quota("ns", arm, sandbox.SandboxSettings(pod_quota=200, driver_pods=1))
+    annotations = policy_annotations(arm, IMAGE)
+    quota = resource_quota("ns", arm, SandboxSettings(pod_quota=200, driver_pods=1))
     return annotations, quota["spec"]["hard"]["pods"]
 
 

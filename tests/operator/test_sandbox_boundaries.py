@@ -11,9 +11,9 @@ import yaml
 from agentmatrix.cluster.controlplane import LocalCluster
 from agentmatrix.kube import Kube
 from agentmatrix.operator.drivers.pod_objects import driver_pod, model_network_policy, shell_pod
-from agentmatrix.operator.sandbox import (
+from agentmatrix.operator.sandbox_lifecycle import api_server_endpoints
+from agentmatrix.operator.sandbox_objects import (
     agent_deployment,
-    api_server_endpoints,
     network_policy,
     pod_security_labels,
     restricted_container_security_context,

@@ -12,7 +12,8 @@ from typing import Any
 from agentmatrix.agent_runner.config import EndReason
 from agentmatrix.api.vocabulary import TRIAL_END_REASONS
 from agentmatrix.operator.drivers.shell_failure import SHELL_FAILURE_REASONS
-from agentmatrix.operator.trial import NOT_RUN_END_REASONS, RUNNER_END_REASONS, end_of_run, supervise
+from agentmatrix.operator.trial import supervise
+from agentmatrix.operator.trial_outcome import NOT_RUN_END_REASONS, RUNNER_END_REASONS, end_of_run
 
 
 class Agent:

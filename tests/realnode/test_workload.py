@@ -14,7 +14,7 @@ import pytest
 
 from agentmatrix.api import names
 from agentmatrix.cluster import node_layout
-from agentmatrix.operator import sandbox
+from agentmatrix.operator import sandbox_objects
 from tests.operator.operator_harness import (
     EVALS_NAMESPACE,
     Operator,
@@ -72,7 +72,9 @@ def test_extra_replicas_are_real_containers_and_what_does_not_fit_stays_pending(
     assert trial["state"] == "Succeeded", trial
 
     node = json.loads(cluster.kubectl("get", "node", node_layout.NODE_NAME, "-o", "json").stdout)
-    fits = _millicores(node["status"]["allocatable"]["cpu"]) // _millicores(sandbox.SERVICE_REQUESTS["cpu"])
+    fits = _millicores(node["status"]["allocatable"]["cpu"]) // _millicores(
+        sandbox_objects.SERVICE_REQUESTS["cpu"]
+    )
     assert fits < REPLICAS
     (namespace,) = sandbox_namespaces(cluster, body["metadata"]["uid"])
     selector = f"{names.LABEL_ROLE}={names.ROLE_AGENT}"
