@@ -58,7 +58,9 @@ async def scoped(cluster: LocalCluster) -> AsyncIterator[tuple[ClusterFeed, dict
     make_namespace(cluster, spaces["plain"], None)
     # No admitted footprint outlives its request: whatever the state knows, a watch told it.
     state = ClusterState(admitted_ttl=0.0)
-    feed = ClusterFeed(Kube(KubeAccess.load(cluster.kubeconfig), connections=0), state, evals_namespaces=(team,))
+    feed = ClusterFeed(
+        Kube(KubeAccess.load(cluster.kubeconfig), connections=0), state, evals_namespaces=(team,)
+    )
     feed.start()
     try:
         await asyncio.wait_for(feed.synced.wait(), 30)
