@@ -99,7 +99,7 @@ class ClusterFeed:
         await self.client.close()
 
     def _watch(self, resource: str, namespace: str, selector: str = "") -> asyncio.Task[None]:
-        cluster_wide = resource in ("namespaces", "nodes")
+        """Follow `resource` in `namespace` (empty: cluster-wide)."""
         return asyncio.create_task(
             self.client.list_and_watch(
                 collection_path(resource, namespace or None),
@@ -109,7 +109,7 @@ class ClusterFeed:
                 synced=self._synced(resource, namespace),
                 batch_seconds=0.0 if resource == "namespaces" else WATCH_BATCH_SECONDS,
             ),
-            name=f"watch-{resource}" if cluster_wide else f"watch-{resource}-{namespace}",
+            name="-".join(filter(None, ("watch", resource, namespace))),
         )
 
     def _rescope(self) -> None:
